@@ -1,0 +1,223 @@
+"""The `slimctr` command line (contract: shared specs, cli.md).
+
+User errors print one line, ``slimctr: error: ...``, and exit 1; ``--json`` prints one JSON object
+on stdout while progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from slimctr import __version__
+from slimctr.data.datasets import DATASETS, data_root, locate, with_overrides
+from slimctr.data.prepare import PrepareOptions, Sources, prepare
+from slimctr.data.store import Store
+from slimctr.data.synthetic import SyntheticConfig, write_synthetic
+from slimctr.errors import SlimctrError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is a one-line error with exit status 1."""
+
+    def error(self, message: str) -> NoReturn:
+        raise SlimctrError(f"{message} (see `{self.prog} --help`)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.run(args) or 0)
+    except SlimctrError as exc:
+        print(f"slimctr: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("slimctr: interrupted", file=sys.stderr)
+        return 130
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(prog="slimctr", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"slimctr {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = commands.add_parser("prepare", help="encode raw click logs into a columnar store")
+    p.add_argument("sources", nargs="*", type=Path, metavar="SOURCE",
+                   help="raw files (CSV/TSV/Parquet/libfm, gzip allowed) or a dataset folder")
+    p.add_argument("--out", required=True, type=Path, metavar="DATA_DIR")
+    p.add_argument("--dataset", choices=None, metavar="NAME",
+                   help=f"a registered dataset ({', '.join(DATASETS)})")
+    p.add_argument("--format", choices=("auto", "csv", "tsv", "parquet", "libfm"))
+    p.add_argument("--no-header", dest="header", action="store_const", const=False)
+    p.add_argument("--delimiter", metavar="C")
+    p.add_argument("--label", metavar="COL", help="label column (default: label)")
+    p.add_argument("--categorical", type=_names, metavar="COL,COL...")
+    p.add_argument("--numeric", type=_names, metavar="COL,COL...")
+    p.add_argument("--drop", type=_names, metavar="COL,COL...")
+    p.add_argument("--min-count", type=int, metavar="N",
+                   help="values seen fewer times in training map to the field's OOV id")
+    p.add_argument("--vocab-from", dest="vocabulary_from", choices=("train", "all"),
+                   help="rows whose values form the vocabulary (default: train; unseen -> OOV)")
+    p.add_argument("--numeric-encoding", choices=("standardize", "bucket"),
+                   help="numeric columns as standardised floats (default) or Criteo's "
+                   "floor(ln(v)^2) buckets as categories")
+    p.add_argument("--valid", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("--test", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("--split", type=_fractions, metavar="TRAIN,VALID,TEST",
+                   help="random (or --order-by) split of the sources (default 0.8,0.1,0.1)")
+    p.add_argument("--order-by", metavar="COL", help="split by the order of a numeric column")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace a different store in DATA_DIR")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(run=_prepare)
+
+    p = commands.add_parser("datasets", help="list registered datasets and where they are looked for")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_datasets)
+
+    p = commands.add_parser("synth", help="write the synthetic default dataset and its ground truth")
+    p.add_argument("--rows", type=int, default=SyntheticConfig.rows, metavar="N")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE",
+                   help=".parquet, .csv or .tsv (optionally .gz); the truth goes to FILE.truth.json")
+    p.add_argument("--numeric", type=int, default=SyntheticConfig.num_numeric, metavar="N")
+    p.add_argument("--categorical", type=int, default=SyntheticConfig.num_categorical, metavar="N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_synth)
+
+    p = commands.add_parser("demo", help="the whole story on the embedded synthetic default")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), metavar="DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_demo)
+    return parser
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of column names")
+    return names
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three fractions like 0.8,0.1,0.1, got {text!r}")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected three fractions like 0.8,0.1,0.1, got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    given = {"format": args.format, "header": args.header, "delimiter": args.delimiter,
+             "label": args.label, "categorical": args.categorical, "numeric": args.numeric,
+             "drop": args.drop, "min_count": args.min_count,
+             "vocabulary_from": args.vocabulary_from, "split": args.split,
+             "numeric_encoding": args.numeric_encoding, "order_by": args.order_by,
+             "seed": args.seed}
+    if args.dataset:
+        if args.valid or args.test:
+            raise SlimctrError("--valid/--test do not apply to --dataset (it knows its files)")
+        located = locate(args.dataset, list(args.sources), resplit=args.split is not None,
+                         seed=args.seed)
+        sources, options, attach = located.sources, located.options, located.attach
+    else:
+        if not args.sources:
+            raise SlimctrError("give SOURCE files or --dataset NAME (see `slimctr prepare --help`)")
+        sources = Sources(train=tuple(args.sources), valid=tuple(args.valid or ()),
+                          test=tuple(args.test or ()))
+        if sources.valid and args.split:
+            raise SlimctrError("--split and --valid/--test exclude each other")
+        options, attach = PrepareOptions(), {}
+    options = with_overrides(options, **given)
+    started = time.perf_counter()
+    store, built = prepare(sources, args.out, options, overwrite=args.overwrite, attach=attach)
+    summary = _store_summary(store)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        verb = f"prepared in {time.perf_counter() - started:.1f} s" if built else "up to date"
+        _print_store(store, verb)
+    return 0
+
+
+def _store_summary(store: Store) -> dict[str, Any]:
+    return {
+        "out": str(store.path),
+        "rows": dict(store.manifest["rows"]),
+        "label": store.schema.label,
+        "fields": [{"name": f["name"], "kind": f["kind"], "vocab_size": f.get("vocab_size", 0),
+                    "transform": f["transform"]} for f in store.manifest["fields"]],
+    }
+
+
+def _print_store(store: Store, verb: str) -> None:
+    rows = store.manifest["rows"]
+    print(f"{store.path}: {verb}")
+    print(f"  rows   train {rows['train']:,}  valid {rows['valid']:,}  test {rows['test']:,}"
+          f"  (split: {store.manifest['split']['method']})")
+    print(f"  label  {store.schema.label}")
+    width = max(len(f["name"]) for f in store.manifest["fields"])
+    for f in store.manifest["fields"]:
+        size = f"vocab {f['vocab_size']:,}" if f["kind"] == "categorical" else \
+            f"mean {f['mean']:.4g}, std {f['std']:.4g}"
+        print(f"  {f['name']:<{width}}  {f['kind']:<11}  {f['transform']:<11}  {size}")
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    root = data_root()
+    rows = [{"name": d.name, "description": d.description, "folder": str(root / d.name),
+             "looks_for": d.looks_for} for d in DATASETS.values()]
+    if args.json:
+        print(json.dumps({"data_root": str(root), "datasets": rows}))
+        return 0
+    print(f"datasets (looked for under $SLIMCTR_DATA = {root}, or pass the folder):")
+    for row in rows:
+        print(f"  {row['name']:<10} {row['description']}")
+        print(f"  {'':<10} {row['folder']}/: {row['looks_for']}")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    try:
+        config = SyntheticConfig(rows=args.rows, num_numeric=args.numeric,
+                                 num_categorical=args.categorical, seed=args.seed)
+    except ValueError as exc:
+        raise SlimctrError(str(exc)) from None
+    started = time.perf_counter()
+    try:
+        truth = write_synthetic(config, args.out)
+    except ValueError as exc:
+        raise SlimctrError(str(exc)) from None
+    result = {"out": str(args.out), "truth": f"{args.out}.truth.json", "rows": config.rows,
+              "positive_rate": truth.positive_rate,
+              "important_fields": list(truth.important_fields)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"wrote {config.rows:,} rows to {args.out} in {time.perf_counter() - started:.1f} s "
+              f"(positive rate {truth.positive_rate:.3f}); ground truth in {result['truth']}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Until the models land: prepare the synthetic default and show what was built."""
+    located = locate("synthetic", [], seed=args.seed)
+    started = time.perf_counter()
+    store, built = prepare(located.sources, args.out / "data", located.options,
+                           attach=located.attach)
+    verb = f"prepared in {time.perf_counter() - started:.1f} s" if built else "up to date"
+    _print_store(store, verb)
+    print("models arrive with the next release; this demo stops after `prepare`.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

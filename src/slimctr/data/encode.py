@@ -1,0 +1,110 @@
+"""Per-batch column transforms shared by `prepare` and, later, `predict`.
+
+Each function takes one raw column of a batch (text from CSV/libfm, or a native Parquet type) and
+returns numpy arrays or arrow tokens; problems raise SlimctrError naming the column and the row,
+through a ``where(row) -> str`` callback that turns a batch row into a file location.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from slimctr.errors import SlimctrError
+
+Where = Callable[[int], str]
+Transform = Literal["token", "bucket", "standardize"]
+MISSING_TOKEN = ""  # missing categorical values (empty or null) form one ordinary category
+
+
+def parse_labels(column: pa.ChunkedArray | pa.Array, name: str, where: Where) -> np.ndarray:
+    """Labels as float64 in {-1, 0, 1}; anything else (or an empty label) is an error at its row.
+
+    The caller maps them to 0/1 (``labels == 1``) after checking that 0 and -1 are not mixed.
+    """
+    values = _to_float(column, name, where, what="label")
+    missing = np.isnan(values)
+    if missing.any():
+        raise SlimctrError(f"empty label in column {name!r}, {where(int(np.argmax(missing)))}")
+    bad = (values != 0) & (values != 1) & (values != -1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise SlimctrError(f"label {_shown(values[row])} is not 0/1 or -1/1 in column {name!r}, "
+                           f"{where(row)}")
+    return values
+
+
+def parse_numeric(column: pa.ChunkedArray | pa.Array, name: str, where: Where) -> np.ndarray:
+    """Float64 values with NaN for missing (empty or null); a non-number is an error at its row."""
+    return _to_float(column, name, where, what="numeric")
+
+
+def criteo_bucket(values: np.ndarray) -> pa.Array:
+    """Criteo's integer bucketing as category tokens: floor(ln(v)^2) for v > 2, else floor(v) - 2.
+
+    Missing values become the missing token. (GDCN reference code; spec gdcn.md section 7.4.)
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        large = np.floor(np.log(values) ** 2)
+    buckets = np.where(values > 2, large, np.floor(values) - 2)
+    tokens = pa.array(buckets, mask=np.isnan(buckets)).cast(pa.int64()).cast(pa.string())
+    return pc.fill_null(tokens, MISSING_TOKEN)
+
+
+def tokens(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """A categorical column as non-null strings; null (Parquet) becomes the missing token."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not pa.types.is_string(array.type):
+        array = array.cast(pa.string())
+    return pc.fill_null(array, MISSING_TOKEN) if array.null_count else array
+
+
+def encode_tokens(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Dictionary-encode a token array: (int32 index per row, the distinct tokens)."""
+    encoded = pc.dictionary_encode(array)
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False), \
+        encoded.dictionary
+
+
+def is_float_column(column: pa.ChunkedArray | pa.Array) -> bool:
+    """Inference rule: a column is numeric when its values are real numbers, not all integers.
+
+    Integer-looking columns (ids, hours, Frappe's feature indices) are categorical by default;
+    name integer counts with ``--numeric``.
+    """
+    if pa.types.is_floating(column.type):
+        return True
+    if not pa.types.is_string(column.type):
+        return False
+    series = pl.Series(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    present = series.filter(series.str.len_chars() > 0)
+    parsed = present.cast(pl.Float64, strict=False)
+    if present.is_empty() or parsed.null_count() > 0:
+        return False
+    return bool((parsed != parsed.floor()).any())
+
+
+def _to_float(column: pa.ChunkedArray | pa.Array, name: str, where: Where, what: str) -> np.ndarray:
+    series = pl.Series(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    if series.dtype == pl.String:
+        series = series.str.strip_chars()
+        present = series.is_not_null() & (series.str.len_chars() > 0)
+        parsed = series.cast(pl.Float64, strict=False)
+        bad = present & parsed.is_null()
+        if bad.any():
+            row = int(bad.arg_true()[0])
+            raise SlimctrError(f"non-numeric value {series[row]!r} in {what} column {name!r}, "
+                               f"{where(row)}")
+        return parsed.fill_null(np.nan).to_numpy()
+    if not (series.dtype.is_numeric() or series.dtype == pl.Boolean):
+        raise SlimctrError(f"{what} column {name!r} has type {series.dtype}, expected numbers")
+    return series.cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+
+def _shown(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)

@@ -1,0 +1,447 @@
+"""`slimctr prepare`: raw click logs in, an encoded store out, in memory bounded by the vocabularies.
+
+Three steps, each a single sequential pass:
+
+1. **Scan** every source batch by batch. Labels and numeric values go to scratch files as they are;
+   each categorical column is dictionary-encoded within its batch (pyarrow, no Python per row),
+   the batch-local ids go to a scratch file and the batch's distinct values to a per-field stream.
+2. **Split**: with the row count known, assign every row to train/valid/test: by source file, by
+   a seeded shuffle of exact 8:1:1 counts, or by the rank of an ordering column.
+3. **Finalize** one field at a time: count each value over the *training* rows (or all rows, with
+   ``vocabulary_from="all"``, the GDCN reference protocol), keep values seen
+   at least ``min_count`` times, number them by count (descending) then value, map batch-local ids
+   to those ids (OOV for the rest) and write the column split by split.
+
+Peak memory is one batch in step 1, and one field's distinct values plus a few bytes per row in
+step 3, never the whole table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from slimctr import __version__
+from slimctr.data import encode
+from slimctr.data.formats import RawSource, SourceFormat, detect_format
+from slimctr.data.store import (
+    FORMAT_VERSION,
+    SPLITS,
+    VOCABULARY,
+    Store,
+    open_store,
+    publish,
+    read_manifest,
+    sha256_file,
+    staging_dir,
+    write_json,
+)
+from slimctr.errors import SlimctrError
+from slimctr.schema import NUM_RESERVED_IDS, OOV_ID, PAD_ID, FieldSpec, Schema
+
+NumericEncoding = Literal["standardize", "bucket"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareOptions:
+    """Everything that decides the content of a store (the sources aside)."""
+
+    format: str = "auto"
+    delimiter: str | None = None
+    header: bool = True
+    names: tuple[str, ...] | None = None  # column names for headerless text
+    label: str = "label"
+    categorical: tuple[str, ...] | None = None  # None: inferred
+    numeric: tuple[str, ...] | None = None  # None: inferred
+    drop: tuple[str, ...] = ()
+    min_count: int = 1
+    vocabulary_from: Literal["train", "all"] = "train"  # which rows count towards min_count
+    numeric_encoding: NumericEncoding = "standardize"
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    order_by: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.min_count < 1:
+            raise SlimctrError(f"--min-count must be at least 1, got {self.min_count}")
+        if self.vocabulary_from not in ("train", "all"):
+            raise SlimctrError(f"unknown vocabulary source {self.vocabulary_from!r} "
+                               "(choose train or all)")
+        if self.numeric_encoding not in ("standardize", "bucket"):
+            raise SlimctrError(f"unknown numeric encoding {self.numeric_encoding!r} "
+                               "(choose standardize or bucket)")
+        if len(self.split) != 3 or min(self.split) < 0 or abs(sum(self.split) - 1) > 1e-6:
+            raise SlimctrError(f"--split must be three non-negative fractions summing to 1, "
+                               f"got {','.join(map(str, self.split))}")
+        if self.split[0] == 0:
+            raise SlimctrError("--split must give the training split a non-zero share")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sources:
+    """Raw files per split. Without ``valid``/``test`` the train files are split by ratio."""
+
+    train: tuple[Path, ...]
+    valid: tuple[Path, ...] = ()
+    test: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.train:
+            raise SlimctrError("no source files given")
+        if bool(self.valid) != bool(self.test):
+            raise SlimctrError("--valid and --test go together (or use --split)")
+
+    @property
+    def by_split(self) -> list[tuple[int, Path]]:
+        return [(i, p) for i, paths in enumerate((self.train, self.valid, self.test))
+                for p in paths]
+
+
+@dataclass(frozen=True)
+class _Column:
+    """How one source column becomes a field."""
+
+    name: str
+    transform: encode.Transform
+
+    @property
+    def kind(self) -> str:
+        return "numeric" if self.transform == "standardize" else "categorical"
+
+
+@dataclass
+class _Scan:
+    """What step 1 leaves behind: scratch files, per-batch sizes and source split tags."""
+
+    scratch: Path
+    batch_rows: list[int] = field(default_factory=list)
+    batch_split: list[int] = field(default_factory=list)
+    labels_seen: set[int] = field(default_factory=set)
+
+    @property
+    def num_rows(self) -> int:
+        return sum(self.batch_rows)
+
+    def file(self, name: str, suffix: str) -> Path:
+        return self.scratch / f"{name}.{suffix}"
+
+
+def prepare(sources: Sources, out: str | Path, options: PrepareOptions = PrepareOptions(), *,
+            overwrite: bool = False, attach: dict[str, Path] | None = None) -> tuple[Store, bool]:
+    """Build the store for ``sources`` in ``out``; returns (store, whether it was built).
+
+    An ``out`` that already holds the store of exactly these sources and options is reused; one
+    that holds anything else is an error unless ``overwrite``. ``attach`` copies extra files (e.g.
+    a synthetic dataset's ground truth) into the store under the given names.
+    """
+    out = Path(out)
+    raw = [(split, RawSource(path, _format(path, options))) for split, path in sources.by_split]
+    columns = _plan_columns(raw, options)
+    recipe = _recipe(raw, options)
+    existing = read_manifest(out) if out.is_dir() else None
+    if existing is not None and existing.get("recipe_id") == recipe["id"] and not overwrite:
+        return open_store(out), False
+    if out.exists() and not overwrite and (existing is not None or any(out.iterdir())):
+        what = "a different store" if existing is not None else "other files"
+        raise SlimctrError(f"{out} already holds {what} (use --overwrite to replace it)")
+    staging = staging_dir(out)
+    try:
+        manifest = _build(raw, columns, options, staging, recipe)
+        for name, path in (attach or {}).items():
+            shutil.copyfile(path, staging / name)
+            manifest["checksums"][name] = sha256_file(staging / name)
+        write_json(staging / "manifest.json", manifest)
+        publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return open_store(out, verify=False), True
+
+
+def _format(path: Path, options: PrepareOptions) -> SourceFormat:
+    return detect_format(path, options.format, delimiter=options.delimiter,
+                         header=options.header, names=options.names)
+
+
+def _plan_columns(raw: list[tuple[int, RawSource]], options: PrepareOptions) -> list[_Column]:
+    """Each column's role: the label, dropped, or a field; unlisted columns are inferred."""
+    first = raw[0][1]
+    for _, source in raw[1:]:
+        if source.columns != first.columns:
+            raise SlimctrError(f"{source.path} has columns {', '.join(source.columns)}, unlike "
+                               f"{first.path} ({', '.join(first.columns)})")
+    categorical, numeric = options.categorical or (), options.numeric or ()
+    named = {"--label": (options.label,), "--drop": options.drop, "--categorical": categorical,
+             "--numeric": numeric, "--order-by": (options.order_by,) if options.order_by else ()}
+    for flag, names in named.items():
+        for name in names:
+            if name not in first.columns:
+                raise SlimctrError(f"column {name!r} given to {flag} not found in {first.path} "
+                                   f"(columns: {', '.join(first.columns)})")
+    both = set(categorical) & set(numeric)
+    if both:
+        raise SlimctrError(f"columns given as both categorical and numeric: {', '.join(sorted(both))}")
+    if options.label in (*categorical, *numeric, *options.drop):
+        raise SlimctrError(f"the label column {options.label!r} cannot also be a field or dropped")
+    fields = [c for c in first.columns if c != options.label and c not in options.drop]
+    if not fields:
+        raise SlimctrError(f"{first.path} has no feature columns besides the label")
+    unlisted = [c for c in fields if c not in categorical and c not in numeric]
+    if unlisted:
+        sample = next(first.batches())[1]
+        numeric = (*numeric, *(c for c in unlisted if encode.is_float_column(sample.column(c))))
+    transform: encode.Transform = "bucket" if options.numeric_encoding == "bucket" else "standardize"
+    return [_Column(c, transform if c in numeric else "token") for c in fields]
+
+
+def _recipe(raw: list[tuple[int, RawSource]], options: PrepareOptions) -> dict[str, object]:
+    """What decides a store's content, with a hash to recognise an identical rebuild."""
+    sources = [{"split": SPLITS[split], "path": str(source.path.resolve()),
+                **_fingerprint(source.path)} for split, source in raw]
+    body = {"format_version": FORMAT_VERSION, "sources": sources, "options": asdict(options)}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+    return {"id": digest, **body}
+
+
+def _fingerprint(path: Path) -> dict[str, object]:
+    """Size, mtime and a hash of the first and last MiB: cheap, and enough to notice a change."""
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(1 << 20))
+        handle.seek(max(0, stat.st_size - (1 << 20)))
+        digest.update(handle.read(1 << 20))
+    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "head_tail_sha256": digest.hexdigest()}
+
+
+def _build(raw: list[tuple[int, RawSource]], columns: list[_Column], options: PrepareOptions,
+           staging: Path, recipe: dict[str, object]) -> dict[str, object]:
+    scratch = staging / "scratch"
+    scratch.mkdir()
+    (staging / "columns").mkdir()
+    scan = _scan(raw, columns, options, scratch)
+    assignment, split_info = _assign_splits(scan, options)
+    train = assignment == 0
+    rows = {name: int((assignment == i).sum()) for i, name in enumerate(SPLITS)}
+    if rows["train"] == 0:
+        raise SlimctrError("the training split is empty")
+    writer = _SplitWriter(assignment, scan.batch_rows)
+    checksums = {"columns/label.npy": writer.write(
+        staging / "columns/label.npy", np.uint8, _chunks(scan.file("label", "u8"), np.uint8, scan))}
+    fields, vocabularies = [], []
+    for column in columns:
+        relative = f"columns/{column.name}.npy"
+        if column.kind == "numeric":
+            spec = _finalize_numeric(column, scan, train, writer, staging / relative)
+        else:
+            spec, vocab = _finalize_categorical(column, scan, train, options, writer,
+                                                staging / relative)
+            vocabularies.append(vocab)
+        checksums[relative] = spec.pop("sha256")
+        fields.append({**spec, "file": relative})
+    shutil.rmtree(scratch)
+    vocabulary = pl.concat(vocabularies) if vocabularies else _empty_vocabulary()
+    vocabulary.write_parquet(staging / VOCABULARY)
+    checksums[VOCABULARY] = sha256_file(staging / VOCABULARY)
+    schema = Schema(label=options.label, fields=tuple(
+        FieldSpec(name=f["name"], kind=f["kind"], vocab_size=f.get("vocab_size", 0))
+        for f in fields))
+    return {
+        "format_version": FORMAT_VERSION,
+        "slimctr_version": __version__,
+        "recipe_id": recipe["id"],
+        "schema": schema.to_dict(),
+        "rows": rows,
+        "split": split_info,
+        "label_file": "columns/label.npy",
+        "pad_id": PAD_ID,
+        "oov_id": OOV_ID,
+        "fields": fields,
+        "sources": recipe["sources"],
+        "options": recipe["options"],
+        "checksums": checksums,
+    }
+
+
+def _scan(raw: list[tuple[int, RawSource]], columns: list[_Column], options: PrepareOptions,
+          scratch: Path) -> _Scan:
+    scan = _Scan(scratch)
+    outputs = {"label": open(scan.file("label", "u8"), "wb")}
+    if options.order_by:
+        outputs["order"] = open(scan.file("order", "f64"), "wb")
+    for column in columns:
+        outputs[column.name] = open(scan.file(column.name, "raw"), "wb")
+    dictionaries = {c.name: pa.ipc.new_stream(scan.file(c.name, "dict"),
+                                              pa.schema([("value", pa.string())]))
+                    for c in columns if c.kind == "categorical"}
+    try:
+        for split, source in raw:
+            for first_row, batch in source.batches():
+                def where(row: int, source: RawSource = source, first_row: int = first_row) -> str:
+                    return source.where(first_row + row)
+                labels = encode.parse_labels(batch.column(options.label), options.label, where)
+                scan.labels_seen.update(np.unique(labels).tolist())
+                if {0, -1} <= scan.labels_seen:
+                    raise SlimctrError(f"labels mix 0 and -1 (use 0/1 or -1/1), {source.path}")
+                outputs["label"].write((labels == 1).astype(np.uint8).tobytes())
+                if options.order_by:
+                    order = encode.parse_numeric(batch.column(options.order_by), options.order_by,
+                                                 where)
+                    outputs["order"].write(order.tobytes())
+                for column in columns:
+                    values = batch.column(column.name)
+                    if column.transform == "standardize":
+                        outputs[column.name].write(
+                            encode.parse_numeric(values, column.name, where).tobytes())
+                        continue
+                    if column.transform == "bucket":
+                        tokens = encode.criteo_bucket(encode.parse_numeric(values, column.name,
+                                                                           where))
+                    else:
+                        tokens = encode.tokens(values)
+                    ids, distinct = encode.encode_tokens(tokens)
+                    outputs[column.name].write(ids.tobytes())
+                    dictionaries[column.name].write_batch(
+                        pa.record_batch([distinct.cast(pa.string())], names=["value"]))
+                scan.batch_rows.append(batch.num_rows)
+                scan.batch_split.append(split)
+    finally:
+        for handle in outputs.values():
+            handle.close()
+        for writer in dictionaries.values():
+            writer.close()
+    return scan
+
+
+def _assign_splits(scan: _Scan, options: PrepareOptions) -> tuple[np.ndarray, dict[str, object]]:
+    """Split index per row (0 train, 1 valid, 2 test) and a record of how it was drawn."""
+    n = scan.num_rows
+    if any(scan.batch_split):
+        assignment = np.repeat(np.array(scan.batch_split, dtype=np.uint8), scan.batch_rows)
+        info: dict[str, object] = {"method": "files"}
+    else:
+        n_valid, n_test = int(n * options.split[1]), int(n * options.split[2])
+        counts = [n - n_valid - n_test, n_valid, n_test]
+        if options.order_by:
+            keys = np.fromfile(scan.file("order", "f64"), dtype=np.float64)
+            ranks = np.empty(n, dtype=np.int64)
+            ranks[np.argsort(keys, kind="stable")] = np.arange(n)
+            assignment = np.searchsorted(np.cumsum(counts), ranks, side="right").astype(np.uint8)
+            info = {"method": "ordered", "order_by": options.order_by}
+        else:
+            assignment = np.repeat(np.arange(3, dtype=np.uint8), counts)
+            np.random.default_rng(options.seed).shuffle(assignment)
+            info = {"method": "random", "seed": options.seed}
+        info["ratios"] = list(options.split)
+    info["assignment_sha256"] = hashlib.sha256(assignment.tobytes()).hexdigest()
+    return assignment, info
+
+
+class _SplitWriter:
+    """Writes a column batch by batch into an .npy file laid out train | valid | test."""
+
+    def __init__(self, assignment: np.ndarray, batch_rows: list[int]) -> None:
+        self.assignment = assignment
+        self.bounds = np.cumsum([0, *batch_rows])
+        counts = np.bincount(assignment, minlength=3)
+        self.split_starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+
+    def write(self, path: Path, dtype: type, chunks: Iterator[np.ndarray]) -> str:
+        """Write one chunk per batch; returns the file's sha256."""
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=dtype,
+                                           shape=(len(self.assignment),))
+        offset, itemsize = header.offset, header.itemsize
+        del header
+        positions = self.split_starts.copy()
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            for b, chunk in enumerate(chunks):
+                split = self.assignment[self.bounds[b]:self.bounds[b + 1]]
+                for s in range(3):
+                    part = np.ascontiguousarray(chunk[split == s], dtype=dtype)
+                    os.pwrite(fd, part.tobytes(), offset + int(positions[s]) * itemsize)
+                    positions[s] += len(part)
+        finally:
+            os.close(fd)
+        return sha256_file(path)
+
+
+def _chunks(path: Path, dtype: type, scan: _Scan) -> Iterator[np.ndarray]:
+    """Read a scratch file back one batch at a time."""
+    with open(path, "rb") as handle:
+        for rows in scan.batch_rows:
+            yield np.fromfile(handle, dtype=dtype, count=rows)
+
+
+def _finalize_numeric(column: _Column, scan: _Scan, train: np.ndarray, writer: _SplitWriter,
+                      path: Path) -> dict[str, object]:
+    """Standardise with the training rows' mean and std; missing values become 0 (the mean)."""
+    total = square = count = 0.0
+    bounds = writer.bounds
+    for b, values in enumerate(_chunks(scan.file(column.name, "raw"), np.float64, scan)):
+        kept = values[train[bounds[b]:bounds[b + 1]]]
+        kept = kept[~np.isnan(kept)]
+        total, square, count = total + kept.sum(), square + (kept**2).sum(), count + len(kept)
+    mean = total / count if count else 0.0
+    std = float(np.sqrt(max(square / count - mean**2, 0.0))) if count else 0.0
+    scale = std if std > 0 else 1.0
+
+    def standardised() -> Iterator[np.ndarray]:
+        for values in _chunks(scan.file(column.name, "raw"), np.float64, scan):
+            yield np.nan_to_num((values - mean) / scale, nan=0.0).astype(np.float32)
+
+    sha = writer.write(path, np.float32, standardised())
+    return {"name": column.name, "kind": "numeric", "source_column": column.name,
+            "transform": "standardize", "mean": mean, "std": std, "dtype": "float32",
+            "sha256": sha}
+
+
+def _finalize_categorical(column: _Column, scan: _Scan, train: np.ndarray,
+                          options: PrepareOptions, writer: _SplitWriter,
+                          path: Path) -> tuple[dict[str, object], pl.DataFrame]:
+    """Count values over training rows, keep the frequent ones, rewrite local ids as final ids."""
+    with pa.ipc.open_stream(scan.file(column.name, "dict")) as reader:
+        distinct = reader.read_all().column("value")
+    sizes = [len(chunk) for chunk in distinct.chunks]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    bounds = writer.bounds
+    counts = np.zeros(sum(sizes), dtype=np.int64)
+    counted = train if options.vocabulary_from == "train" else np.ones_like(train)
+    for b, local in enumerate(_chunks(scan.file(column.name, "raw"), np.int32, scan)):
+        kept = local[counted[bounds[b]:bounds[b + 1]]]
+        counts[offsets[b]:offsets[b] + sizes[b]] += np.bincount(kept, minlength=sizes[b])
+    entries = pl.DataFrame({"value": pl.Series(distinct.combine_chunks()), "count": counts})
+    vocab = (entries.group_by("value").agg(pl.col("count").sum())
+             .filter(pl.col("count") >= options.min_count)
+             .sort(["count", "value"], descending=[True, False])
+             .with_row_index("id", offset=NUM_RESERVED_IDS))
+    lookup = (entries.join(vocab.select("value", "id"), on="value", how="left",
+                           maintain_order="left")
+              .get_column("id").fill_null(OOV_ID).cast(pl.Int32).to_numpy())
+
+    def final_ids() -> Iterator[np.ndarray]:
+        for b, local in enumerate(_chunks(scan.file(column.name, "raw"), np.int32, scan)):
+            yield lookup[offsets[b] + local]
+
+    sha = writer.write(path, np.int32, final_ids())
+    transform = column.transform
+    spec = {"name": column.name, "kind": "categorical", "source_column": column.name,
+            "transform": transform, "vocab_size": vocab.height + NUM_RESERVED_IDS,
+            "dtype": "int32", "sha256": sha}
+    vocabulary = vocab.select(pl.lit(column.name).alias("field"), pl.col("id").cast(pl.Int32),
+                              "value", "count")
+    return spec, vocabulary
+
+
+def _empty_vocabulary() -> pl.DataFrame:
+    return pl.DataFrame(schema={"field": pl.String, "id": pl.Int32, "value": pl.String,
+                                "count": pl.Int64})
