@@ -126,6 +126,14 @@ def test_ordered_split_puts_the_earliest_rows_in_train(tmp_path):
     assert max(train) < min(valid) and max(valid) < min(test)
 
 
+def test_ordering_column_can_also_be_a_field(tmp_path):
+    source = _numbered(tmp_path, 100)
+    store, _ = prepare(Sources(train=(source,)), tmp_path / "d", PrepareOptions(
+        categorical=("row", "hour"), order_by="hour", vocabulary_from="all"))
+    hours = [int(v) for v in _decode(store, "hour", "train")]
+    assert sorted(hours) == list(range(80))
+
+
 def test_inference_makes_floats_numeric_and_integers_and_strings_categorical(tmp_path):
     source = write_text(tmp_path / "x.csv", ["label,f,i,s", "1,0.5,3,a", "0,1,4,b", "1,,5,c"])
     store, _ = prepare(Sources(train=(source,)), tmp_path / "d")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from slimctr.data.formats import detect_format, first_line
+from slimctr.data.formats import RawSource, detect_format, first_line
 from slimctr.data.prepare import PrepareOptions, Sources
 from slimctr.data.synthetic import SyntheticConfig, write_synthetic
 from slimctr.errors import SlimctrError
@@ -71,7 +71,8 @@ _FRAPPE_LAYOUTS = (
     ("Frappe_x1_csv", ("train.reconstructed.csv", "train.csv"), ("valid.csv",), ("test.csv",)),
     ("libfm", ("frappe.train.reconstructed.libfm", "frappe.train.libfm"),
      ("frappe.validation.libfm",), ("frappe.test.libfm",)),
-    (".", ("train.reconstructed.csv", "train.csv", "frappe.train.libfm"),
+    (".", ("train.reconstructed.csv", "train.csv", "frappe.train.reconstructed.libfm",
+           "frappe.train.libfm"),
      ("valid.csv", "frappe.validation.libfm"), ("test.csv", "frappe.test.libfm")),
 )
 
@@ -133,7 +134,9 @@ def _locate_synthetic(paths: list[Path], resplit: bool, seed: int) -> Located:
             write_synthetic(config, file)
         paths = [file]
     attach = {"truth.json": _truth(paths[0])} if _truth(paths[0]).is_file() else {}
-    options = PrepareOptions(numeric_encoding="bucket", min_count=2, seed=seed)
+    columns = RawSource(paths[0], detect_format(paths[0])).columns
+    numeric = tuple(c for c in columns if c.startswith("I"))  # counts, as Criteo's I1..I13
+    options = PrepareOptions(numeric=numeric, numeric_encoding="bucket", min_count=2, seed=seed)
     return Located(Sources(train=tuple(paths)), options, attach)
 
 

@@ -45,30 +45,32 @@ def parse_numeric(column: pa.ChunkedArray | pa.Array, name: str, where: Where) -
 
 
 def criteo_bucket(values: np.ndarray) -> pa.Array:
-    """Criteo's integer bucketing as category tokens: floor(ln(v)^2) for v > 2, else floor(v) - 2.
+    """Criteo's integer bucketing: floor(ln(v)^2) for v > 2, else floor(v) - 2; null if missing.
 
-    Missing values become the missing token. (GDCN reference code; spec gdcn.md section 7.4.)
+    The buckets are then treated as categories. (GDCN reference code; spec gdcn.md section 7.4.)
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         large = np.floor(np.log(values) ** 2)
     buckets = np.where(values > 2, large, np.floor(values) - 2)
-    tokens = pa.array(buckets, mask=np.isnan(buckets)).cast(pa.int64()).cast(pa.string())
-    return pc.fill_null(tokens, MISSING_TOKEN)
+    missing = np.isnan(buckets)
+    return pa.array(np.where(missing, 0, buckets).astype(np.int64), mask=missing)
 
 
-def tokens(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """A categorical column as non-null strings; null (Parquet) becomes the missing token."""
+def encode_tokens(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Dictionary-encode one batch of a categorical column: (int32 index per row, distinct values).
+
+    Values of any type become strings (``3`` and ``"3"`` are one category), and a missing value
+    (null) becomes the missing token. Text columns arrive already dictionary-encoded by the reader.
+    """
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if not pa.types.is_string(array.type):
-        array = array.cast(pa.string())
-    return pc.fill_null(array, MISSING_TOKEN) if array.null_count else array
-
-
-def encode_tokens(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """Dictionary-encode a token array: (int32 index per row, the distinct tokens)."""
-    encoded = pc.dictionary_encode(array)
-    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False), \
-        encoded.dictionary
+    if not pa.types.is_dictionary(array.type):
+        array = pc.dictionary_encode(array, null_encoding="encode")
+    distinct = array.dictionary
+    if not pa.types.is_string(distinct.type):
+        distinct = distinct.cast(pa.string())
+    if distinct.null_count:
+        distinct = pc.fill_null(distinct, MISSING_TOKEN)
+    return array.indices.to_numpy().astype(np.int32, copy=False), distinct
 
 
 def is_float_column(column: pa.ChunkedArray | pa.Array) -> bool:
@@ -90,9 +92,11 @@ def is_float_column(column: pa.ChunkedArray | pa.Array) -> bool:
 
 
 def _to_float(column: pa.ChunkedArray | pa.Array, name: str, where: Where, what: str) -> np.ndarray:
-    series = pl.Series(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
-    if series.dtype == pl.String:
-        series = series.str.strip_chars()
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(array.type):  # a categorical field that also orders the split
+        array = array.dictionary_decode()
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        series = pl.Series(array).str.strip_chars()
         present = series.is_not_null() & (series.str.len_chars() > 0)
         parsed = series.cast(pl.Float64, strict=False)
         bad = present & parsed.is_null()
@@ -101,9 +105,13 @@ def _to_float(column: pa.ChunkedArray | pa.Array, name: str, where: Where, what:
             raise SlimctrError(f"non-numeric value {series[row]!r} in {what} column {name!r}, "
                                f"{where(row)}")
         return parsed.fill_null(np.nan).to_numpy()
-    if not (series.dtype.is_numeric() or series.dtype == pl.Boolean):
-        raise SlimctrError(f"{what} column {name!r} has type {series.dtype}, expected numbers")
-    return series.cast(pl.Float64).fill_null(np.nan).to_numpy()
+    if not (pa.types.is_integer(array.type) or pa.types.is_floating(array.type)
+            or pa.types.is_boolean(array.type)):
+        raise SlimctrError(f"{what} column {name!r} has type {array.type}, expected numbers")
+    floats = array.cast(pa.float64())
+    if floats.null_count:
+        floats = pc.fill_null(floats, np.nan)
+    return floats.to_numpy()
 
 
 def _shown(value: float) -> str:

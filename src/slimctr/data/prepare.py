@@ -50,6 +50,7 @@ from slimctr.errors import SlimctrError
 from slimctr.schema import NUM_RESERVED_IDS, OOV_ID, PAD_ID, FieldSpec, Schema
 
 NumericEncoding = Literal["standardize", "bucket"]
+SPAN_ROWS = 1 << 20  # rows finalized at a time
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,7 +237,7 @@ def _build(raw: list[tuple[int, RawSource]], columns: list[_Column], options: Pr
         raise SlimctrError("the training split is empty")
     writer = _SplitWriter(assignment, scan.batch_rows)
     checksums = {"columns/label.npy": writer.write(
-        staging / "columns/label.npy", np.uint8, _chunks(scan.file("label", "u8"), np.uint8, scan))}
+        staging / "columns/label.npy", np.uint8, writer.read(scan.file("label", "u8"), np.uint8))}
     fields, vocabularies = [], []
     for column in columns:
         relative = f"columns/{column.name}.npy"
@@ -283,9 +284,12 @@ def _scan(raw: list[tuple[int, RawSource]], columns: list[_Column], options: Pre
     dictionaries = {c.name: pa.ipc.new_stream(scan.file(c.name, "dict"),
                                               pa.schema([("value", pa.string())]))
                     for c in columns if c.kind == "categorical"}
+    numeric = [options.label, *([options.order_by] if options.order_by else [])]
+    numeric += [c.name for c in columns if c.transform != "token"]
+    categorical = [c.name for c in columns if c.transform == "token"]
     try:
         for split, source in raw:
-            for first_row, batch in source.batches():
+            for first_row, batch in source.batches(numeric=numeric, categorical=categorical):
                 def where(row: int, source: RawSource = source, first_row: int = first_row) -> str:
                     return source.where(first_row + row)
                 labels = encode.parse_labels(batch.column(options.label), options.label, where)
@@ -304,14 +308,12 @@ def _scan(raw: list[tuple[int, RawSource]], columns: list[_Column], options: Pre
                             encode.parse_numeric(values, column.name, where).tobytes())
                         continue
                     if column.transform == "bucket":
-                        tokens = encode.criteo_bucket(encode.parse_numeric(values, column.name,
+                        values = encode.criteo_bucket(encode.parse_numeric(values, column.name,
                                                                            where))
-                    else:
-                        tokens = encode.tokens(values)
-                    ids, distinct = encode.encode_tokens(tokens)
+                    ids, distinct = encode.encode_tokens(values)
                     outputs[column.name].write(ids.tobytes())
                     dictionaries[column.name].write_batch(
-                        pa.record_batch([distinct.cast(pa.string())], names=["value"]))
+                        pa.record_batch([distinct], names=["value"]))
                 scan.batch_rows.append(batch.num_rows)
                 scan.batch_split.append(split)
     finally:
@@ -347,16 +349,37 @@ def _assign_splits(scan: _Scan, options: PrepareOptions) -> tuple[np.ndarray, di
 
 
 class _SplitWriter:
-    """Writes a column batch by batch into an .npy file laid out train | valid | test."""
+    """Writes columns into .npy files laid out train | valid | test, a span of rows at a time.
+
+    A span is a run of whole scan batches of about ``SPAN_ROWS`` rows; for each span the stable
+    order that groups its rows by split is computed once and shared by every column.
+    """
 
     def __init__(self, assignment: np.ndarray, batch_rows: list[int]) -> None:
         self.assignment = assignment
-        self.bounds = np.cumsum([0, *batch_rows])
+        self.batch_rows = np.asarray(batch_rows, dtype=np.int64)
+        batch_bounds = np.cumsum([0, *batch_rows])
+        self.spans: list[tuple[int, int, int, int]] = []  # row start, row stop, batch range
+        first = 0
+        for b in range(1, len(batch_rows) + 1):
+            if batch_bounds[b] - batch_bounds[first] >= SPAN_ROWS or b == len(batch_rows):
+                self.spans.append((int(batch_bounds[first]), int(batch_bounds[b]), first, b))
+                first = b
+        self.orders = [np.argsort(assignment[start:stop], kind="stable").astype(np.int32)
+                       for start, stop, _, _ in self.spans]
+        self.split_counts = [np.bincount(assignment[start:stop], minlength=3)
+                             for start, stop, _, _ in self.spans]
         counts = np.bincount(assignment, minlength=3)
         self.split_starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
 
-    def write(self, path: Path, dtype: type, chunks: Iterator[np.ndarray]) -> str:
-        """Write one chunk per batch; returns the file's sha256."""
+    def read(self, path: Path, dtype: type) -> Iterator[np.ndarray]:
+        """A scratch file written during the scan, back one span at a time."""
+        with open(path, "rb") as handle:
+            for start, stop, _, _ in self.spans:
+                yield np.fromfile(handle, dtype=dtype, count=stop - start)
+
+    def write(self, path: Path, dtype: type, spans: Iterator[np.ndarray]) -> str:
+        """Write one array per span; returns the file's sha256."""
         header = np.lib.format.open_memmap(path, mode="w+", dtype=dtype,
                                            shape=(len(self.assignment),))
         offset, itemsize = header.offset, header.itemsize
@@ -364,42 +387,34 @@ class _SplitWriter:
         positions = self.split_starts.copy()
         fd = os.open(path, os.O_WRONLY)
         try:
-            for b, chunk in enumerate(chunks):
-                split = self.assignment[self.bounds[b]:self.bounds[b + 1]]
-                for s in range(3):
-                    part = np.ascontiguousarray(chunk[split == s], dtype=dtype)
-                    os.pwrite(fd, part.tobytes(), offset + int(positions[s]) * itemsize)
-                    positions[s] += len(part)
+            for values, order, counts in zip(spans, self.orders, self.split_counts, strict=True):
+                grouped = np.ascontiguousarray(values[order], dtype=dtype)
+                bounds = np.cumsum([0, *counts])
+                for split in range(3):
+                    part = grouped[bounds[split]:bounds[split + 1]]
+                    os.pwrite(fd, part.tobytes(), offset + int(positions[split]) * itemsize)
+                    positions[split] += len(part)
         finally:
             os.close(fd)
         return sha256_file(path)
-
-
-def _chunks(path: Path, dtype: type, scan: _Scan) -> Iterator[np.ndarray]:
-    """Read a scratch file back one batch at a time."""
-    with open(path, "rb") as handle:
-        for rows in scan.batch_rows:
-            yield np.fromfile(handle, dtype=dtype, count=rows)
 
 
 def _finalize_numeric(column: _Column, scan: _Scan, train: np.ndarray, writer: _SplitWriter,
                       path: Path) -> dict[str, object]:
     """Standardise with the training rows' mean and std; missing values become 0 (the mean)."""
     total = square = count = 0.0
-    bounds = writer.bounds
-    for b, values in enumerate(_chunks(scan.file(column.name, "raw"), np.float64, scan)):
-        kept = values[train[bounds[b]:bounds[b + 1]]]
+    scratch = scan.file(column.name, "raw")
+    for (start, stop, _, _), values in zip(writer.spans, writer.read(scratch, np.float64),
+                                           strict=True):
+        kept = values[train[start:stop]]
         kept = kept[~np.isnan(kept)]
         total, square, count = total + kept.sum(), square + (kept**2).sum(), count + len(kept)
     mean = total / count if count else 0.0
     std = float(np.sqrt(max(square / count - mean**2, 0.0))) if count else 0.0
     scale = std if std > 0 else 1.0
-
-    def standardised() -> Iterator[np.ndarray]:
-        for values in _chunks(scan.file(column.name, "raw"), np.float64, scan):
-            yield np.nan_to_num((values - mean) / scale, nan=0.0).astype(np.float32)
-
-    sha = writer.write(path, np.float32, standardised())
+    standardised = (np.nan_to_num((values - mean) / scale, nan=0.0)
+                    for values in writer.read(scratch, np.float64))
+    sha = writer.write(path, np.float32, standardised)
     return {"name": column.name, "kind": "numeric", "source_column": column.name,
             "transform": "standardize", "mean": mean, "std": std, "dtype": "float32",
             "sha256": sha}
@@ -408,17 +423,26 @@ def _finalize_numeric(column: _Column, scan: _Scan, train: np.ndarray, writer: _
 def _finalize_categorical(column: _Column, scan: _Scan, train: np.ndarray,
                           options: PrepareOptions, writer: _SplitWriter,
                           path: Path) -> tuple[dict[str, object], pl.DataFrame]:
-    """Count values over training rows, keep the frequent ones, rewrite local ids as final ids."""
+    """Count values over training rows, keep the frequent ones, rewrite local ids as final ids.
+
+    Every scan batch has its own dictionary; ``entries`` stacks them, so batch ``b``'s local id
+    ``i`` is entry ``offsets[b] + i``.
+    """
     with pa.ipc.open_stream(scan.file(column.name, "dict")) as reader:
         distinct = reader.read_all().column("value")
-    sizes = [len(chunk) for chunk in distinct.chunks]
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    bounds = writer.bounds
-    counts = np.zeros(sum(sizes), dtype=np.int64)
+    sizes = np.array([len(chunk) for chunk in distinct.chunks], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    scratch = scan.file(column.name, "raw")
+
+    def entry_keys() -> Iterator[np.ndarray]:
+        for (_, _, first, last), local in zip(writer.spans, writer.read(scratch, np.int32),
+                                              strict=True):
+            yield local + np.repeat(offsets[first:last], writer.batch_rows[first:last])
+
+    counts = np.zeros(int(sizes.sum()), dtype=np.int64)
     counted = train if options.vocabulary_from == "train" else np.ones_like(train)
-    for b, local in enumerate(_chunks(scan.file(column.name, "raw"), np.int32, scan)):
-        kept = local[counted[bounds[b]:bounds[b + 1]]]
-        counts[offsets[b]:offsets[b] + sizes[b]] += np.bincount(kept, minlength=sizes[b])
+    for (start, stop, _, _), keys in zip(writer.spans, entry_keys(), strict=True):
+        counts += np.bincount(keys[counted[start:stop]], minlength=len(counts))
     entries = pl.DataFrame({"value": pl.Series(distinct.combine_chunks()), "count": counts})
     vocab = (entries.group_by("value").agg(pl.col("count").sum())
              .filter(pl.col("count") >= options.min_count)
@@ -427,15 +451,9 @@ def _finalize_categorical(column: _Column, scan: _Scan, train: np.ndarray,
     lookup = (entries.join(vocab.select("value", "id"), on="value", how="left",
                            maintain_order="left")
               .get_column("id").fill_null(OOV_ID).cast(pl.Int32).to_numpy())
-
-    def final_ids() -> Iterator[np.ndarray]:
-        for b, local in enumerate(_chunks(scan.file(column.name, "raw"), np.int32, scan)):
-            yield lookup[offsets[b] + local]
-
-    sha = writer.write(path, np.int32, final_ids())
-    transform = column.transform
+    sha = writer.write(path, np.int32, (lookup[keys] for keys in entry_keys()))
     spec = {"name": column.name, "kind": "categorical", "source_column": column.name,
-            "transform": transform, "vocab_size": vocab.height + NUM_RESERVED_IDS,
+            "transform": column.transform, "vocab_size": vocab.height + NUM_RESERVED_IDS,
             "dtype": "int32", "sha256": sha}
     vocabulary = vocab.select(pl.lit(column.name).alias("field"), pl.col("id").cast(pl.Int32),
                               "value", "count")
