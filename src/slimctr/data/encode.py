@@ -22,7 +22,7 @@ Transform = Literal["token", "bucket", "standardize"]
 MISSING_TOKEN = ""  # missing categorical values (empty or null) form one ordinary category
 
 
-def parse_labels(column: pa.ChunkedArray | pa.Array, name: str, where: Where) -> np.ndarray:
+def parse_labels(column: pa.Array, name: str, where: Where) -> np.ndarray:
     """Labels as float64 in {-1, 0, 1}; anything else (or an empty label) is an error at its row.
 
     The caller maps them to 0/1 (``labels == 1``) after checking that 0 and -1 are not mixed.
@@ -39,7 +39,7 @@ def parse_labels(column: pa.ChunkedArray | pa.Array, name: str, where: Where) ->
     return values
 
 
-def parse_numeric(column: pa.ChunkedArray | pa.Array, name: str, where: Where) -> np.ndarray:
+def parse_numeric(column: pa.Array, name: str, where: Where) -> np.ndarray:
     """Float64 values with NaN for missing (empty or null); a non-number is an error at its row."""
     return _to_float(column, name, where, what="numeric")
 
@@ -56,24 +56,24 @@ def criteo_bucket(values: np.ndarray) -> pa.Array:
     return pa.array(np.where(missing, 0, buckets).astype(np.int64), mask=missing)
 
 
-def encode_tokens(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+def encode_tokens(column: pa.Array) -> tuple[np.ndarray, pa.Array]:
     """Dictionary-encode one batch of a categorical column: (int32 index per row, distinct values).
 
     Values of any type become strings (``3`` and ``"3"`` are one category), and a missing value
     (null) becomes the missing token. Text columns arrive already dictionary-encoded by the reader.
     """
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    array = column
     if not pa.types.is_dictionary(array.type):
         array = pc.dictionary_encode(array, null_encoding="encode")
     distinct = array.dictionary
     if not pa.types.is_string(distinct.type):
         distinct = distinct.cast(pa.string())
     if distinct.null_count:
-        distinct = pc.fill_null(distinct, MISSING_TOKEN)
-    return array.indices.to_numpy().astype(np.int32, copy=False), distinct
+        distinct = pl.Series(distinct).fill_null(MISSING_TOKEN).to_arrow().cast(pa.string())
+    return _view(array.indices, np.int32), distinct
 
 
-def is_float_column(column: pa.ChunkedArray | pa.Array) -> bool:
+def is_float_column(column: pa.Array) -> bool:
     """Inference rule: a column is numeric when its values are real numbers, not all integers.
 
     Integer-looking columns (ids, hours, Frappe's feature indices) are categorical by default;
@@ -83,7 +83,7 @@ def is_float_column(column: pa.ChunkedArray | pa.Array) -> bool:
         return True
     if not pa.types.is_string(column.type):
         return False
-    series = pl.Series(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    series = pl.Series(column)
     present = series.filter(series.str.len_chars() > 0)
     parsed = present.cast(pl.Float64, strict=False)
     if present.is_empty() or parsed.null_count() > 0:
@@ -91,8 +91,8 @@ def is_float_column(column: pa.ChunkedArray | pa.Array) -> bool:
     return bool((parsed != parsed.floor()).any())
 
 
-def _to_float(column: pa.ChunkedArray | pa.Array, name: str, where: Where, what: str) -> np.ndarray:
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+def _to_float(column: pa.Array, name: str, where: Where, what: str) -> np.ndarray:
+    array = column
     if pa.types.is_dictionary(array.type):  # a categorical field that also orders the split
         array = array.dictionary_decode()
     if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
@@ -109,9 +109,23 @@ def _to_float(column: pa.ChunkedArray | pa.Array, name: str, where: Where, what:
             or pa.types.is_boolean(array.type)):
         raise SlimctrError(f"{what} column {name!r} has type {array.type}, expected numbers")
     floats = array.cast(pa.float64())
-    if floats.null_count:
-        floats = pc.fill_null(floats, np.nan)
-    return floats.to_numpy()
+    values = _view(floats, np.float64)
+    if not floats.null_count:
+        return values
+    bits = np.unpackbits(np.frombuffer(floats.buffers()[0], dtype=np.uint8), bitorder="little",
+                         count=floats.offset + len(floats))
+    return np.where(bits[floats.offset:].view(bool), values, np.nan)
+
+
+def _view(array: pa.Array, dtype: type) -> np.ndarray:
+    """Zero-copy numpy view of the values of a primitive arrow array (nulls hold garbage).
+
+    ``Array.to_numpy`` (like ``pc.fill_null`` with a scalar) would import pandas whenever it is
+    installed, which costs half a second per process.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array),
+                         offset=array.offset * itemsize)
 
 
 def _shown(value: float) -> str:

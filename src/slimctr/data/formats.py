@@ -11,7 +11,9 @@ from __future__ import annotations
 import csv
 import mmap
 import re
+from collections import deque
 from collections.abc import Collection, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,7 +27,7 @@ from slimctr.errors import SlimctrError
 
 FORMATS = ("auto", "csv", "tsv", "parquet", "libfm")
 PIECE_BYTES = 32 << 20  # text parsed at a time (bounds memory)
-BLOCK_BYTES = 4 << 20  # text per batch (one dictionary per categorical column); ~15k Criteo rows
+BLOCK_BYTES = 8 << 20  # text per batch (one dictionary per categorical column); ~30k Criteo rows
 PARQUET_BATCH_ROWS = 131_072
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _LIBFM_SUFFIXES = (".libfm", ".libsvm", ".svm")
@@ -85,8 +87,8 @@ class RawSource:
         return f"{self.path}, line {row + 1 + int(self.format.header)}"
 
     def batches(self, *, numeric: Collection[str] = (), categorical: Collection[str] = (),
-                ) -> Iterator[tuple[int, pa.Table]]:
-        """Yield ``(first_row, table)`` pairs; raises SlimctrError on unreadable input.
+                ) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """Yield ``(first_row, batch)`` pairs; raises SlimctrError on unreadable input.
 
         For text, ``numeric`` columns are parsed as float64 (empty -> null) and ``categorical``
         ones dictionary-encoded while parsing (one dictionary per batch); other columns stay
@@ -101,10 +103,9 @@ class RawSource:
             for batch in self._arrow_batches(types):
                 if batch.num_rows == 0:
                     continue
-                table = pa.Table.from_batches([batch])
                 if self.format.kind == "libfm":
-                    table = self._libfm_fields(table, rows)
-                yield rows, table
+                    batch = self._libfm_fields(batch, rows)
+                yield rows, batch
                 rows += batch.num_rows
         except OSError as exc:
             raise SlimctrError(f"cannot read {self.path}: {_arrow_message(exc)}") from None
@@ -150,12 +151,23 @@ class RawSource:
             except pa.ArrowInvalid as exc:
                 raise SlimctrError(f"cannot read {self.path}: {_arrow_message(exc)}") from None
             return
-        for offset, piece in self._text_pieces():
-            try:
-                table = self._parse(piece, types, use_threads=True)
-            except pa.ArrowInvalid:
-                raise self._parse_error(piece, offset, types) from None
-            yield from table.to_batches()
+        # The next piece is parsed in the background while the caller works on this one.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            parsing: deque[tuple[int, memoryview, Future[pa.Table]]] = deque()
+            for offset, piece in self._text_pieces():
+                parsing.append((offset, piece, pool.submit(self._parse, piece, types, True)))
+                if len(parsing) > 1:
+                    yield from self._parsed(*parsing.popleft(), types)
+            while parsing:
+                yield from self._parsed(*parsing.popleft(), types)
+
+    def _parsed(self, offset: int, piece: memoryview, future: Future[pa.Table],
+                types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+        try:
+            table = future.result()
+        except pa.ArrowInvalid:
+            raise self._parse_error(piece, offset, types) from None
+        yield from table.to_batches()
 
     def _text_pieces(self) -> Iterator[tuple[int, memoryview]]:
         """The decompressed text in newline-aligned pieces, each with its offset in the text.
@@ -184,6 +196,7 @@ class RawSource:
             # Not closed explicitly: pieces handed out may still be referenced; GC unmaps it.
             text = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         start = (text.find(b"\n") + 1 or len(text)) if self.format.header else 0
+        done: deque[tuple[int, int]] = deque()
         while start < len(text):
             end = text.rfind(b"\n", start, start + PIECE_BYTES) + 1
             if start + PIECE_BYTES >= len(text):
@@ -192,6 +205,11 @@ class RawSource:
                 end = text.find(b"\n", start + PIECE_BYTES) + 1 or len(text)
             if end - start > 4096 or text[start:end].strip():
                 yield start, memoryview(text)[start:end]
+            done.append((start, end))
+            if len(done) > 2:  # two pieces back is parsed and consumed: drop it from our RSS
+                first, last = done.popleft()
+                page = first - first % mmap.PAGESIZE
+                text.madvise(mmap.MADV_DONTNEED, page, last - page)
             start = end
 
     def _lines_before(self, offset: int) -> int:
@@ -237,9 +255,9 @@ class RawSource:
                                 f"(a number was expected), {where}")
         return SlimctrError(f"cannot read {where}: {message}")
 
-    def _libfm_fields(self, table: pa.Table, first_row: int) -> pa.Table:
+    def _libfm_fields(self, batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch:
         """``label idx:val ...`` -> label plus one categorical column per token position (idx)."""
-        frame = pl.DataFrame(table)
+        frame = pl.DataFrame(pa.Table.from_batches([batch]))
         tokens = frame.columns[1:]
         bad = frame.select(pl.any_horizontal(~pl.col(tokens).str.contains(_LIBFM_TOKEN)).arg_true())
         if bad.height:
@@ -254,7 +272,8 @@ class RawSource:
             raise SlimctrError(f"libfm value other than 1 at {self.where(first_row + row)}; only "
                                "one-hot libfm (one categorical field per token position) is supported")
         ids = frame.select(pl.col(tokens).str.extract(r"^([0-9]+):"))
-        return pl.concat([frame.select(frame.columns[0]), ids], how="horizontal").to_arrow()
+        fields = pl.concat([frame.select(frame.columns[0]), ids], how="horizontal")
+        return fields.to_arrow().combine_chunks().to_batches()[0]
 
 
 def _compression(path: Path) -> str | None:

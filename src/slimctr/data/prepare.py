@@ -23,9 +23,10 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -238,17 +239,22 @@ def _build(raw: list[tuple[int, RawSource]], columns: list[_Column], options: Pr
     writer = _SplitWriter(assignment, scan.batch_rows)
     checksums = {"columns/label.npy": writer.write(
         staging / "columns/label.npy", np.uint8, writer.read(scan.file("label", "u8"), np.uint8))}
-    fields, vocabularies = [], []
-    for column in columns:
-        relative = f"columns/{column.name}.npy"
+
+    def finalize(column: _Column) -> tuple[dict[str, Any], pl.DataFrame | None]:
+        path = staging / "columns" / f"{column.name}.npy"
         if column.kind == "numeric":
-            spec = _finalize_numeric(column, scan, train, writer, staging / relative)
-        else:
-            spec, vocab = _finalize_categorical(column, scan, train, options, writer,
-                                                staging / relative)
-            vocabularies.append(vocab)
-        checksums[relative] = spec.pop("sha256")
-        fields.append({**spec, "file": relative})
+            return _finalize_numeric(column, scan, train, writer, path), None
+        return _finalize_categorical(column, scan, train, options, writer, path)
+
+    fields, vocabularies = [], []
+    # Fields are independent and numpy, polars and hashlib release the GIL: one thread per core.
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        for column, (spec, vocab) in zip(columns, pool.map(finalize, columns), strict=True):
+            relative = f"columns/{column.name}.npy"
+            checksums[relative] = spec.pop("sha256")
+            fields.append({**spec, "file": relative})
+            if vocab is not None:
+                vocabularies.append(vocab)
     shutil.rmtree(scratch)
     vocabulary = pl.concat(vocabularies) if vocabularies else _empty_vocabulary()
     vocabulary.write_parquet(staging / VOCABULARY)
@@ -392,7 +398,7 @@ class _SplitWriter:
                 bounds = np.cumsum([0, *counts])
                 for split in range(3):
                     part = grouped[bounds[split]:bounds[split + 1]]
-                    os.pwrite(fd, part.tobytes(), offset + int(positions[split]) * itemsize)
+                    os.pwrite(fd, part, offset + int(positions[split]) * itemsize)
                     positions[split] += len(part)
         finally:
             os.close(fd)
