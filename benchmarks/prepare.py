@@ -54,8 +54,9 @@ def run(command: list[str]) -> tuple[float, float]:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
+    with open("/proc/cpuinfo") as info:
+        names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{cpu}, {os.cpu_count()} CPUs, {memory:.0f} GiB RAM, Python {platform.python_version()}"
 
@@ -73,28 +74,46 @@ def main() -> None:
     for rows in args.rows:
         source = args.workdir / f"synthetic-{rows}.csv"
         if not source.is_file():
-            subprocess.run([slimctr, "synth", "--rows", str(rows), "--out", str(source)], check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [slimctr, "synth", "--rows", str(rows), "--out", str(source)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         size = source.stat().st_size / 2**20
         out = args.workdir / f"store-{rows}"
         shutil.rmtree(out, ignore_errors=True)
-        seconds, rss = run([slimctr, "prepare", str(source), "--numeric", NUMERIC, "--out", str(out)])
-        line = (f"| slimctr prepare | {rows:,} | {size:,.0f} | {seconds:.1f} | "
-                f"{seconds / rows * 1e6:.2f} | {rows / seconds:,.0f} | {rss:.2f} |")
+        seconds, rss = run(
+            [slimctr, "prepare", str(source), "--numeric", NUMERIC, "--out", str(out)]
+        )
+        line = (
+            f"| slimctr prepare | {rows:,} | {size:,.0f} | {seconds:.1f} | "
+            f"{seconds / rows * 1e6:.2f} | {rows / seconds:,.0f} | {rss:.2f} |"
+        )
         if rows in args.baseline_rows:
-            base_seconds, base_rss = run([sys.executable, "-c", PANDAS_BASELINE, str(source),
-                                          str(args.workdir / "pandas.npy")])
+            base_seconds, base_rss = run(
+                [
+                    sys.executable,
+                    "-c",
+                    PANDAS_BASELINE,
+                    str(source),
+                    str(args.workdir / "pandas.npy"),
+                ]
+            )
             line += f" {base_seconds / seconds:.1f}x |"
             lines.append(line)
-            lines.append(f"| pandas baseline | {rows:,} | {size:,.0f} | {base_seconds:.1f} | "
-                         f"{base_seconds / rows * 1e6:.2f} | {rows / base_seconds:,.0f} | "
-                         f"{base_rss:.2f} | 1.0x |")
+            lines.append(
+                f"| pandas baseline | {rows:,} | {size:,.0f} | {base_seconds:.1f} | "
+                f"{base_seconds / rows * 1e6:.2f} | {rows / base_seconds:,.0f} | "
+                f"{base_rss:.2f} | 1.0x |"
+            )
         else:
             lines.append(line + " |")
         print(lines[-1] if rows not in args.baseline_rows else "\n".join(lines[-2:]), flush=True)
         shutil.rmtree(out, ignore_errors=True)
-    header = ["| job | rows | CSV MiB | seconds | s per M rows | rows/s | peak RSS GiB | speed-up |",
-              "|---|---|---|---|---|---|---|---|"]
+    header = [
+        "| job | rows | CSV MiB | seconds | s per M rows | rows/s | peak RSS GiB | speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     table = "\n".join(header + lines)
     print(table)
     if args.write:
@@ -102,8 +121,9 @@ def main() -> None:
         command = "python benchmarks/prepare.py " + " ".join(sys.argv[1:])
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         with open(RESULTS, "a") as handle:
-            handle.write(f"\n## {stamp}\n\nMachine: {machine()}  \nCommand: `{command}`\n\n"
-                         f"{table}\n")
+            handle.write(
+                f"\n## {stamp}\n\nMachine: {machine()}  \nCommand: `{command}`\n\n{table}\n"
+            )
 
 
 if __name__ == "__main__":

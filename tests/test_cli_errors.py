@@ -123,8 +123,19 @@ def test_output_holding_other_files(cli, tmp_path):
 
 def test_console_script_prints_no_traceback(tmp_path):
     process = subprocess.run(
-        [sys.executable, "-m", "slimctr.cli", "prepare", str(tmp_path / "nothing.csv"),
-         "--out", str(tmp_path / "store")], capture_output=True, text=True, check=False)
+        [
+            sys.executable,
+            "-m",
+            "slimctr.cli",
+            "prepare",
+            str(tmp_path / "nothing.csv"),
+            "--out",
+            str(tmp_path / "store"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert process.returncode == 1
     assert process.stderr.startswith("slimctr: error: no such file")
     assert "Traceback" not in process.stderr

@@ -48,11 +48,20 @@ def _build_parser() -> _Parser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = commands.add_parser("prepare", help="encode raw click logs into a columnar store")
-    p.add_argument("sources", nargs="*", type=Path, metavar="SOURCE",
-                   help="raw files (CSV/TSV/Parquet/libfm, gzip allowed) or a dataset folder")
+    p.add_argument(
+        "sources",
+        nargs="*",
+        type=Path,
+        metavar="SOURCE",
+        help="raw files (CSV/TSV/Parquet/libfm, gzip allowed) or a dataset folder",
+    )
     p.add_argument("--out", required=True, type=Path, metavar="DATA_DIR")
-    p.add_argument("--dataset", choices=None, metavar="NAME",
-                   help=f"a registered dataset ({', '.join(DATASETS)})")
+    p.add_argument(
+        "--dataset",
+        choices=None,
+        metavar="NAME",
+        help=f"a registered dataset ({', '.join(DATASETS)})",
+    )
     p.add_argument("--format", choices=("auto", "csv", "tsv", "parquet", "libfm"))
     p.add_argument("--no-header", dest="header", action="store_const", const=False)
     p.add_argument("--delimiter", metavar="C")
@@ -60,31 +69,55 @@ def _build_parser() -> _Parser:
     p.add_argument("--categorical", type=_names, metavar="COL,COL...")
     p.add_argument("--numeric", type=_names, metavar="COL,COL...")
     p.add_argument("--drop", type=_names, metavar="COL,COL...")
-    p.add_argument("--min-count", type=int, metavar="N",
-                   help="values seen fewer times in training map to the field's OOV id")
-    p.add_argument("--vocab-from", dest="vocabulary_from", choices=("train", "all"),
-                   help="rows whose values form the vocabulary (default: train; unseen -> OOV)")
-    p.add_argument("--numeric-encoding", choices=("standardize", "bucket"),
-                   help="numeric columns as standardised floats (default) or Criteo's "
-                   "floor(ln(v)^2) buckets as categories")
+    p.add_argument(
+        "--min-count",
+        type=int,
+        metavar="N",
+        help="values seen fewer times in training map to the field's OOV id",
+    )
+    p.add_argument(
+        "--vocab-from",
+        dest="vocabulary_from",
+        choices=("train", "all"),
+        help="rows whose values form the vocabulary (default: train; unseen -> OOV)",
+    )
+    p.add_argument(
+        "--numeric-encoding",
+        choices=("standardize", "bucket"),
+        help="numeric columns as standardised floats (default) or Criteo's "
+        "floor(ln(v)^2) buckets as categories",
+    )
     p.add_argument("--valid", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--test", nargs="+", type=Path, metavar="FILE")
-    p.add_argument("--split", type=_fractions, metavar="TRAIN,VALID,TEST",
-                   help="random (or --order-by) split of the sources (default 0.8,0.1,0.1)")
+    p.add_argument(
+        "--split",
+        type=_fractions,
+        metavar="TRAIN,VALID,TEST",
+        help="random (or --order-by) split of the sources (default 0.8,0.1,0.1)",
+    )
     p.add_argument("--order-by", metavar="COL", help="split by the order of a numeric column")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a different store in DATA_DIR")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=_prepare)
 
-    p = commands.add_parser("datasets", help="list registered datasets and where they are looked for")
+    p = commands.add_parser(
+        "datasets", help="list registered datasets and where they are looked for"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_datasets)
 
-    p = commands.add_parser("synth", help="write the synthetic default dataset and its ground truth")
+    p = commands.add_parser(
+        "synth", help="write the synthetic default dataset and its ground truth"
+    )
     p.add_argument("--rows", type=int, default=SyntheticConfig.rows, metavar="N")
-    p.add_argument("--out", required=True, type=Path, metavar="FILE",
-                   help=".parquet, .csv or .tsv (optionally .gz); the truth goes to FILE.truth.json")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help=".parquet, .csv or .tsv (optionally .gz); the truth goes to FILE.truth.json",
+    )
     p.add_argument("--numeric", type=int, default=SyntheticConfig.num_numeric, metavar="N")
     p.add_argument("--categorical", type=int, default=SyntheticConfig.num_categorical, metavar="N")
     p.add_argument("--seed", type=int, default=0)
@@ -107,32 +140,43 @@ def _names(text: str) -> tuple[str, ...]:
 
 def _fractions(text: str) -> tuple[float, float, float]:
     try:
-        parts = tuple(float(x) for x in text.split(","))
+        train, valid, test = (float(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected three fractions like 0.8,0.1,0.1, got {text!r}")
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected three fractions like 0.8,0.1,0.1, got {text!r}")
-    return parts  # type: ignore[return-value]
+        raise argparse.ArgumentTypeError(
+            f"expected three fractions like 0.8,0.1,0.1, got {text!r}"
+        ) from None
+    return train, valid, test
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    given = {"format": args.format, "header": args.header, "delimiter": args.delimiter,
-             "label": args.label, "categorical": args.categorical, "numeric": args.numeric,
-             "drop": args.drop, "min_count": args.min_count,
-             "vocabulary_from": args.vocabulary_from, "split": args.split,
-             "numeric_encoding": args.numeric_encoding, "order_by": args.order_by,
-             "seed": args.seed}
+    given = {
+        "format": args.format,
+        "header": args.header,
+        "delimiter": args.delimiter,
+        "label": args.label,
+        "categorical": args.categorical,
+        "numeric": args.numeric,
+        "drop": args.drop,
+        "min_count": args.min_count,
+        "vocabulary_from": args.vocabulary_from,
+        "split": args.split,
+        "numeric_encoding": args.numeric_encoding,
+        "order_by": args.order_by,
+        "seed": args.seed,
+    }
     if args.dataset:
         if args.valid or args.test:
             raise SlimctrError("--valid/--test do not apply to --dataset (it knows its files)")
-        located = locate(args.dataset, list(args.sources), resplit=args.split is not None,
-                         seed=args.seed)
+        located = locate(
+            args.dataset, list(args.sources), resplit=args.split is not None, seed=args.seed
+        )
         sources, options, attach = located.sources, located.options, located.attach
     else:
         if not args.sources:
             raise SlimctrError("give SOURCE files or --dataset NAME (see `slimctr prepare --help`)")
-        sources = Sources(train=tuple(args.sources), valid=tuple(args.valid or ()),
-                          test=tuple(args.test or ()))
+        sources = Sources(
+            train=tuple(args.sources), valid=tuple(args.valid or ()), test=tuple(args.test or ())
+        )
         if sources.valid and args.split:
             raise SlimctrError("--split and --valid/--test exclude each other")
         options, attach = PrepareOptions(), {}
@@ -153,28 +197,47 @@ def _store_summary(store: Store) -> dict[str, Any]:
         "out": str(store.path),
         "rows": dict(store.manifest["rows"]),
         "label": store.schema.label,
-        "fields": [{"name": f["name"], "kind": f["kind"], "vocab_size": f.get("vocab_size", 0),
-                    "transform": f["transform"]} for f in store.manifest["fields"]],
+        "fields": [
+            {
+                "name": f["name"],
+                "kind": f["kind"],
+                "vocab_size": f.get("vocab_size", 0),
+                "transform": f["transform"],
+            }
+            for f in store.manifest["fields"]
+        ],
     }
 
 
 def _print_store(store: Store, verb: str) -> None:
     rows = store.manifest["rows"]
     print(f"{store.path}: {verb}")
-    print(f"  rows   train {rows['train']:,}  valid {rows['valid']:,}  test {rows['test']:,}"
-          f"  (split: {store.manifest['split']['method']})")
+    print(
+        f"  rows   train {rows['train']:,}  valid {rows['valid']:,}  test {rows['test']:,}"
+        f"  (split: {store.manifest['split']['method']})"
+    )
     print(f"  label  {store.schema.label}")
     width = max(len(f["name"]) for f in store.manifest["fields"])
     for f in store.manifest["fields"]:
-        size = f"vocab {f['vocab_size']:,}" if f["kind"] == "categorical" else \
-            f"mean {f['mean']:.4g}, std {f['std']:.4g}"
+        size = (
+            f"vocab {f['vocab_size']:,}"
+            if f["kind"] == "categorical"
+            else f"mean {f['mean']:.4g}, std {f['std']:.4g}"
+        )
         print(f"  {f['name']:<{width}}  {f['kind']:<11}  {f['transform']:<11}  {size}")
 
 
 def _datasets(args: argparse.Namespace) -> int:
     root = data_root()
-    rows = [{"name": d.name, "description": d.description, "folder": str(root / d.name),
-             "looks_for": d.looks_for} for d in DATASETS.values()]
+    rows = [
+        {
+            "name": d.name,
+            "description": d.description,
+            "folder": str(root / d.name),
+            "looks_for": d.looks_for,
+        }
+        for d in DATASETS.values()
+    ]
     if args.json:
         print(json.dumps({"data_root": str(root), "datasets": rows}))
         return 0
@@ -187,8 +250,12 @@ def _datasets(args: argparse.Namespace) -> int:
 
 def _synth(args: argparse.Namespace) -> int:
     try:
-        config = SyntheticConfig(rows=args.rows, num_numeric=args.numeric,
-                                 num_categorical=args.categorical, seed=args.seed)
+        config = SyntheticConfig(
+            rows=args.rows,
+            num_numeric=args.numeric,
+            num_categorical=args.categorical,
+            seed=args.seed,
+        )
     except ValueError as exc:
         raise SlimctrError(str(exc)) from None
     started = time.perf_counter()
@@ -196,14 +263,20 @@ def _synth(args: argparse.Namespace) -> int:
         truth = write_synthetic(config, args.out)
     except ValueError as exc:
         raise SlimctrError(str(exc)) from None
-    result = {"out": str(args.out), "truth": f"{args.out}.truth.json", "rows": config.rows,
-              "positive_rate": truth.positive_rate,
-              "important_fields": list(truth.important_fields)}
+    result = {
+        "out": str(args.out),
+        "truth": f"{args.out}.truth.json",
+        "rows": config.rows,
+        "positive_rate": truth.positive_rate,
+        "important_fields": list(truth.important_fields),
+    }
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"wrote {config.rows:,} rows to {args.out} in {time.perf_counter() - started:.1f} s "
-              f"(positive rate {truth.positive_rate:.3f}); ground truth in {result['truth']}")
+        print(
+            f"wrote {config.rows:,} rows to {args.out} in {time.perf_counter() - started:.1f} s "
+            f"(positive rate {truth.positive_rate:.3f}); ground truth in {result['truth']}"
+        )
     return 0
 
 
@@ -211,8 +284,9 @@ def _demo(args: argparse.Namespace) -> int:
     """Until the models land: prepare the synthetic default and show what was built."""
     located = locate("synthetic", [], seed=args.seed)
     started = time.perf_counter()
-    store, built = prepare(located.sources, args.out / "data", located.options,
-                           attach=located.attach)
+    store, built = prepare(
+        located.sources, args.out / "data", located.options, attach=located.attach
+    )
     verb = f"prepared in {time.perf_counter() - started:.1f} s" if built else "up to date"
     _print_store(store, verb)
     print("models arrive with the next release; this demo stops after `prepare`.")

@@ -15,8 +15,17 @@ FRAPPE_ROWS = {"train": 202_027, "valid": 57_722, "test": 28_860}
 @pytest.mark.parametrize("layout", ["Frappe_x1_csv", "libfm"])
 def test_frappe_x1_file_split_and_vocabulary(cli, tmp_path, layout):
     folder = shared_data("frappe", layout)
-    result = cli("prepare", folder, "--dataset", "frappe", "--vocab-from", "all",
-                 "--out", tmp_path / "frappe", "--json")
+    result = cli(
+        "prepare",
+        folder,
+        "--dataset",
+        "frappe",
+        "--vocab-from",
+        "all",
+        "--out",
+        tmp_path / "frappe",
+        "--json",
+    )
     assert result.code == 0, result.err
     summary = result.json()
     assert summary["rows"] == FRAPPE_ROWS
@@ -36,17 +45,34 @@ def test_frappe_train_only_vocabulary_misses_values_seen_only_outside_train(cli,
 
 def test_frappe_resplit_follows_the_paper(cli, tmp_path):
     folder = shared_data("frappe")
-    result = cli("prepare", folder, "--dataset", "frappe", "--split", "0.8,0.1,0.1",
-                 "--out", tmp_path / "f", "--json")
+    result = cli(
+        "prepare",
+        folder,
+        "--dataset",
+        "frappe",
+        "--split",
+        "0.8,0.1,0.1",
+        "--out",
+        tmp_path / "f",
+        "--json",
+    )
     total = sum(FRAPPE_ROWS.values())
-    assert result.json()["rows"] == {"train": total - 2 * 28_860, "valid": 28_860,
-                                     "test": 28_860}
+    assert result.json()["rows"] == {"train": total - 2 * 28_860, "valid": 28_860, "test": 28_860}
 
 
 def test_criteo_sample_prepares_with_the_criteo_schema(cli, tmp_path):
     folder = shared_data("criteo_sample")
-    result = cli("prepare", folder, "--dataset", "criteo", "--min-count", "1",
-                 "--out", tmp_path / "c", "--json")
+    result = cli(
+        "prepare",
+        folder,
+        "--dataset",
+        "criteo",
+        "--min-count",
+        "1",
+        "--out",
+        tmp_path / "c",
+        "--json",
+    )
     assert result.code == 0, result.err
     summary = result.json()
     assert [f["name"] for f in summary["fields"]] == [*CRITEO_NUMERIC, *CRITEO_CATEGORICAL]
@@ -85,7 +111,8 @@ def test_synthetic_file_prepares_and_carries_its_truth(cli, tmp_path):
     result = cli("prepare", source, "--dataset", "synthetic", "--out", tmp_path / "s", "--json")
     assert result.code == 0, result.err
     assert (tmp_path / "s" / "truth.json").read_bytes() == (
-        tmp_path / "synthetic.parquet.truth.json").read_bytes()
+        tmp_path / "synthetic.parquet.truth.json"
+    ).read_bytes()
     assert sum(result.json()["rows"].values()) == 20_000
     assert {f["transform"] for f in result.json()["fields"]} == {"token", "bucket"}
     labels = np.load(tmp_path / "s" / "columns" / "label.npy")

@@ -17,8 +17,11 @@ def store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("loader")
     lines = ["label,row,group,x"] + [f"{i % 3 == 0:d},{i},{i % 7},{i / 10}" for i in range(2000)]
     source = write_text(tmp / "rows.csv", lines)
-    built, _ = prepare(Sources(train=(source,)), tmp / "d", PrepareOptions(
-        categorical=("row", "group"), vocabulary_from="all", seed=1))
+    built, _ = prepare(
+        Sources(train=(source,)),
+        tmp / "d",
+        PrepareOptions(categorical=("row", "group"), vocabulary_from="all", seed=1),
+    )
     return built
 
 
@@ -38,8 +41,9 @@ def test_batches_are_typed_and_shaped(store):
 
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_each_row_once_per_epoch_with_consistent_columns(store, shuffle):
-    loader = BatchLoader(store, "train", batch_size=100, shuffle=shuffle, block_rows=16,
-                         window_blocks=4)
+    loader = BatchLoader(
+        store, "train", batch_size=100, shuffle=shuffle, block_rows=16, window_blocks=4
+    )
     seen = []
     for batch in loader:
         rows = _rows(batch, store)
@@ -55,13 +59,14 @@ def test_unshuffled_order_is_the_stored_order(store):
     rows = [r for batch in loader for r in _rows(batch, store)]
     r = store.split("test")
     vocab = dict(store.vocabulary("row").select("id", "value").iter_rows())
-    assert rows == [int(vocab[int(i)]) for i in store.column("row")[r.start:r.stop]]
+    assert rows == [int(vocab[int(i)]) for i in store.column("row")[r.start : r.stop]]
 
 
 def test_shuffle_is_seeded_per_epoch(store):
     def epoch_order(seed: int, epoch: int) -> list[int]:
-        loader = BatchLoader(store, "train", batch_size=128, shuffle=True, seed=seed,
-                             block_rows=16, window_blocks=4)
+        loader = BatchLoader(
+            store, "train", batch_size=128, shuffle=True, seed=seed, block_rows=16, window_blocks=4
+        )
         loader.set_epoch(epoch)
         return [r for batch in loader for r in _rows(batch, store)]
 
@@ -71,11 +76,12 @@ def test_shuffle_is_seeded_per_epoch(store):
 
 
 def test_shuffle_mixes_rows_beyond_one_block(store):
-    loader = BatchLoader(store, "train", batch_size=64, shuffle=True, block_rows=16,
-                         window_blocks=8)
+    loader = BatchLoader(
+        store, "train", batch_size=64, shuffle=True, block_rows=16, window_blocks=8
+    )
     batch = next(iter(loader))
     r = store.split("train")
-    position = {int(v): i for i, v in enumerate(store.column("row")[r.start:r.stop])}
+    position = {int(v): i for i, v in enumerate(store.column("row")[r.start : r.stop])}
     ids = batch.categorical[:, 0].numpy()
     blocks = {position[int(i)] // 16 for i in ids}
     assert len(blocks) > 4  # a batch draws from several blocks, not one contiguous run

@@ -18,15 +18,23 @@ def _decode(store, field: str, split: str) -> list[str | None]:
     """Stored ids of one split mapped back to values (None for OOV)."""
     vocab = dict(store.vocabulary(field).select("id", "value").iter_rows())
     r = store.split(split)
-    return [vocab.get(int(i)) for i in store.column(field)[r.start:r.stop]]
+    return [vocab.get(int(i)) for i in store.column(field)[r.start : r.stop]]
 
 
 @pytest.fixture
 def files(tmp_path):
-    train = write_text(tmp_path / "train.csv", [
-        "label,color,size,price",
-        "1,red,3,1.5", "0,red,1,2.5", "1,blue,3,", "0,red,2,4.0", "0,green,3,0.5", "1,blue,1,3.5",
-    ])
+    train = write_text(
+        tmp_path / "train.csv",
+        [
+            "label,color,size,price",
+            "1,red,3,1.5",
+            "0,red,1,2.5",
+            "1,blue,3,",
+            "0,red,2,4.0",
+            "0,green,3,0.5",
+            "1,blue,1,3.5",
+        ],
+    )
     valid = write_text(tmp_path / "valid.csv", ["label,color,size,price", "1,red,9,1.0"])
     test = write_text(tmp_path / "test.csv", ["label,color,size,price", "0,purple,3,2.0"])
     return train, valid, test
@@ -38,7 +46,10 @@ def test_file_split_round_trips_values_and_orders_vocabulary(files, tmp_path):
     assert built
     assert store.manifest["rows"] == {"train": 6, "valid": 1, "test": 1}
     assert [(f.name, f.kind) for f in store.schema.fields] == [
-        ("color", "categorical"), ("size", "categorical"), ("price", "numeric")]
+        ("color", "categorical"),
+        ("size", "categorical"),
+        ("price", "numeric"),
+    ]
     assert _decode(store, "color", "train") == ["red", "red", "blue", "red", "green", "blue"]
     # count descending, then value: red(3) blue(2) green(1); ids start after PAD and OOV
     assert store.vocabulary("color")["value"].to_list() == ["red", "blue", "green"]
@@ -55,8 +66,16 @@ def test_numeric_is_standardised_with_training_statistics(files, tmp_path):
     store, _ = prepare(Sources(train=(train,), valid=(valid,), test=(test,)), tmp_path / "d")
     present = np.array([1.5, 2.5, 4.0, 0.5, 3.5])
     mean, std = present.mean(), present.std()
-    expected = [(1.5 - mean) / std, (2.5 - mean) / std, 0.0, (4.0 - mean) / std,
-                (0.5 - mean) / std, (3.5 - mean) / std, (1.0 - mean) / std, (2.0 - mean) / std]
+    expected = [
+        (1.5 - mean) / std,
+        (2.5 - mean) / std,
+        0.0,
+        (4.0 - mean) / std,
+        (0.5 - mean) / std,
+        (3.5 - mean) / std,
+        (1.0 - mean) / std,
+        (2.0 - mean) / std,
+    ]
     np.testing.assert_allclose(store.column("price")[:], expected, rtol=1e-6)
     spec = next(f for f in store.manifest["fields"] if f["name"] == "price")
     assert spec["mean"] == pytest.approx(mean) and spec["std"] == pytest.approx(std)
@@ -64,8 +83,11 @@ def test_numeric_is_standardised_with_training_statistics(files, tmp_path):
 
 def test_min_count_sends_rare_values_to_oov(files, tmp_path):
     train, valid, test = files
-    store, _ = prepare(Sources(train=(train,), valid=(valid,), test=(test,)), tmp_path / "d",
-                       PrepareOptions(min_count=2))
+    store, _ = prepare(
+        Sources(train=(train,), valid=(valid,), test=(test,)),
+        tmp_path / "d",
+        PrepareOptions(min_count=2),
+    )
     assert store.vocabulary("color")["value"].to_list() == ["red", "blue"]
     assert _decode(store, "color", "train") == ["red", "red", "blue", "red", None, "blue"]
     assert store.column("color")[4] == OOV_ID
@@ -73,8 +95,11 @@ def test_min_count_sends_rare_values_to_oov(files, tmp_path):
 
 def test_vocabulary_from_all_rows_keeps_values_only_seen_outside_train(files, tmp_path):
     train, valid, test = files
-    store, _ = prepare(Sources(train=(train,), valid=(valid,), test=(test,)), tmp_path / "d",
-                       PrepareOptions(vocabulary_from="all"))
+    store, _ = prepare(
+        Sources(train=(train,), valid=(valid,), test=(test,)),
+        tmp_path / "d",
+        PrepareOptions(vocabulary_from="all"),
+    )
     assert _decode(store, "color", "test") == ["purple"]
 
 
@@ -94,30 +119,43 @@ def test_random_split_is_exact_seeded_and_a_partition(tmp_path):
     assert len(hours) == 1000
     assert sorted(r for r in rows["train"]) == sorted(set(rows["train"]))  # no duplicates
     again, _ = prepare(Sources(train=(source,)), tmp_path / "b", options)
-    other, _ = prepare(Sources(train=(source,)), tmp_path / "c", PrepareOptions(
-        categorical=("row", "hour"), seed=4))
+    other, _ = prepare(
+        Sources(train=(source,)),
+        tmp_path / "c",
+        PrepareOptions(categorical=("row", "hour"), seed=4),
+    )
     assert again.manifest["split"] == store.manifest["split"]
-    assert other.manifest["split"]["assignment_sha256"] != store.manifest["split"]["assignment_sha256"]
+    assert (
+        other.manifest["split"]["assignment_sha256"] != store.manifest["split"]["assignment_sha256"]
+    )
     assert np.array_equal(again.column("row")[:], store.column("row")[:])
 
 
 def _decode_all(store, field, split):
     r = store.split(split)
-    return store.column(field)[r.start:r.stop].tolist()
+    return store.column(field)[r.start : r.stop].tolist()
 
 
 def test_random_split_partitions_the_rows(tmp_path):
     source = _numbered(tmp_path, 500)
-    store, _ = prepare(Sources(train=(source,)), tmp_path / "d",
-                       PrepareOptions(categorical=("row", "hour"), vocabulary_from="all"))
+    store, _ = prepare(
+        Sources(train=(source,)),
+        tmp_path / "d",
+        PrepareOptions(categorical=("row", "hour"), vocabulary_from="all"),
+    )
     seen = [v for s in ("train", "valid", "test") for v in _decode(store, "row", s)]
     assert sorted(seen) == sorted(f"r{i}" for i in range(500))
 
 
 def test_ordered_split_puts_the_earliest_rows_in_train(tmp_path):
     source = _numbered(tmp_path, 200)
-    store, _ = prepare(Sources(train=(source,)), tmp_path / "d", PrepareOptions(
-        categorical=("row",), drop=("hour",), order_by="hour", vocabulary_from="all"))
+    store, _ = prepare(
+        Sources(train=(source,)),
+        tmp_path / "d",
+        PrepareOptions(
+            categorical=("row",), drop=("hour",), order_by="hour", vocabulary_from="all"
+        ),
+    )
     hour_of = {f"r{i}": (i * 7919) % 200 for i in range(200)}
     train = [hour_of[v] for v in _decode(store, "row", "train")]
     valid = [hour_of[v] for v in _decode(store, "row", "valid")]
@@ -128,8 +166,11 @@ def test_ordered_split_puts_the_earliest_rows_in_train(tmp_path):
 
 def test_ordering_column_can_also_be_a_field(tmp_path):
     source = _numbered(tmp_path, 100)
-    store, _ = prepare(Sources(train=(source,)), tmp_path / "d", PrepareOptions(
-        categorical=("row", "hour"), order_by="hour", vocabulary_from="all"))
+    store, _ = prepare(
+        Sources(train=(source,)),
+        tmp_path / "d",
+        PrepareOptions(categorical=("row", "hour"), order_by="hour", vocabulary_from="all"),
+    )
     hours = [int(v) for v in _decode(store, "hour", "train")]
     assert sorted(hours) == list(range(80))
 
@@ -143,17 +184,21 @@ def test_inference_makes_floats_numeric_and_integers_and_strings_categorical(tmp
 
 def test_criteo_bucketing_matches_the_reference_rule(tmp_path):
     values = ["3", "10", "100", "2", "0", "", "-1", "260.0"]
-    source = write_text(tmp_path / "x.csv", ["label,n"] + [f"{i % 2},{v}" for i, v in
-                                                            enumerate(values)])
-    store, _ = prepare(Sources(train=(source,)), tmp_path / "d", PrepareOptions(
-        numeric=("n",), numeric_encoding="bucket", split=(1.0, 0.0, 0.0)))
+    source = write_text(
+        tmp_path / "x.csv", ["label,n"] + [f"{i % 2},{v}" for i, v in enumerate(values)]
+    )
+    store, _ = prepare(
+        Sources(train=(source,)),
+        tmp_path / "d",
+        PrepareOptions(numeric=("n",), numeric_encoding="bucket", split=(1.0, 0.0, 0.0)),
+    )
     assert _decode(store, "n", "train") == ["1", "5", "21", "0", "-2", "", "-3", "30"]
 
 
 def test_identical_rebuild_is_reused_and_a_different_one_needs_overwrite(files, tmp_path):
     train, valid, test = files
     sources = Sources(train=(train,), valid=(valid,), test=(test,))
-    first, built = prepare(sources, tmp_path / "d")
+    _first, built = prepare(sources, tmp_path / "d")
     assert built
     _, built_again = prepare(sources, tmp_path / "d")
     assert not built_again
@@ -168,44 +213,57 @@ def test_identical_rebuild_is_reused_and_a_different_one_needs_overwrite(files, 
 
 def test_manifest_records_schema_sources_split_and_checksums(files, tmp_path):
     train, valid, test = files
-    store, _ = prepare(Sources(train=(train,), valid=(valid,), test=(test,)), tmp_path / "d")
+    _store, _ = prepare(Sources(train=(train,), valid=(valid,), test=(test,)), tmp_path / "d")
     manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
     assert manifest["format_version"] == 1
     assert manifest["oov_id"] == 1 and manifest["pad_id"] == 0
     assert [s["split"] for s in manifest["sources"]] == ["train", "valid", "test"]
-    assert set(manifest["checksums"]) == {"columns/label.npy", "columns/color.npy",
-                                          "columns/size.npy", "columns/price.npy",
-                                          "vocabulary.parquet"}
+    assert set(manifest["checksums"]) == {
+        "columns/label.npy",
+        "columns/color.npy",
+        "columns/size.npy",
+        "columns/price.npy",
+        "vocabulary.parquet",
+    }
     assert manifest["split"]["method"] == "files"
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".csv.gz", ".parquet"])
 def test_formats_give_the_same_store(tmp_path, suffix):
-    frame = pl.DataFrame({"label": [1, 0, 1, 0], "c": ["x", "y", "x", "z"], "n": [0.5, 1.5, 2.5, 3]})
+    frame = pl.DataFrame(
+        {"label": [1, 0, 1, 0], "c": ["x", "y", "x", "z"], "n": [0.5, 1.5, 2.5, 3]}
+    )
     path = tmp_path / f"data{suffix}"
     if suffix == ".parquet":
         frame.write_parquet(path)
     else:
         text = frame.write_csv(separator="\t" if suffix == ".tsv" else ",")
         write_text(path, text.strip().split("\n"), gzip_it=suffix.endswith(".gz"))
-    store, _ = prepare(Sources(train=(path,)), tmp_path / "d", PrepareOptions(
-        split=(1.0, 0.0, 0.0)))
-    assert [(f.name, f.kind) for f in store.schema.fields] == [("c", "categorical"),
-                                                                ("n", "numeric")]
+    store, _ = prepare(
+        Sources(train=(path,)), tmp_path / "d", PrepareOptions(split=(1.0, 0.0, 0.0))
+    )
+    assert [(f.name, f.kind) for f in store.schema.fields] == [
+        ("c", "categorical"),
+        ("n", "numeric"),
+    ]
     assert _decode(store, "c", "train") == ["x", "y", "x", "z"]
 
 
 def test_headerless_text_gets_numbered_columns(tmp_path):
     path = write_text(tmp_path / "x.txt", ["1\ta\tb", "0\tc\td"])
-    store, _ = prepare(Sources(train=(path,)), tmp_path / "d", PrepareOptions(
-        header=False, label="c0", split=(1.0, 0.0, 0.0)))
+    store, _ = prepare(
+        Sources(train=(path,)),
+        tmp_path / "d",
+        PrepareOptions(header=False, label="c0", split=(1.0, 0.0, 0.0)),
+    )
     assert [f.name for f in store.schema.fields] == ["c1", "c2"]
 
 
 def test_libfm_with_minus_one_labels(tmp_path):
     path = write_text(tmp_path / "x.libfm", ["-1 3:1 10:1", "1 4:1 10:1", "1 3:1 11:1"])
-    store, _ = prepare(Sources(train=(path,)), tmp_path / "d", PrepareOptions(
-        split=(1.0, 0.0, 0.0)))
+    store, _ = prepare(
+        Sources(train=(path,)), tmp_path / "d", PrepareOptions(split=(1.0, 0.0, 0.0))
+    )
     assert [f.name for f in store.schema.fields] == ["f1", "f2"]
     assert store.labels()[:].tolist() == [0, 1, 1]
     assert _decode(store, "f1", "train") == ["3", "4", "3"]
@@ -228,3 +286,41 @@ def test_open_store_refuses_corruption_and_other_versions(files, tmp_path):
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(SlimctrError, match="store format 99"):
         open_store(tmp_path / "d")
+
+
+@pytest.mark.parametrize("gzip_it", [False, True])
+def test_small_pieces_give_the_same_store_and_exact_line_numbers(tmp_path, monkeypatch, gzip_it):
+    from slimctr.data import formats
+    from slimctr.errors import SlimctrError
+
+    lines = ["label,row,x"] + [f"{i % 2},r{i},{i / 7:.3f}" for i in range(3000)]
+    suffix = ".csv.gz" if gzip_it else ".csv"
+    whole, _ = prepare(
+        Sources(train=(write_text(tmp_path / f"a{suffix}", lines, gzip_it=gzip_it),)),
+        tmp_path / "whole",
+        PrepareOptions(categorical=("row",)),
+    )
+    monkeypatch.setattr(formats, "PIECE_BYTES", 1000)
+    monkeypatch.setattr(formats, "BLOCK_BYTES", 300)
+    pieces, _ = prepare(
+        Sources(train=(write_text(tmp_path / f"b{suffix}", lines, gzip_it=gzip_it),)),
+        tmp_path / "pieces",
+        PrepareOptions(categorical=("row",)),
+    )
+    for name in ("row", "x"):
+        assert np.array_equal(whole.column(name)[:], pieces.column(name)[:])
+    assert np.array_equal(whole.labels()[:], pieces.labels()[:])
+    broken = [*lines[:2500], "1,r,not-a-number", *lines[2500:]]
+    with pytest.raises(SlimctrError, match=r"'not-a-number'.*line 2501$"):
+        prepare(
+            Sources(train=(write_text(tmp_path / f"c{suffix}", broken, gzip_it=gzip_it),)),
+            tmp_path / "broken",
+            PrepareOptions(categorical=("row",), numeric=("x",)),
+        )
+    ragged = [*lines[:2700], "1,r", *lines[2700:]]
+    with pytest.raises(SlimctrError, match=r"ragged row.*line 2701$"):
+        prepare(
+            Sources(train=(write_text(tmp_path / f"d{suffix}", ragged, gzip_it=gzip_it),)),
+            tmp_path / "ragged",
+            PrepareOptions(categorical=("row",), numeric=("x",)),
+        )

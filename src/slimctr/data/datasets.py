@@ -11,14 +11,25 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from slimctr.data.formats import RawSource, detect_format, first_line
 from slimctr.data.prepare import PrepareOptions, Sources
 from slimctr.data.synthetic import SyntheticConfig, write_synthetic
 from slimctr.errors import SlimctrError
 
-FRAPPE_FIELDS = ("user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather",
-                 "country", "city")
+FRAPPE_FIELDS = (
+    "user",
+    "item",
+    "daytime",
+    "weekday",
+    "isweekend",
+    "homework",
+    "cost",
+    "weather",
+    "country",
+    "city",
+)
 CRITEO_NUMERIC = tuple(f"I{i}" for i in range(1, 14))
 CRITEO_CATEGORICAL = tuple(f"C{i}" for i in range(1, 27))
 
@@ -55,8 +66,9 @@ def _find(folder: Path, candidates: tuple[str, ...], dataset: str) -> Path:
         for path in (folder / candidate, folder / f"{candidate}.gz"):
             if path.is_file():
                 return path
-    raise SlimctrError(f"no {dataset} file in {folder} (looked for {', '.join(candidates)}, "
-                       "optionally .gz)")
+    raise SlimctrError(
+        f"no {dataset} file in {folder} (looked for {', '.join(candidates)}, optionally .gz)"
+    )
 
 
 def _single_folder(paths: list[Path]) -> Path | None:
@@ -69,11 +81,23 @@ def _single_folder(paths: list[Path]) -> Path | None:
 
 _FRAPPE_LAYOUTS = (
     ("Frappe_x1_csv", ("train.reconstructed.csv", "train.csv"), ("valid.csv",), ("test.csv",)),
-    ("libfm", ("frappe.train.reconstructed.libfm", "frappe.train.libfm"),
-     ("frappe.validation.libfm",), ("frappe.test.libfm",)),
-    (".", ("train.reconstructed.csv", "train.csv", "frappe.train.reconstructed.libfm",
-           "frappe.train.libfm"),
-     ("valid.csv", "frappe.validation.libfm"), ("test.csv", "frappe.test.libfm")),
+    (
+        "libfm",
+        ("frappe.train.reconstructed.libfm", "frappe.train.libfm"),
+        ("frappe.validation.libfm",),
+        ("frappe.test.libfm",),
+    ),
+    (
+        ".",
+        (
+            "train.reconstructed.csv",
+            "train.csv",
+            "frappe.train.reconstructed.libfm",
+            "frappe.train.libfm",
+        ),
+        ("valid.csv", "frappe.validation.libfm"),
+        ("test.csv", "frappe.test.libfm"),
+    ),
 )
 
 
@@ -92,10 +116,15 @@ def _locate_frappe(paths: list[Path], resplit: bool, seed: int) -> Located:
             except SlimctrError:
                 continue
         else:
-            raise SlimctrError(f"no Frappe files in {folder} (expected Frappe_x1_csv/*.csv or "
-                               "libfm/frappe.*.libfm, optionally .gz)")
-    sources = (Sources(train=tuple(files)) if resplit
-               else Sources(train=(files[0],), valid=(files[1],), test=(files[2],)))
+            raise SlimctrError(
+                f"no Frappe files in {folder} (expected Frappe_x1_csv/*.csv or "
+                "libfm/frappe.*.libfm, optionally .gz)"
+            )
+    sources = (
+        Sources(train=tuple(files))
+        if resplit
+        else Sources(train=(files[0],), valid=(files[1],), test=(files[2],))
+    )
     options = PrepareOptions(names=("label", *FRAPPE_FIELDS), categorical=FRAPPE_FIELDS, seed=seed)
     return Located(sources, options, {})
 
@@ -106,9 +135,14 @@ def _locate_criteo(paths: list[Path], resplit: bool, seed: int) -> Located:
     files = [_find(folder, ("train.txt", "criteo_sample.txt"), "criteo")] if folder else paths
     first_line_has_header = detect_format(files[0]).kind == "csv" and _starts_with_label(files[0])
     options = PrepareOptions(
-        names=("label", *CRITEO_NUMERIC, *CRITEO_CATEGORICAL), header=first_line_has_header,
-        numeric=CRITEO_NUMERIC, categorical=CRITEO_CATEGORICAL, numeric_encoding="bucket",
-        min_count=10, seed=seed)
+        names=("label", *CRITEO_NUMERIC, *CRITEO_CATEGORICAL),
+        header=first_line_has_header,
+        numeric=CRITEO_NUMERIC,
+        categorical=CRITEO_CATEGORICAL,
+        numeric_encoding="bucket",
+        min_count=10,
+        seed=seed,
+    )
     return Located(Sources(train=tuple(files)), options, {})
 
 
@@ -151,21 +185,38 @@ def _starts_with_label(path: Path) -> bool:
 DATASETS: dict[str, Dataset] = {
     d.name: d
     for d in (
-        Dataset("synthetic", "Criteo-like synthetic data with planted important fields and "
-                "interactions (the embedded default; generated when absent)",
-                "synthetic-<rows>-seed<seed>.parquet", _locate_synthetic),
-        Dataset("frappe", "Frappe_x1 (BARS): 10 categorical fields, published 7:2:1 split "
-                "(--split re-splits the concatenation 8:1:1 as the GDCN paper does)",
-                "Frappe_x1_csv/{train.reconstructed,train,valid,test}.csv or "
-                "libfm/frappe.{train,validation,test}.libfm", _locate_frappe),
-        Dataset("criteo", "Criteo display ads: 13 bucketed integers + 26 categoricals, "
-                "min count 10, random 8:1:1", "train.txt, criteo_sample.txt", _locate_criteo),
-        Dataset("avazu", "Avazu mobile ads: 22 categorical fields, min count 5, random 8:1:1",
-                "train, train.csv", _locate_avazu),
+        Dataset(
+            "synthetic",
+            "Criteo-like synthetic data with planted important fields and "
+            "interactions (the embedded default; generated when absent)",
+            "synthetic-<rows>-seed<seed>.parquet",
+            _locate_synthetic,
+        ),
+        Dataset(
+            "frappe",
+            "Frappe_x1 (BARS): 10 categorical fields, published 7:2:1 split "
+            "(--split re-splits the concatenation 8:1:1 as the GDCN paper does)",
+            "Frappe_x1_csv/{train.reconstructed,train,valid,test}.csv or "
+            "libfm/frappe.{train,validation,test}.libfm",
+            _locate_frappe,
+        ),
+        Dataset(
+            "criteo",
+            "Criteo display ads: 13 bucketed integers + 26 categoricals, "
+            "min count 10, random 8:1:1",
+            "train.txt, criteo_sample.txt",
+            _locate_criteo,
+        ),
+        Dataset(
+            "avazu",
+            "Avazu mobile ads: 22 categorical fields, min count 5, random 8:1:1",
+            "train, train.csv",
+            _locate_avazu,
+        ),
     )
 }
 
 
-def with_overrides(options: PrepareOptions, **given: object) -> PrepareOptions:
+def with_overrides(options: PrepareOptions, **given: Any) -> PrepareOptions:
     """The dataset's options with the command line's explicit choices on top."""
     return replace(options, **{k: v for k, v in given.items() if v is not None})

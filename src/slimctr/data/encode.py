@@ -34,8 +34,9 @@ def parse_labels(column: pa.Array, name: str, where: Where) -> np.ndarray:
     bad = (values != 0) & (values != 1) & (values != -1)
     if bad.any():
         row = int(np.argmax(bad))
-        raise SlimctrError(f"label {_shown(values[row])} is not 0/1 or -1/1 in column {name!r}, "
-                           f"{where(row)}")
+        raise SlimctrError(
+            f"label {_shown(values[row])} is not 0/1 or -1/1 in column {name!r}, {where(row)}"
+        )
     return values
 
 
@@ -56,13 +57,12 @@ def criteo_bucket(values: np.ndarray) -> pa.Array:
     return pa.array(np.where(missing, 0, buckets).astype(np.int64), mask=missing)
 
 
-def encode_tokens(column: pa.Array) -> tuple[np.ndarray, pa.Array]:
+def encode_tokens(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
     """Dictionary-encode one batch of a categorical column: (int32 index per row, distinct values).
 
     Values of any type become strings (``3`` and ``"3"`` are one category), and a missing value
     (null) becomes the missing token. Text columns arrive already dictionary-encoded by the reader.
     """
-    array = column
     if not pa.types.is_dictionary(array.type):
         array = pc.dictionary_encode(array, null_encoding="encode")
     distinct = array.dictionary
@@ -91,8 +91,7 @@ def is_float_column(column: pa.Array) -> bool:
     return bool((parsed != parsed.floor()).any())
 
 
-def _to_float(column: pa.Array, name: str, where: Where, what: str) -> np.ndarray:
-    array = column
+def _to_float(array: pa.Array, name: str, where: Where, what: str) -> np.ndarray:
     if pa.types.is_dictionary(array.type):  # a categorical field that also orders the split
         array = array.dictionary_decode()
     if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
@@ -102,19 +101,26 @@ def _to_float(column: pa.Array, name: str, where: Where, what: str) -> np.ndarra
         bad = present & parsed.is_null()
         if bad.any():
             row = int(bad.arg_true()[0])
-            raise SlimctrError(f"non-numeric value {series[row]!r} in {what} column {name!r}, "
-                               f"{where(row)}")
+            raise SlimctrError(
+                f"non-numeric value {series[row]!r} in {what} column {name!r}, {where(row)}"
+            )
         return parsed.fill_null(np.nan).to_numpy()
-    if not (pa.types.is_integer(array.type) or pa.types.is_floating(array.type)
-            or pa.types.is_boolean(array.type)):
+    if not (
+        pa.types.is_integer(array.type)
+        or pa.types.is_floating(array.type)
+        or pa.types.is_boolean(array.type)
+    ):
         raise SlimctrError(f"{what} column {name!r} has type {array.type}, expected numbers")
     floats = array.cast(pa.float64())
     values = _view(floats, np.float64)
     if not floats.null_count:
         return values
-    bits = np.unpackbits(np.frombuffer(floats.buffers()[0], dtype=np.uint8), bitorder="little",
-                         count=floats.offset + len(floats))
-    return np.where(bits[floats.offset:].view(bool), values, np.nan)
+    bits = np.unpackbits(
+        np.frombuffer(floats.buffers()[0], dtype=np.uint8),
+        bitorder="little",
+        count=floats.offset + len(floats),
+    )
+    return np.where(bits[floats.offset :].view(bool), values, np.nan)
 
 
 def _view(array: pa.Array, dtype: type) -> np.ndarray:
@@ -124,8 +130,9 @@ def _view(array: pa.Array, dtype: type) -> np.ndarray:
     installed, which costs half a second per process.
     """
     itemsize = np.dtype(dtype).itemsize
-    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array),
-                         offset=array.offset * itemsize)
+    return np.frombuffer(
+        array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * itemsize
+    )
 
 
 def _shown(value: float) -> str:

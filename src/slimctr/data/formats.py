@@ -86,16 +86,22 @@ class RawSource:
             return f"{self.path}, row {row + 1}"
         return f"{self.path}, line {row + 1 + int(self.format.header)}"
 
-    def batches(self, *, numeric: Collection[str] = (), categorical: Collection[str] = (),
-                ) -> Iterator[tuple[int, pa.RecordBatch]]:
+    def batches(
+        self,
+        *,
+        numeric: Collection[str] = (),
+        categorical: Collection[str] = (),
+    ) -> Iterator[tuple[int, pa.RecordBatch]]:
         """Yield ``(first_row, batch)`` pairs; raises SlimctrError on unreadable input.
 
         For text, ``numeric`` columns are parsed as float64 (empty -> null) and ``categorical``
         ones dictionary-encoded while parsing (one dictionary per batch); other columns stay
         strings. Parquet columns keep their own types.
         """
-        types = {**{c: pa.float64() for c in numeric},
-                 **{c: pa.dictionary(pa.int32(), pa.string()) for c in categorical}}
+        types = {
+            **{c: pa.float64() for c in numeric},
+            **{c: pa.dictionary(pa.int32(), pa.string()) for c in categorical},
+        }
         if self.format.kind == "libfm":  # tokens are split into idx and value afterwards
             types = {c: t for c, t in types.items() if c == self.columns[0]}
         rows = 0
@@ -119,8 +125,9 @@ class RawSource:
             try:
                 return tuple(pq.read_schema(self.path).names)
             except (pa.ArrowInvalid, OSError) as exc:
-                raise SlimctrError(f"{self.path} is not a readable Parquet file "
-                                   f"({_arrow_message(exc)})") from None
+                raise SlimctrError(
+                    f"{self.path} is not a readable Parquet file ({_arrow_message(exc)})"
+                ) from None
         first = first_line(self.path)
         if not first.strip():
             raise SlimctrError(f"{self.path} is empty")
@@ -132,8 +139,10 @@ class RawSource:
             generated = tuple(f"c{i}" for i in range(len(fields)))
         if self.format.names is not None:
             if len(self.format.names) != len(fields):
-                raise SlimctrError(f"{self.path} has {len(fields)} columns, expected "
-                                   f"{len(self.format.names)} ({', '.join(self.format.names)})")
+                raise SlimctrError(
+                    f"{self.path} has {len(fields)} columns, expected "
+                    f"{len(self.format.names)} ({', '.join(self.format.names)})"
+                )
             return self.format.names
         if not self.format.header:
             return generated
@@ -161,8 +170,13 @@ class RawSource:
             while parsing:
                 yield from self._parsed(*parsing.popleft(), types)
 
-    def _parsed(self, offset: int, piece: memoryview, future: Future[pa.Table],
-                types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+    def _parsed(
+        self,
+        offset: int,
+        piece: memoryview,
+        future: Future[pa.Table],
+        types: dict[str, pa.DataType],
+    ) -> Iterator[pa.RecordBatch]:
         try:
             table = future.result()
         except pa.ArrowInvalid:
@@ -220,11 +234,14 @@ class RawSource:
                 lines, offset = lines + data.count(b"\n"), offset - len(data)
         return lines
 
-    def _parse(self, piece: memoryview, types: dict[str, pa.DataType], use_threads: bool) -> pa.Table:
+    def _parse(
+        self, piece: memoryview, types: dict[str, pa.DataType], use_threads: bool
+    ) -> pa.Table:
         return pacsv.read_csv(
             pa.py_buffer(piece),
-            read_options=pacsv.ReadOptions(column_names=list(self.columns), block_size=BLOCK_BYTES,
-                                           use_threads=use_threads),
+            read_options=pacsv.ReadOptions(
+                column_names=list(self.columns), block_size=BLOCK_BYTES, use_threads=use_threads
+            ),
             parse_options=pacsv.ParseOptions(delimiter=self.format.delimiter),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: types.get(name, pa.string()) for name in self.columns},
@@ -233,8 +250,9 @@ class RawSource:
             ),
         )
 
-    def _parse_error(self, piece: memoryview, offset: int,
-                     types: dict[str, pa.DataType]) -> SlimctrError:
+    def _parse_error(
+        self, piece: memoryview, offset: int, types: dict[str, pa.DataType]
+    ) -> SlimctrError:
         """Name the line: pyarrow reports row numbers only when parsing without threads."""
         try:
             self._parse(piece, types, use_threads=False)
@@ -242,17 +260,24 @@ class RawSource:
         except pa.ArrowInvalid as exc:
             message = _arrow_message(exc)
         line = re.search(r"Row #(\d+)", message)
-        where = (f"{self.path}, line {self._lines_before(offset) + int(line.group(1))}" if line
-                 else str(self.path))
+        where = (
+            f"{self.path}, line {self._lines_before(offset) + int(line.group(1))}"
+            if line
+            else str(self.path)
+        )
         ragged = re.search(r"Expected (\d+) columns, got (\d+)", message)
         if ragged:
-            return SlimctrError(f"ragged row: {ragged.group(2)} fields where {ragged.group(1)} "
-                                f"were expected, {where}")
+            return SlimctrError(
+                f"ragged row: {ragged.group(2)} fields where {ragged.group(1)} "
+                f"were expected, {where}"
+            )
         invalid = re.search(r"CSV column #(\d+).*invalid value '(.*)'", message)
         if invalid:
             column = self.columns[int(invalid.group(1))]
-            return SlimctrError(f"non-numeric value {invalid.group(2)!r} in column {column!r} "
-                                f"(a number was expected), {where}")
+            return SlimctrError(
+                f"non-numeric value {invalid.group(2)!r} in column {column!r} "
+                f"(a number was expected), {where}"
+            )
         return SlimctrError(f"cannot read {where}: {message}")
 
     def _libfm_fields(self, batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch:
@@ -263,14 +288,19 @@ class RawSource:
         if bad.height:
             row = int(bad.item(0, 0))
             token = next(t for t in frame.row(row)[1:] if not re.match(_LIBFM_TOKEN, t))
-            raise SlimctrError(f"libfm token {token!r} is not idx:val, "
-                               f"{self.where(first_row + row)}")
+            raise SlimctrError(
+                f"libfm token {token!r} is not idx:val, {self.where(first_row + row)}"
+            )
         values = frame.select(pl.col(tokens).str.extract(r":(.+)$").cast(pl.Float64, strict=False))
-        not_one = values.select(pl.any_horizontal(pl.col(tokens).ne(1.0).fill_null(True)).arg_true())
+        not_one = values.select(
+            pl.any_horizontal(pl.col(tokens).ne(1.0).fill_null(True)).arg_true()
+        )
         if not_one.height:
             row = int(not_one.item(0, 0))
-            raise SlimctrError(f"libfm value other than 1 at {self.where(first_row + row)}; only "
-                               "one-hot libfm (one categorical field per token position) is supported")
+            raise SlimctrError(
+                f"libfm value other than 1 at {self.where(first_row + row)}; only "
+                "one-hot libfm (one categorical field per token position) is supported"
+            )
         ids = frame.select(pl.col(tokens).str.extract(r"^([0-9]+):"))
         fields = pl.concat([frame.select(frame.columns[0]), ids], how="horizontal")
         return fields.to_arrow().combine_chunks().to_batches()[0]
@@ -293,7 +323,9 @@ def first_line(path: Path) -> str:
     try:
         return head.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
     except UnicodeDecodeError:
-        raise SlimctrError(f"{path} is not UTF-8 text (for Parquet, use --format parquet)") from None
+        raise SlimctrError(
+            f"{path} is not UTF-8 text (for Parquet, use --format parquet)"
+        ) from None
 
 
 def _looks_like_libfm(line: str) -> bool:

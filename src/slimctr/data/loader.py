@@ -26,9 +26,18 @@ class BatchLoader:
     itself after each full pass).
     """
 
-    def __init__(self, store: Store, split: str, *, batch_size: int, shuffle: bool = False,
-                 seed: int = 0, drop_last: bool = False, block_rows: int = 256,
-                 window_blocks: int = 64) -> None:
+    def __init__(
+        self,
+        store: Store,
+        split: str,
+        *,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        block_rows: int = 256,
+        window_blocks: int = 64,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.range = store.split(split)
@@ -54,7 +63,7 @@ class BatchLoader:
         order = self._row_order()
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         for start in range(0, stop, self.batch_size):
-            yield self._gather(np.sort(order[start:start + self.batch_size]))
+            yield self._gather(np.sort(order[start : start + self.batch_size]))
         self.epoch += 1
 
     def _row_order(self) -> np.ndarray:
@@ -67,7 +76,7 @@ class BatchLoader:
         order = (blocks[:, None] * self.block_rows + np.arange(self.block_rows)).ravel()
         order = order[order < rows] + first
         for window in range(0, rows, self.window_rows):
-            rng.shuffle(order[window:window + self.window_rows])
+            rng.shuffle(order[window : window + self.window_rows])
         return order
 
     def _gather(self, rows: np.ndarray) -> Batch:

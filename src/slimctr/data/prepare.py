@@ -1,4 +1,4 @@
-"""`slimctr prepare`: raw click logs in, an encoded store out, in memory bounded by the vocabularies.
+"""`slimctr prepare`: raw click logs in, an encoded store out, in memory bounded by vocabularies.
 
 Three steps, each a single sequential pass:
 
@@ -22,19 +22,19 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from slimctr import __version__
 from slimctr.data import encode
+from slimctr.data.finalize import SplitWriter, finalize_categorical, finalize_numeric
 from slimctr.data.formats import RawSource, SourceFormat, detect_format
+from slimctr.data.scan import Column, Scan, scan_sources
 from slimctr.data.store import (
     FORMAT_VERSION,
     SPLITS,
@@ -48,10 +48,9 @@ from slimctr.data.store import (
     write_json,
 )
 from slimctr.errors import SlimctrError
-from slimctr.schema import NUM_RESERVED_IDS, OOV_ID, PAD_ID, FieldSpec, Schema
+from slimctr.schema import OOV_ID, PAD_ID, FieldSpec, Schema
 
 NumericEncoding = Literal["standardize", "bucket"]
-SPAN_ROWS = 1 << 20  # rows finalized at a time
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,14 +76,18 @@ class PrepareOptions:
         if self.min_count < 1:
             raise SlimctrError(f"--min-count must be at least 1, got {self.min_count}")
         if self.vocabulary_from not in ("train", "all"):
-            raise SlimctrError(f"unknown vocabulary source {self.vocabulary_from!r} "
-                               "(choose train or all)")
+            raise SlimctrError(
+                f"unknown vocabulary source {self.vocabulary_from!r} (choose train or all)"
+            )
         if self.numeric_encoding not in ("standardize", "bucket"):
-            raise SlimctrError(f"unknown numeric encoding {self.numeric_encoding!r} "
-                               "(choose standardize or bucket)")
+            raise SlimctrError(
+                f"unknown numeric encoding {self.numeric_encoding!r} (choose standardize or bucket)"
+            )
         if len(self.split) != 3 or min(self.split) < 0 or abs(sum(self.split) - 1) > 1e-6:
-            raise SlimctrError(f"--split must be three non-negative fractions summing to 1, "
-                               f"got {','.join(map(str, self.split))}")
+            raise SlimctrError(
+                f"--split must be three non-negative fractions summing to 1, "
+                f"got {','.join(map(str, self.split))}"
+            )
         if self.split[0] == 0:
             raise SlimctrError("--split must give the training split a non-zero share")
 
@@ -105,41 +108,19 @@ class Sources:
 
     @property
     def by_split(self) -> list[tuple[int, Path]]:
-        return [(i, p) for i, paths in enumerate((self.train, self.valid, self.test))
-                for p in paths]
+        return [
+            (i, p) for i, paths in enumerate((self.train, self.valid, self.test)) for p in paths
+        ]
 
 
-@dataclass(frozen=True)
-class _Column:
-    """How one source column becomes a field."""
-
-    name: str
-    transform: encode.Transform
-
-    @property
-    def kind(self) -> str:
-        return "numeric" if self.transform == "standardize" else "categorical"
-
-
-@dataclass
-class _Scan:
-    """What step 1 leaves behind: scratch files, per-batch sizes and source split tags."""
-
-    scratch: Path
-    batch_rows: list[int] = field(default_factory=list)
-    batch_split: list[int] = field(default_factory=list)
-    labels_seen: set[int] = field(default_factory=set)
-
-    @property
-    def num_rows(self) -> int:
-        return sum(self.batch_rows)
-
-    def file(self, name: str, suffix: str) -> Path:
-        return self.scratch / f"{name}.{suffix}"
-
-
-def prepare(sources: Sources, out: str | Path, options: PrepareOptions = PrepareOptions(), *,
-            overwrite: bool = False, attach: dict[str, Path] | None = None) -> tuple[Store, bool]:
+def prepare(
+    sources: Sources,
+    out: str | Path,
+    options: PrepareOptions = PrepareOptions(),
+    *,
+    overwrite: bool = False,
+    attach: dict[str, Path] | None = None,
+) -> tuple[Store, bool]:
     """Build the store for ``sources`` in ``out``; returns (store, whether it was built).
 
     An ``out`` that already holds the store of exactly these sources and options is reused; one
@@ -170,28 +151,44 @@ def prepare(sources: Sources, out: str | Path, options: PrepareOptions = Prepare
 
 
 def _format(path: Path, options: PrepareOptions) -> SourceFormat:
-    return detect_format(path, options.format, delimiter=options.delimiter,
-                         header=options.header, names=options.names)
+    return detect_format(
+        path,
+        options.format,
+        delimiter=options.delimiter,
+        header=options.header,
+        names=options.names,
+    )
 
 
-def _plan_columns(raw: list[tuple[int, RawSource]], options: PrepareOptions) -> list[_Column]:
+def _plan_columns(raw: list[tuple[int, RawSource]], options: PrepareOptions) -> list[Column]:
     """Each column's role: the label, dropped, or a field; unlisted columns are inferred."""
     first = raw[0][1]
     for _, source in raw[1:]:
         if source.columns != first.columns:
-            raise SlimctrError(f"{source.path} has columns {', '.join(source.columns)}, unlike "
-                               f"{first.path} ({', '.join(first.columns)})")
+            raise SlimctrError(
+                f"{source.path} has columns {', '.join(source.columns)}, unlike "
+                f"{first.path} ({', '.join(first.columns)})"
+            )
     categorical, numeric = options.categorical or (), options.numeric or ()
-    named = {"--label": (options.label,), "--drop": options.drop, "--categorical": categorical,
-             "--numeric": numeric, "--order-by": (options.order_by,) if options.order_by else ()}
+    named = {
+        "--label": (options.label,),
+        "--drop": options.drop,
+        "--categorical": categorical,
+        "--numeric": numeric,
+        "--order-by": (options.order_by,) if options.order_by else (),
+    }
     for flag, names in named.items():
         for name in names:
             if name not in first.columns:
-                raise SlimctrError(f"column {name!r} given to {flag} not found in {first.path} "
-                                   f"(columns: {', '.join(first.columns)})")
+                raise SlimctrError(
+                    f"column {name!r} given to {flag} not found in {first.path} "
+                    f"(columns: {', '.join(first.columns)})"
+                )
     both = set(categorical) & set(numeric)
     if both:
-        raise SlimctrError(f"columns given as both categorical and numeric: {', '.join(sorted(both))}")
+        raise SlimctrError(
+            f"columns given as both categorical and numeric: {', '.join(sorted(both))}"
+        )
     if options.label in (*categorical, *numeric, *options.drop):
         raise SlimctrError(f"the label column {options.label!r} cannot also be a field or dropped")
     fields = [c for c in first.columns if c != options.label and c not in options.drop]
@@ -201,14 +198,18 @@ def _plan_columns(raw: list[tuple[int, RawSource]], options: PrepareOptions) -> 
     if unlisted:
         sample = next(first.batches())[1]
         numeric = (*numeric, *(c for c in unlisted if encode.is_float_column(sample.column(c))))
-    transform: encode.Transform = "bucket" if options.numeric_encoding == "bucket" else "standardize"
-    return [_Column(c, transform if c in numeric else "token") for c in fields]
+    transform: encode.Transform = (
+        "bucket" if options.numeric_encoding == "bucket" else "standardize"
+    )
+    return [Column(c, transform if c in numeric else "token") for c in fields]
 
 
 def _recipe(raw: list[tuple[int, RawSource]], options: PrepareOptions) -> dict[str, object]:
     """What decides a store's content, with a hash to recognise an identical rebuild."""
-    sources = [{"split": SPLITS[split], "path": str(source.path.resolve()),
-                **_fingerprint(source.path)} for split, source in raw]
+    sources = [
+        {"split": SPLITS[split], "path": str(source.path.resolve()), **_fingerprint(source.path)}
+        for split, source in raw
+    ]
     body = {"format_version": FORMAT_VERSION, "sources": sources, "options": asdict(options)}
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
     return {"id": digest, **body}
@@ -222,29 +223,46 @@ def _fingerprint(path: Path) -> dict[str, object]:
         digest.update(handle.read(1 << 20))
         handle.seek(max(0, stat.st_size - (1 << 20)))
         digest.update(handle.read(1 << 20))
-    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "head_tail_sha256": digest.hexdigest()}
+    return {
+        "bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "head_tail_sha256": digest.hexdigest(),
+    }
 
 
-def _build(raw: list[tuple[int, RawSource]], columns: list[_Column], options: PrepareOptions,
-           staging: Path, recipe: dict[str, object]) -> dict[str, object]:
+def _build(
+    raw: list[tuple[int, RawSource]],
+    columns: list[Column],
+    options: PrepareOptions,
+    staging: Path,
+    recipe: dict[str, object],
+) -> dict[str, Any]:
     scratch = staging / "scratch"
     scratch.mkdir()
     (staging / "columns").mkdir()
-    scan = _scan(raw, columns, options, scratch)
+    scan = scan_sources(
+        raw, columns, label=options.label, order_by=options.order_by, scratch=scratch
+    )
     assignment, split_info = _assign_splits(scan, options)
     train = assignment == 0
     rows = {name: int((assignment == i).sum()) for i, name in enumerate(SPLITS)}
     if rows["train"] == 0:
         raise SlimctrError("the training split is empty")
-    writer = _SplitWriter(assignment, scan.batch_rows)
-    checksums = {"columns/label.npy": writer.write(
-        staging / "columns/label.npy", np.uint8, writer.read(scan.file("label", "u8"), np.uint8))}
+    writer = SplitWriter(assignment, scan.batch_rows)
+    checksums = {
+        "columns/label.npy": writer.write(
+            staging / "columns/label.npy",
+            np.uint8,
+            writer.read(scan.file("label", "raw"), np.uint8),
+        )
+    }
 
-    def finalize(column: _Column) -> tuple[dict[str, Any], pl.DataFrame | None]:
+    def finalize(column: Column) -> tuple[dict[str, Any], pl.DataFrame | None]:
         path = staging / "columns" / f"{column.name}.npy"
         if column.kind == "numeric":
-            return _finalize_numeric(column, scan, train, writer, path), None
-        return _finalize_categorical(column, scan, train, options, writer, path)
+            return finalize_numeric(column, scan, train, writer, path), None
+        counted = train if options.vocabulary_from == "train" else np.ones_like(train)
+        return finalize_categorical(column, scan, counted, options.min_count, writer, path)
 
     fields, vocabularies = [], []
     # Fields are independent and numpy, polars and hashlib release the GIL: one thread per core.
@@ -259,9 +277,13 @@ def _build(raw: list[tuple[int, RawSource]], columns: list[_Column], options: Pr
     vocabulary = pl.concat(vocabularies) if vocabularies else _empty_vocabulary()
     vocabulary.write_parquet(staging / VOCABULARY)
     checksums[VOCABULARY] = sha256_file(staging / VOCABULARY)
-    schema = Schema(label=options.label, fields=tuple(
-        FieldSpec(name=f["name"], kind=f["kind"], vocab_size=f.get("vocab_size", 0))
-        for f in fields))
+    schema = Schema(
+        label=options.label,
+        fields=tuple(
+            FieldSpec(name=f["name"], kind=f["kind"], vocab_size=f.get("vocab_size", 0))
+            for f in fields
+        ),
+    )
     return {
         "format_version": FORMAT_VERSION,
         "slimctr_version": __version__,
@@ -279,58 +301,7 @@ def _build(raw: list[tuple[int, RawSource]], columns: list[_Column], options: Pr
     }
 
 
-def _scan(raw: list[tuple[int, RawSource]], columns: list[_Column], options: PrepareOptions,
-          scratch: Path) -> _Scan:
-    scan = _Scan(scratch)
-    outputs = {"label": open(scan.file("label", "u8"), "wb")}
-    if options.order_by:
-        outputs["order"] = open(scan.file("order", "f64"), "wb")
-    for column in columns:
-        outputs[column.name] = open(scan.file(column.name, "raw"), "wb")
-    dictionaries = {c.name: pa.ipc.new_stream(scan.file(c.name, "dict"),
-                                              pa.schema([("value", pa.string())]))
-                    for c in columns if c.kind == "categorical"}
-    numeric = [options.label, *([options.order_by] if options.order_by else [])]
-    numeric += [c.name for c in columns if c.transform != "token"]
-    categorical = [c.name for c in columns if c.transform == "token"]
-    try:
-        for split, source in raw:
-            for first_row, batch in source.batches(numeric=numeric, categorical=categorical):
-                def where(row: int, source: RawSource = source, first_row: int = first_row) -> str:
-                    return source.where(first_row + row)
-                labels = encode.parse_labels(batch.column(options.label), options.label, where)
-                scan.labels_seen.update(np.unique(labels).tolist())
-                if {0, -1} <= scan.labels_seen:
-                    raise SlimctrError(f"labels mix 0 and -1 (use 0/1 or -1/1), {source.path}")
-                outputs["label"].write((labels == 1).astype(np.uint8).tobytes())
-                if options.order_by:
-                    order = encode.parse_numeric(batch.column(options.order_by), options.order_by,
-                                                 where)
-                    outputs["order"].write(order.tobytes())
-                for column in columns:
-                    values = batch.column(column.name)
-                    if column.transform == "standardize":
-                        outputs[column.name].write(
-                            encode.parse_numeric(values, column.name, where).tobytes())
-                        continue
-                    if column.transform == "bucket":
-                        values = encode.criteo_bucket(encode.parse_numeric(values, column.name,
-                                                                           where))
-                    ids, distinct = encode.encode_tokens(values)
-                    outputs[column.name].write(ids.tobytes())
-                    dictionaries[column.name].write_batch(
-                        pa.record_batch([distinct], names=["value"]))
-                scan.batch_rows.append(batch.num_rows)
-                scan.batch_split.append(split)
-    finally:
-        for handle in outputs.values():
-            handle.close()
-        for writer in dictionaries.values():
-            writer.close()
-    return scan
-
-
-def _assign_splits(scan: _Scan, options: PrepareOptions) -> tuple[np.ndarray, dict[str, object]]:
+def _assign_splits(scan: Scan, options: PrepareOptions) -> tuple[np.ndarray, dict[str, object]]:
     """Split index per row (0 train, 1 valid, 2 test) and a record of how it was drawn."""
     n = scan.num_rows
     if any(scan.batch_split):
@@ -340,7 +311,7 @@ def _assign_splits(scan: _Scan, options: PrepareOptions) -> tuple[np.ndarray, di
         n_valid, n_test = int(n * options.split[1]), int(n * options.split[2])
         counts = [n - n_valid - n_test, n_valid, n_test]
         if options.order_by:
-            keys = np.fromfile(scan.file("order", "f64"), dtype=np.float64)
+            keys = np.fromfile(scan.file("order", "raw"), dtype=np.float64)
             ranks = np.empty(n, dtype=np.int64)
             ranks[np.argsort(keys, kind="stable")] = np.arange(n)
             assignment = np.searchsorted(np.cumsum(counts), ranks, side="right").astype(np.uint8)
@@ -354,118 +325,7 @@ def _assign_splits(scan: _Scan, options: PrepareOptions) -> tuple[np.ndarray, di
     return assignment, info
 
 
-class _SplitWriter:
-    """Writes columns into .npy files laid out train | valid | test, a span of rows at a time.
-
-    A span is a run of whole scan batches of about ``SPAN_ROWS`` rows; for each span the stable
-    order that groups its rows by split is computed once and shared by every column.
-    """
-
-    def __init__(self, assignment: np.ndarray, batch_rows: list[int]) -> None:
-        self.assignment = assignment
-        self.batch_rows = np.asarray(batch_rows, dtype=np.int64)
-        batch_bounds = np.cumsum([0, *batch_rows])
-        self.spans: list[tuple[int, int, int, int]] = []  # row start, row stop, batch range
-        first = 0
-        for b in range(1, len(batch_rows) + 1):
-            if batch_bounds[b] - batch_bounds[first] >= SPAN_ROWS or b == len(batch_rows):
-                self.spans.append((int(batch_bounds[first]), int(batch_bounds[b]), first, b))
-                first = b
-        self.orders = [np.argsort(assignment[start:stop], kind="stable").astype(np.int32)
-                       for start, stop, _, _ in self.spans]
-        self.split_counts = [np.bincount(assignment[start:stop], minlength=3)
-                             for start, stop, _, _ in self.spans]
-        counts = np.bincount(assignment, minlength=3)
-        self.split_starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-
-    def read(self, path: Path, dtype: type) -> Iterator[np.ndarray]:
-        """A scratch file written during the scan, back one span at a time."""
-        with open(path, "rb") as handle:
-            for start, stop, _, _ in self.spans:
-                yield np.fromfile(handle, dtype=dtype, count=stop - start)
-
-    def write(self, path: Path, dtype: type, spans: Iterator[np.ndarray]) -> str:
-        """Write one array per span; returns the file's sha256."""
-        header = np.lib.format.open_memmap(path, mode="w+", dtype=dtype,
-                                           shape=(len(self.assignment),))
-        offset, itemsize = header.offset, header.itemsize
-        del header
-        positions = self.split_starts.copy()
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            for values, order, counts in zip(spans, self.orders, self.split_counts, strict=True):
-                grouped = np.ascontiguousarray(values[order], dtype=dtype)
-                bounds = np.cumsum([0, *counts])
-                for split in range(3):
-                    part = grouped[bounds[split]:bounds[split + 1]]
-                    os.pwrite(fd, part, offset + int(positions[split]) * itemsize)
-                    positions[split] += len(part)
-        finally:
-            os.close(fd)
-        return sha256_file(path)
-
-
-def _finalize_numeric(column: _Column, scan: _Scan, train: np.ndarray, writer: _SplitWriter,
-                      path: Path) -> dict[str, object]:
-    """Standardise with the training rows' mean and std; missing values become 0 (the mean)."""
-    total = square = count = 0.0
-    scratch = scan.file(column.name, "raw")
-    for (start, stop, _, _), values in zip(writer.spans, writer.read(scratch, np.float64),
-                                           strict=True):
-        kept = values[train[start:stop]]
-        kept = kept[~np.isnan(kept)]
-        total, square, count = total + kept.sum(), square + (kept**2).sum(), count + len(kept)
-    mean = total / count if count else 0.0
-    std = float(np.sqrt(max(square / count - mean**2, 0.0))) if count else 0.0
-    scale = std if std > 0 else 1.0
-    standardised = (np.nan_to_num((values - mean) / scale, nan=0.0)
-                    for values in writer.read(scratch, np.float64))
-    sha = writer.write(path, np.float32, standardised)
-    return {"name": column.name, "kind": "numeric", "source_column": column.name,
-            "transform": "standardize", "mean": mean, "std": std, "dtype": "float32",
-            "sha256": sha}
-
-
-def _finalize_categorical(column: _Column, scan: _Scan, train: np.ndarray,
-                          options: PrepareOptions, writer: _SplitWriter,
-                          path: Path) -> tuple[dict[str, object], pl.DataFrame]:
-    """Count values over training rows, keep the frequent ones, rewrite local ids as final ids.
-
-    Every scan batch has its own dictionary; ``entries`` stacks them, so batch ``b``'s local id
-    ``i`` is entry ``offsets[b] + i``.
-    """
-    with pa.ipc.open_stream(scan.file(column.name, "dict")) as reader:
-        distinct = reader.read_all().column("value")
-    sizes = np.array([len(chunk) for chunk in distinct.chunks], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    scratch = scan.file(column.name, "raw")
-
-    def entry_keys() -> Iterator[np.ndarray]:
-        for (_, _, first, last), local in zip(writer.spans, writer.read(scratch, np.int32),
-                                              strict=True):
-            yield local + np.repeat(offsets[first:last], writer.batch_rows[first:last])
-
-    counts = np.zeros(int(sizes.sum()), dtype=np.int64)
-    counted = train if options.vocabulary_from == "train" else np.ones_like(train)
-    for (start, stop, _, _), keys in zip(writer.spans, entry_keys(), strict=True):
-        counts += np.bincount(keys[counted[start:stop]], minlength=len(counts))
-    entries = pl.DataFrame({"value": pl.Series(distinct.combine_chunks()), "count": counts})
-    vocab = (entries.group_by("value").agg(pl.col("count").sum())
-             .filter(pl.col("count") >= options.min_count)
-             .sort(["count", "value"], descending=[True, False])
-             .with_row_index("id", offset=NUM_RESERVED_IDS))
-    lookup = (entries.join(vocab.select("value", "id"), on="value", how="left",
-                           maintain_order="left")
-              .get_column("id").fill_null(OOV_ID).cast(pl.Int32).to_numpy())
-    sha = writer.write(path, np.int32, (lookup[keys] for keys in entry_keys()))
-    spec = {"name": column.name, "kind": "categorical", "source_column": column.name,
-            "transform": column.transform, "vocab_size": vocab.height + NUM_RESERVED_IDS,
-            "dtype": "int32", "sha256": sha}
-    vocabulary = vocab.select(pl.lit(column.name).alias("field"), pl.col("id").cast(pl.Int32),
-                              "value", "count")
-    return spec, vocabulary
-
-
 def _empty_vocabulary() -> pl.DataFrame:
-    return pl.DataFrame(schema={"field": pl.String, "id": pl.Int32, "value": pl.String,
-                                "count": pl.Int64})
+    return pl.DataFrame(
+        schema={"field": pl.String, "id": pl.Int32, "value": pl.String, "count": pl.Int64}
+    )

@@ -51,8 +51,9 @@ class Store:
         self.manifest = manifest
         self.schema = Schema.from_dict(manifest["schema"])
         offsets = np.cumsum([0] + [manifest["rows"][s] for s in SPLITS])
-        self._ranges = {s: SplitRange(int(offsets[i]), int(offsets[i + 1]))
-                        for i, s in enumerate(SPLITS)}
+        self._ranges = {
+            s: SplitRange(int(offsets[i]), int(offsets[i + 1])) for i, s in enumerate(SPLITS)
+        }
         self._files = {f["name"]: f["file"] for f in manifest["fields"]}
 
     @property
@@ -73,8 +74,8 @@ class Store:
 
     def vocabulary(self, field: str) -> pl.DataFrame:
         """Kept values of a categorical field with their ids and training counts."""
-        vocab = pl.read_parquet(self.path / VOCABULARY)
-        return vocab.filter(pl.col("field") == field).drop("field")
+        vocab = pl.scan_parquet(self.path / VOCABULARY).filter(pl.col("field") == field)
+        return vocab.drop("field").collect()
 
     def _array(self, relative: str) -> np.ndarray:
         return np.load(self.path / relative, mmap_mode="r")
@@ -85,21 +86,26 @@ def open_store(path: str | Path, *, verify: bool = True) -> Store:
     path = Path(path)
     manifest = read_manifest(path)
     if manifest is None:
-        raise SlimctrError(f"{path} is not a slimctr data directory (no {MANIFEST}; "
-                           "create one with `slimctr prepare`)")
+        raise SlimctrError(
+            f"{path} is not a slimctr data directory (no {MANIFEST}; "
+            "create one with `slimctr prepare`)"
+        )
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise SlimctrError(
             f"{path} was written with store format {version} by slimctr "
             f"{manifest.get('slimctr_version', '?')}; this slimctr reads format {FORMAT_VERSION} "
-            "(prepare it again with --overwrite)")
+            "(prepare it again with --overwrite)"
+        )
     for relative, expected in manifest["checksums"].items():
         file = path / relative
         if not file.is_file():
             raise SlimctrError(f"{path} is incomplete: {relative} is missing")
         if verify and sha256_file(file) != expected:
-            raise SlimctrError(f"checksum mismatch for {file}: the store is corrupt "
-                               "(prepare it again with --overwrite)")
+            raise SlimctrError(
+                f"checksum mismatch for {file}: the store is corrupt "
+                "(prepare it again with --overwrite)"
+            )
     return Store(path, manifest)
 
 
