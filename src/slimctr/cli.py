@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -40,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("slimctr: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `slimctr datasets | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _build_parser() -> _Parser:
@@ -282,6 +286,8 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     """Until the models land: prepare the synthetic default and show what was built."""
+    from slimctr.data.loader import BatchLoader
+
     located = locate("synthetic", [], seed=args.seed)
     started = time.perf_counter()
     store, built = prepare(
@@ -289,7 +295,23 @@ def _demo(args: argparse.Namespace) -> int:
     )
     verb = f"prepared in {time.perf_counter() - started:.1f} s" if built else "up to date"
     _print_store(store, verb)
-    print("models arrive with the next release; this demo stops after `prepare`.")
+    truth = json.loads((store.path / "truth.json").read_text())
+    print(f"  planted: important {', '.join(truth['important_fields'])}")
+    print(
+        f"           pairs {', '.join('x'.join(p) for p in truth['pairs'])}; "
+        f"triples {', '.join('x'.join(t) for t in truth['triples'])}"
+    )
+    print(
+        f"           AUC of the true logit {truth['bayes_auc']:.3f}, "
+        f"first-order part only {truth['first_order_auc']:.3f}"
+    )
+    batch = next(iter(BatchLoader(store, "train", batch_size=4096, shuffle=True, seed=args.seed)))
+    print(
+        f"  first training batch: ids {tuple(batch.categorical.shape)} "
+        f"{batch.categorical.dtype}, values {tuple(batch.numeric.shape)}, "
+        f"labels {tuple(batch.labels.shape)} (positive rate {batch.labels.mean():.3f})"
+    )
+    print("models arrive with the next issue; this demo stops after `prepare`.")
     return 0
 
 
