@@ -139,3 +139,10 @@ def test_console_script_prints_no_traceback(tmp_path):
     assert process.returncode == 1
     assert process.stderr.startswith("slimctr: error: no such file")
     assert "Traceback" not in process.stderr
+
+
+def test_order_by_with_given_files_is_refused(cli, tmp_path):
+    source = write_text(tmp_path / "x.csv", ["label,a,t", "1,x,3", "0,y,4"])
+    result = cli("prepare", source, "--valid", source, "--test", source, "--order-by", "t",
+                 "--out", tmp_path / "store")
+    _assert_clean_failure(result, tmp_path / "store", "--order-by")
