@@ -18,6 +18,7 @@ import datetime
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -40,6 +41,18 @@ frame[numeric] = ((values - values.mean()) / values.std()).fillna(0).astype(np.f
 order = np.random.default_rng(0).permutation(len(frame))
 np.save(out, frame.to_numpy()[order])
 """
+
+
+def median_run(command: list[str], repeat: int, cleanup: Path) -> tuple[float, float]:
+    """Median wall seconds and peak RSS (GiB) over ``repeat`` runs of one command."""
+    runs = []
+    for _ in range(repeat):
+        if cleanup.is_dir():
+            shutil.rmtree(cleanup)
+        cleanup.unlink(missing_ok=True)
+        runs.append(run(command))
+    seconds, rss = zip(*runs, strict=True)
+    return statistics.median(seconds), max(rss)
 
 
 def run(command: list[str]) -> tuple[float, float]:
@@ -65,6 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--baseline-rows", type=int, nargs="*", default=[1_000_000])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/slimctr-bench"))
     parser.add_argument("--write", action="store_true", help="append results to " + str(RESULTS))
     args = parser.parse_args()
@@ -81,23 +95,21 @@ def main() -> None:
             )
         size = source.stat().st_size / 2**20
         out = args.workdir / f"store-{rows}"
-        shutil.rmtree(out, ignore_errors=True)
-        seconds, rss = run(
-            [slimctr, "prepare", str(source), "--numeric", NUMERIC, "--out", str(out)]
+        seconds, rss = median_run(
+            [slimctr, "prepare", str(source), "--numeric", NUMERIC, "--out", str(out)],
+            args.repeat,
+            cleanup=out,
         )
         line = (
             f"| slimctr prepare | {rows:,} | {size:,.0f} | {seconds:.1f} | "
             f"{seconds / rows * 1e6:.2f} | {rows / seconds:,.0f} | {rss:.2f} |"
         )
         if rows in args.baseline_rows:
-            base_seconds, base_rss = run(
-                [
-                    sys.executable,
-                    "-c",
-                    PANDAS_BASELINE,
-                    str(source),
-                    str(args.workdir / "pandas.npy"),
-                ]
+            pandas_out = args.workdir / "pandas.npy"
+            base_seconds, base_rss = median_run(
+                [sys.executable, "-c", PANDAS_BASELINE, str(source), str(pandas_out)],
+                args.repeat,
+                cleanup=pandas_out,
             )
             line += f" {base_seconds / seconds:.1f}x |"
             lines.append(line)
