@@ -1,9 +1,9 @@
 """Raw click logs as a stream of column batches: CSV/TSV (plain or gzip), Parquet and libfm.
 
-Every reader yields polars DataFrames of bounded size, so a file of any length is scanned in
-memory proportional to one batch. Text formats are read with pyarrow's streaming CSV reader (which
-also streams gzip) with every column as a string; the caller decides what each column means.
-Errors name the file and, where the format has lines, the line.
+Every reader yields arrow record batches of bounded size, so a file of any length is scanned in
+memory proportional to one batch. Text (plain or gzip) is cut into newline-aligned pieces, each
+parsed by pyarrow with the column types the caller asks for (float64 numbers, dictionary-encoded
+categories, strings otherwise). Errors name the file and, where the format has lines, the line.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ FORMATS = ("auto", "csv", "tsv", "parquet", "libfm")
 PIECE_BYTES = 32 << 20  # text parsed at a time (bounds memory)
 BLOCK_BYTES = 8 << 20  # text per batch (one dictionary per categorical column); ~30k Criteo rows
 PARQUET_BATCH_ROWS = 131_072
+SAMPLE_BYTES = 1 << 20  # text read to infer column kinds
+SAMPLE_ROWS = 10_000  # Parquet rows read to infer column kinds
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _LIBFM_SUFFIXES = (".libfm", ".libsvm", ".svm")
 _LIBFM_TOKEN = r"^[0-9]+:[^:]+$"
@@ -118,6 +120,20 @@ class RawSource:
         if rows == 0:
             raise SlimctrError(f"{self.path} has no data rows")
 
+    def sample(self) -> pa.RecordBatch:
+        """The first rows, every column as a string (text) or its own type (Parquet)."""
+        if self.format.kind == "parquet":
+            batches = pq.ParquetFile(self.path).iter_batches(batch_size=SAMPLE_ROWS)
+        else:
+            pieces = self._text_pieces(SAMPLE_BYTES)
+            batches = (self._parse_or_explain(piece, offset, {}) for offset, piece in pieces)
+        try:
+            for batch in batches:
+                return self._libfm_fields(batch, 0) if self.format.kind == "libfm" else batch
+        except OSError as exc:
+            raise SlimctrError(f"cannot read {self.path}: {_arrow_message(exc)}") from None
+        raise SlimctrError(f"{self.path} has no data rows")
+
     # -- columns ---------------------------------------------------------------------------------
 
     def _read_columns(self) -> tuple[str, ...]:
@@ -170,6 +186,14 @@ class RawSource:
             while parsing:
                 yield from self._parsed(*parsing.popleft(), types)
 
+    def _parse_or_explain(
+        self, piece: memoryview, offset: int, types: dict[str, pa.DataType]
+    ) -> pa.RecordBatch:
+        try:
+            return self._parse(piece, types, use_threads=True).combine_chunks().to_batches()[0]
+        except pa.ArrowInvalid:
+            raise self._parse_error(piece, offset, types) from None
+
     def _parsed(
         self,
         offset: int,
@@ -183,7 +207,7 @@ class RawSource:
             raise self._parse_error(piece, offset, types) from None
         yield from table.to_batches()
 
-    def _text_pieces(self) -> Iterator[tuple[int, memoryview]]:
+    def _text_pieces(self, size: int = PIECE_BYTES) -> Iterator[tuple[int, memoryview]]:
         """The decompressed text in newline-aligned pieces, each with its offset in the text.
 
         pyarrow's one-shot parser on a piece is several times faster than its streaming reader,
@@ -191,11 +215,11 @@ class RawSource:
         (Quoted fields must not span lines.)
         """
         if _compression(self.path) is None:
-            yield from self._mapped_pieces()
+            yield from self._mapped_pieces(size)
             return
         offset, carry = 0, b""
         with pa.input_stream(str(self.path), compression="gzip") as stream:
-            while data := stream.read(PIECE_BYTES):
+            while data := stream.read(size):
                 data = carry + data if carry else data
                 start = data.index(b"\n") + 1 if offset == 0 and self.format.header else 0
                 cut = max(data.rfind(b"\n") + 1, start)
@@ -205,18 +229,18 @@ class RawSource:
         if carry.strip() and not (offset == 0 and self.format.header):
             yield offset, memoryview(carry)
 
-    def _mapped_pieces(self) -> Iterator[tuple[int, memoryview]]:
+    def _mapped_pieces(self, size: int) -> Iterator[tuple[int, memoryview]]:
         with open(self.path, "rb") as handle:
             # Not closed explicitly: pieces handed out may still be referenced; GC unmaps it.
             text = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         start = (text.find(b"\n") + 1 or len(text)) if self.format.header else 0
         done: deque[tuple[int, int]] = deque()
         while start < len(text):
-            end = text.rfind(b"\n", start, start + PIECE_BYTES) + 1
-            if start + PIECE_BYTES >= len(text):
+            end = text.rfind(b"\n", start, start + size) + 1
+            if start + size >= len(text):
                 end = len(text)
             elif end <= start:  # a line longer than a piece
-                end = text.find(b"\n", start + PIECE_BYTES) + 1 or len(text)
+                end = text.find(b"\n", start + size) + 1 or len(text)
             if end - start > 4096 or text[start:end].strip():
                 yield start, memoryview(text)[start:end]
             done.append((start, end))

@@ -198,7 +198,7 @@ def _plan_columns(raw: list[tuple[int, RawSource]], options: PrepareOptions) -> 
         raise SlimctrError(f"{first.path} has no feature columns besides the label")
     unlisted = [c for c in fields if c not in categorical and c not in numeric]
     if unlisted:
-        sample = next(first.batches())[1]
+        sample = first.sample()
         numeric = (*numeric, *(c for c in unlisted if encode.is_float_column(sample.column(c))))
     transform: encode.Transform = (
         "bucket" if options.numeric_encoding == "bucket" else "standardize"
