@@ -143,6 +143,23 @@ def test_console_script_prints_no_traceback(tmp_path):
 
 def test_order_by_with_given_files_is_refused(cli, tmp_path):
     source = write_text(tmp_path / "x.csv", ["label,a,t", "1,x,3", "0,y,4"])
-    result = cli("prepare", source, "--valid", source, "--test", source, "--order-by", "t",
-                 "--out", tmp_path / "store")
+    result = cli(
+        "prepare",
+        source,
+        "--valid",
+        source,
+        "--test",
+        source,
+        "--order-by",
+        "t",
+        "--out",
+        tmp_path / "store",
+    )
     _assert_clean_failure(result, tmp_path / "store", "--order-by")
+
+
+def test_text_that_is_not_utf8(cli, tmp_path):
+    source = tmp_path / "latin1.csv"
+    source.write_bytes(b"label,c\n1,ok\n0,caf\xe9\n")
+    result = cli("prepare", source, "--categorical", "c", "--out", tmp_path / "store")
+    _assert_clean_failure(result, tmp_path / "store", "latin1.csv", "line 3", "not UTF-8", "'c'")

@@ -302,6 +302,10 @@ class RawSource:
                 f"non-numeric value {invalid.group(2)!r} in column {column!r} "
                 f"(a number was expected), {where}"
             )
+        not_utf8 = re.search(r"CSV column #(\d+).*invalid UTF8", message)
+        if not_utf8:
+            column = self.columns[int(not_utf8.group(1))]
+            return SlimctrError(f"text that is not UTF-8 in column {column!r}, {where}")
         return SlimctrError(f"cannot read {where}: {message}")
 
     def _libfm_fields(self, batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch:
