@@ -138,21 +138,17 @@ def finalize_categorical(
     counts = np.zeros(int(sizes.sum()), dtype=np.int64)
     for (start, stop, _, _), keys in zip(writer.spans, entry_keys(), strict=True):
         counts += np.bincount(keys[counted[start:stop]], minlength=len(counts))
-    entries = pl.DataFrame({"value": pl.Series(distinct.combine_chunks()), "count": counts})
-    vocab = (
+    entries = pl.LazyFrame({"value": pl.Series(distinct.combine_chunks()), "count": counts})
+    kept = (
         entries.group_by("value")
         .agg(pl.col("count").sum())
         .filter(pl.col("count") >= min_count)
         .sort(["count", "value"], descending=[True, False])
         .with_row_index("id", offset=NUM_RESERVED_IDS)
     )
-    lookup = (
-        entries.join(vocab.select("value", "id"), on="value", how="left", maintain_order="left")
-        .get_column("id")
-        .fill_null(OOV_ID)
-        .cast(pl.Int32)
-        .to_numpy()
-    )
+    ids = entries.join(kept.select("value", "id"), on="value", how="left", maintain_order="left")
+    vocab, ids_frame = pl.collect_all([kept, ids.select(pl.col("id").fill_null(OOV_ID))])
+    lookup = ids_frame.get_column("id").cast(pl.Int32).to_numpy()
     sha = writer.write(path, np.int32, (lookup[keys] for keys in entry_keys()))
     spec = {
         "name": column.name,
