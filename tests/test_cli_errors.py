@@ -163,3 +163,11 @@ def test_text_that_is_not_utf8(cli, tmp_path):
     source.write_bytes(b"label,c\n1,ok\n0,caf\xe9\n")
     result = cli("prepare", source, "--categorical", "c", "--out", tmp_path / "store")
     _assert_clean_failure(result, tmp_path / "store", "latin1.csv", "line 3", "not UTF-8", "'c'")
+
+
+def test_output_that_is_a_file(cli, tmp_path):
+    source = write_text(tmp_path / "x.csv", ["label,a", "1,x", "0,y"])
+    (tmp_path / "taken").write_text("mine")
+    result = cli("prepare", source, "--out", tmp_path / "taken")
+    assert result.code == 1 and "is a file" in result.err
+    assert (tmp_path / "taken").read_text() == "mine"

@@ -128,6 +128,8 @@ def prepare(
     a synthetic dataset's ground truth) into the store under the given names.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SlimctrError(f"--out {out} is a file; give a directory for the store")
     if sources.valid and options.order_by:
         raise SlimctrError("--order-by orders a --split; with --valid/--test files it has no use")
     raw = [(split, RawSource(path, _format(path, options))) for split, path in sources.by_split]
