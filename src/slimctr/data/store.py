@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from slimctr.errors import SlimctrError
+from slimctr.files import atomic_path
 from slimctr.schema import Schema
 
 FORMAT_VERSION = 1
@@ -130,9 +131,8 @@ def sha256_file(path: Path) -> str:
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically: a temporary name in the same directory, then a rename."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def staging_dir(out: Path) -> Path:

@@ -34,8 +34,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
-import secrets
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -47,6 +45,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from slimctr.files import atomic_path
 
 MAX_IMPORTANT_CARDINALITY = 5_000  # larger fields stay unimportant: too sparse to learn
 CALIBRATION_ROWS = 200_000
@@ -159,7 +159,7 @@ class GroundTruth:
         """The truth as JSON text, also written atomically to ``path`` when one is given."""
         text = json.dumps(asdict(self), indent=2) + "\n"
         if path is not None:
-            with _atomic(Path(path)) as tmp:
+            with atomic_path(Path(path)) as tmp:
                 tmp.write_text(text)
         return text
 
@@ -209,7 +209,7 @@ def write_synthetic(
     _check(bool(suffix), f"{path}: unsupported suffix (use one of {', '.join(SUFFIXES)})")
     truth, batches = generate(config, chunk_rows)
     schema = _schema(config, include_logits=False)
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         if suffix == ".parquet":
             with pq.ParquetWriter(str(tmp), schema) as writer:
                 for batch in _prefetch(batches):
@@ -243,17 +243,6 @@ def _prefetch(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         while (batch := pending.result()) is not None:
             pending = worker.submit(next, batches, None)
             yield batch
-
-
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; rename it onto ``path`` on success, else delete it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @contextmanager
