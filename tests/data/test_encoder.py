@@ -1,0 +1,76 @@
+"""New raw rows are encoded exactly as prepare encoded the store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from slimctr.data.encoder import StoreEncoder
+from slimctr.data.loader import BatchLoader
+from slimctr.data.prepare import PrepareOptions, Sources, prepare
+from slimctr.errors import SlimctrError
+from tests.conftest import write_text
+
+
+@pytest.fixture
+def store_and_files(tmp_path):
+    lines = ["label,c,n,k"] + [f"{i % 2},v{i % 13},{i % 7},{i * 3 % 50}" for i in range(400)]
+    train = write_text(tmp_path / "train.csv", lines)
+    other = write_text(tmp_path / "other.csv", ["label,c,n,k", "1,zzz,3,999", "0,v1,,4"])
+    store, _ = prepare(
+        Sources(train=(train,), valid=(other,), test=(other,)),
+        tmp_path / "d",
+        PrepareOptions(
+            categorical=("c",), numeric=("n", "k"), numeric_encoding="standardize", min_count=20
+        ),
+    )
+    return store, train, other
+
+
+def test_encoding_the_training_file_reproduces_the_store(store_and_files):
+    store, train, _ = store_and_files
+    encoded = list(StoreEncoder(store).batches(train))
+    stored = list(BatchLoader(store, "train", batch_size=10_000))
+    assert torch.equal(torch.cat([b.categorical for b in encoded]), stored[0].categorical)
+    assert torch.allclose(torch.cat([b.numeric for b in encoded]), stored[0].numeric)
+    assert torch.equal(torch.cat([b.labels for b in encoded]), stored[0].labels)
+
+
+def test_unseen_values_are_oov_and_missing_numbers_are_the_mean(store_and_files):
+    store, _, other = store_and_files
+    (batch,) = StoreEncoder(store).batches(other)
+    assert batch.categorical[0, 0] == 1  # 'zzz' never seen: OOV
+    assert batch.numeric[1, 0] == 0.0  # empty 'n' -> the training mean -> 0
+
+
+def test_input_without_the_label_column(store_and_files, tmp_path):
+    store, _, _ = store_and_files
+    path = write_text(tmp_path / "x.csv", ["c,n,k", "v1,3,4"])
+    (batch,) = StoreEncoder(store).batches(path)
+    assert batch.categorical.shape == (1, 1) and batch.numeric.shape == (1, 2)
+
+
+def test_input_missing_a_field_is_an_error(store_and_files, tmp_path):
+    store, _, _ = store_and_files
+    path = write_text(tmp_path / "x.csv", ["label,c", "1,v1"])
+    with pytest.raises(SlimctrError, match="lacks the columns n, k"):
+        list(StoreEncoder(store).batches(path))
+
+
+def test_criteo_layout_with_buckets(tmp_path):
+    row = "\t".join(["1", *["3"] * 13, *["68fd1e64"] * 26])
+    other = "\t".join(["0", *["100"] * 13, *["aaaa"] * 26])
+    folder = tmp_path / "criteo"
+    folder.mkdir()
+    write_text(folder / "train.txt", [row, other] * 30)
+    from slimctr.data.datasets import locate
+
+    located = locate("criteo", [folder])
+    store, _ = prepare(located.sources, tmp_path / "s", located.options)
+    unlabelled = write_text(tmp_path / "new.txt", ["\t".join(["3"] * 13 + ["68fd1e64"] * 26)])
+    (batch,) = StoreEncoder(store).batches(unlabelled)
+    ids = batch.categorical[0].numpy()
+    vocab = store.vocabulary("I1")
+    assert ids[0] == vocab.filter(vocab["value"] == "1")["id"][0]  # 3 -> floor(ln(3)^2) = 1
+    assert np.all(ids > 1)
