@@ -128,6 +128,49 @@ def _build_parser() -> _Parser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_synth)
 
+    p = commands.add_parser("models", help="list the registered models")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_models)
+
+    p = commands.add_parser("train", help="train a model on a prepared store")
+    p.add_argument("data", type=Path, metavar="DATA_DIR")
+    p.add_argument("--model", required=True, metavar="NAME")
+    p.add_argument("--out", required=True, type=Path, metavar="RUN_DIR")
+    p.add_argument("--config", type=Path, metavar="FILE.yaml")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. train.epochs=3 or model.num_cross_layers=4",
+    )
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_train)
+
+    p = commands.add_parser("evaluate", help="score a finished run on a split")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--data", type=Path, metavar="DATA_DIR", help="default: the run's own store")
+    p.add_argument("--split", choices=("valid", "test"), default="test")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_evaluate)
+
+    p = commands.add_parser("predict", help="click probabilities for raw rows, in input order")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("input", type=Path, metavar="INPUT")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="OUTPUT",
+        help=".csv (one 'probability' column) or .parquet",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_predict)
+
     p = commands.add_parser("demo", help="the whole story on the embedded synthetic default")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), metavar="DIR")
     p.add_argument("--seed", type=int, default=0)
@@ -281,6 +324,68 @@ def _synth(args: argparse.Namespace) -> int:
             f"wrote {config.rows:,} rows to {args.out} in {time.perf_counter() - started:.1f} s "
             f"(positive rate {truth.positive_rate:.3f}); ground truth in {result['truth']}"
         )
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from slimctr.models import MODELS
+
+    if args.json:
+        print(json.dumps({name: entry.description for name, entry in MODELS.items()}))
+        return 0
+    for name, entry in MODELS.items():
+        print(f"  {name:<10} {entry.description}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from slimctr.train import run
+    from slimctr.train.trainer import ProgressBar
+
+    config = run.resolve_config(
+        args.model,
+        config_file=args.config,
+        overrides=args.overrides,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    progress = None if args.json else ProgressBar(config.train.batch_size)
+    metrics = run.train(args.data, args.out, config, resume=args.resume, progress=progress)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(
+            f"{args.out}: best epoch {metrics['best_epoch']}, "
+            f"valid AUC {metrics['valid']['auc']:.4f} logloss {metrics['valid']['logloss']:.4f}, "
+            f"test AUC {metrics['test']['auc']:.4f} logloss {metrics['test']['logloss']:.4f}, "
+            f"{metrics['num_params']:,} parameters, "
+            f"{metrics['train_samples_per_s']:,.0f} training samples/s"
+        )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from slimctr.train import run
+
+    scores = run.evaluate(args.run_dir, args.data, args.split)
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        print(
+            f"{args.run_dir} on {args.split}: AUC {scores['auc']:.4f}, "
+            f"logloss {scores['logloss']:.4f}"
+        )
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from slimctr.train import run
+
+    rows = run.predict(args.run_dir, args.input, args.out)
+    if args.json:
+        print(json.dumps({"out": str(args.out), "rows": rows}))
+    else:
+        print(f"wrote {rows:,} probabilities to {args.out}")
     return 0
 
 

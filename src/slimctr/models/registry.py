@@ -1,0 +1,37 @@
+"""The MODELS registry: name -> (frozen config class, nn.Module class, one-line description).
+
+A model is built as ``Model(schema, config)`` and maps a ``Batch`` to logits of shape (B,).
+Whatever is registered here is covered by the common model test suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    config: type[Any]
+    model: type[nn.Module]
+    description: str
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def register(
+    name: str, config: type[Any], description: str
+) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: ``@register("dcnv2", DCNv2Config, "...")`` above the model class."""
+
+    def add(model: type[nn.Module]) -> type[nn.Module]:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        MODELS[name] = ModelEntry(config, model, description)
+        return model
+
+    return add

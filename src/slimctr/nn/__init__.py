@@ -1,0 +1,1 @@
+"""Reusable layers: field embeddings, MLP, cross networks, factorisation machines."""

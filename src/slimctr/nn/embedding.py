@@ -1,0 +1,248 @@
+"""Field embeddings: one table per categorical field, one learned vector per numeric field.
+
+For a sample with categorical ids x_f and numeric values z_f, field f is embedded as
+
+    e_f = E_f[x_f]        E_f in R^{n_f x d_f}   (categorical field: a row of its own table)
+    e_f = z_f * v_f       v_f in R^{d_f}          (numeric field: its value times a learned vector)
+
+and the fields are either stacked, (B, F, d) when every d_f = d (FM-style models), or
+concatenated, c0 = [e_1 || ... || e_F] in R^D with D = sum_f d_f (DCN, DCN-V2, GDCN; GDCN spec 2.1).
+Fields appear in ``Schema.fields`` order in both layouts, so slice f of c0 belongs to field f.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from slimctr.data.batch import Batch
+from slimctr.errors import SlimctrError
+from slimctr.schema import FieldSpec, Schema
+
+
+class FieldEmbedding(nn.Module):
+    """Embeds every field of a ``Batch``; per-field widths allowed.
+
+    ``embedding_dim`` is one width for all fields or a width per field name (every field named).
+    Tables are initialised xavier-uniform per field, U(+-sqrt(6 / (n_f + d_f))) as in the GDCN
+    reference code (spec 2.6), or N(0, init_std^2) when ``init_std`` is given. A numeric field's
+    vector is initialised like a one-row table.
+
+    When all categorical widths are equal the tables live in ONE ``nn.Embedding`` with per-field
+    row offsets (field f owns rows offsets[f] .. offsets[f] + n_f), so a batch is one lookup;
+    ``table(name)`` returns a view of a field's rows either way. ``sparse=True`` (or the
+    ``sparse`` property, or ``set_sparse_gradients``) makes the tables' gradients sparse, for
+    ``torch.optim.SparseAdam``; numeric vectors always get dense gradients.
+    """
+
+    offsets: Tensor  # (F_cat,) int32: first row of each categorical field in the fused table
+    numeric_column: Tensor  # (sum of numeric d_f,): the numeric column each vector entry scales
+
+    def __init__(
+        self,
+        schema: Schema,
+        embedding_dim: int | Mapping[str, int],
+        init_std: float | None = None,
+        sparse: bool = False,
+    ) -> None:
+        super().__init__()
+        if not schema.fields:
+            raise SlimctrError("FieldEmbedding needs at least one field, the schema has none")
+        if init_std is not None and not init_std > 0:
+            raise SlimctrError(f"embedding init_std must be > 0 or None, got {init_std}")
+        self._specs: tuple[FieldSpec, ...] = schema.fields
+        self._dims: dict[str, int] = _field_widths(schema, embedding_dim)
+        self._runs = _kind_runs(self._specs)
+        widths = set(self._dims.values())
+        self._common_width = widths.pop() if len(widths) == 1 else None
+
+        categorical = schema.categorical
+        sizes = [f.vocab_size for f in categorical]
+        cat_dims = [self._dims[f.name] for f in categorical]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        self._rows = {f.name: (s, n) for f, s, n in zip(categorical, starts, sizes, strict=True)}
+        self._cat_index = {f.name: i for i, f in enumerate(categorical)}
+        self.fused_table: nn.Embedding | None = None
+        self.field_tables = nn.ModuleList()
+        if categorical and len(set(cat_dims)) == 1:
+            self.fused_table = nn.Embedding(sum(sizes), cat_dims[0], sparse=sparse)
+        else:
+            self.field_tables.extend(
+                nn.Embedding(n, d, sparse=sparse) for n, d in zip(sizes, cat_dims, strict=True)
+            )
+        # int32 like the ids, so adding them needs no upcast.
+        self.register_buffer("offsets", torch.tensor(starts, dtype=torch.int32), persistent=False)
+
+        # All numeric vectors in one flat parameter, so a batch is one gather and one product.
+        num_dims = [self._dims[f.name] for f in schema.numeric]
+        self._numeric_slices = {
+            f.name: (sum(num_dims[:i]), num_dims[i]) for i, f in enumerate(schema.numeric)
+        }
+        self.numeric_vectors: nn.Parameter | None = None
+        if num_dims:
+            self.numeric_vectors = nn.Parameter(torch.empty(sum(num_dims)))
+        column_of = [i for i, d in enumerate(num_dims) for _ in range(d)]
+        self.register_buffer(
+            "numeric_column", torch.tensor(column_of, dtype=torch.long), persistent=False
+        )
+        self._reset_parameters(init_std)
+
+    # -- shape ---------------------------------------------------------------------------------
+
+    @property
+    def num_fields(self) -> int:
+        return len(self._specs)
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """Field names in output order (``Schema.fields`` order)."""
+        return tuple(f.name for f in self._specs)
+
+    @property
+    def field_dims(self) -> tuple[int, ...]:
+        """Width d_f of each field, in output order."""
+        return tuple(self._dims[f.name] for f in self._specs)
+
+    @property
+    def output_dim(self) -> int:
+        """D = sum_f d_f, the width of ``flat``."""
+        return sum(self._dims.values())
+
+    @property
+    def sparse(self) -> bool:
+        return any(t.sparse for t in self._embedding_modules())
+
+    @sparse.setter
+    def sparse(self, enabled: bool) -> None:
+        for module in self._embedding_modules():
+            module.sparse = enabled
+
+    def table(self, field_name: str) -> Tensor:
+        """Field's table, (n_f, d_f), as a view of the parameter (a numeric field: (1, d_f))."""
+        if field_name in self._numeric_slices:
+            assert self.numeric_vectors is not None
+            start, width = self._numeric_slices[field_name]
+            return self.numeric_vectors[start : start + width].view(1, width)
+        if field_name not in self._cat_index:
+            raise KeyError(field_name)
+        if self.fused_table is None:
+            return self._embedding_modules()[self._cat_index[field_name]].weight
+        start, rows = self._rows[field_name]
+        return self.fused_table.weight.narrow(0, start, rows)
+
+    # -- forward -------------------------------------------------------------------------------
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Stacked field embeddings, (B, F, d); every field must have the same width d."""
+        width = self._common_width
+        if width is None:
+            raise SlimctrError(_unequal_widths_message(self._specs, self._dims))
+        blocks: dict[str, Tensor] = {}
+        if self.fused_table is not None:
+            blocks["categorical"] = self.fused_table(batch.categorical + self.offsets)  # (B, Fc, d)
+        if self.numeric_vectors is not None:
+            vectors = self.numeric_vectors.view(-1, width)  # (Fn, d)
+            blocks["numeric"] = batch.numeric.unsqueeze(-1) * vectors  # (B, Fn, d)
+        if len(self._runs) == 1:
+            return blocks[self._runs[0][0]]
+        return torch.cat([blocks[kind][:, start:stop] for kind, start, stop in self._runs], dim=1)
+
+    def flat(self, batch: Batch) -> Tensor:
+        """Concatenated field embeddings c0 = [e_1 || ... || e_F], (B, D)."""
+        if self._common_width is not None:
+            return self.forward(batch).flatten(1)
+        pieces: dict[str, list[Tensor]] = {}
+        if self.fused_table is not None:  # equal categorical widths, but numeric ones differ
+            stacked = self.fused_table(batch.categorical + self.offsets)  # (B, Fc, d)
+            pieces["categorical"] = list(stacked.unbind(1))
+        else:
+            pieces["categorical"] = [
+                table(batch.categorical[:, i]) for i, table in enumerate(self.field_tables)
+            ]
+        if self.numeric_vectors is not None:
+            # (B, sum of numeric d_f): column numeric_column[j] times vector entry j
+            scaled = batch.numeric[:, self.numeric_column] * self.numeric_vectors
+            widths = [width for _, width in self._numeric_slices.values()]
+            pieces["numeric"] = list(scaled.split(widths, dim=1))
+        ordered = [e for kind, start, stop in self._runs for e in pieces[kind][start:stop]]
+        return torch.cat(ordered, dim=1)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _embedding_modules(self) -> list[nn.Embedding]:
+        if self.fused_table is not None:
+            return [self.fused_table]
+        return [t for t in self.field_tables if isinstance(t, nn.Embedding)]
+
+    @torch.no_grad()
+    def _reset_parameters(self, init_std: float | None) -> None:
+        for spec in self._specs:
+            weight = self.table(spec.name)
+            if init_std is not None:
+                weight.normal_(0.0, init_std)
+            else:
+                rows, width = weight.shape
+                bound = math.sqrt(6.0 / (rows + width))
+                weight.uniform_(-bound, bound)
+
+
+def set_sparse_gradients(model: nn.Module, enabled: bool = True) -> list[Tensor]:
+    """Switch every ``FieldEmbedding`` table in ``model`` to sparse (or dense) gradients.
+
+    Returns the table parameters affected, the ones to hand to ``torch.optim.SparseAdam``.
+    """
+    tables: list[Tensor] = []
+    for module in model.modules():
+        if isinstance(module, FieldEmbedding):
+            module.sparse = enabled
+            tables.extend(t.weight for t in module._embedding_modules())
+    return tables
+
+
+def _field_widths(schema: Schema, embedding_dim: int | Mapping[str, int]) -> dict[str, int]:
+    names = [f.name for f in schema.fields]
+    if isinstance(embedding_dim, Mapping):
+        missing = [n for n in names if n not in embedding_dim]
+        unknown = [n for n in embedding_dim if n not in names]
+        if missing or unknown:
+            raise SlimctrError(
+                "embedding_dim per field must name every field exactly: "
+                f"missing {missing or 'none'}, unknown {unknown or 'none'}"
+            )
+        dims = {n: embedding_dim[n] for n in names}
+    else:
+        dims = dict.fromkeys(names, embedding_dim)
+    for name, width in dims.items():
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise SlimctrError(
+                f"embedding_dim of field {name!r} must be an int >= 1, got {width!r}"
+            )
+    return dims
+
+
+def _kind_runs(specs: tuple[FieldSpec, ...]) -> list[tuple[str, int, int]]:
+    """Maximal runs of same-kind fields in schema order, as (kind, start, stop) within the kind."""
+    runs: list[tuple[str, int, int]] = []
+    seen = {"categorical": 0, "numeric": 0}
+    for spec in specs:
+        index = seen[spec.kind]
+        seen[spec.kind] += 1
+        if runs and runs[-1][0] == spec.kind:
+            runs[-1] = (spec.kind, runs[-1][1], index + 1)
+        else:
+            runs.append((spec.kind, index, index + 1))
+    return runs
+
+
+def _unequal_widths_message(specs: tuple[FieldSpec, ...], dims: dict[str, int]) -> str:
+    groups: dict[int, list[str]] = {}
+    for spec in specs:
+        groups.setdefault(dims[spec.name], []).append(spec.name)
+    listing = "; ".join(f"width {w}: {', '.join(names)}" for w, names in sorted(groups.items()))
+    return (
+        f"stacking field embeddings to (B, F, d) needs one width, got {listing}; give every field "
+        "the same embedding_dim, or add an alignment layer that projects each field to one width"
+    )

@@ -1,0 +1,249 @@
+"""A run directory: one trained model with everything needed to reproduce, evaluate and serve it.
+
+Layout of ``RUN_DIR``::
+
+    config.yaml     the resolved configuration (model name, seed, threads, model and train)
+    schema.json     the data schema the model was built for
+    data.json       the store it was trained on (path and recipe id)
+    versions.json   package versions and the git revision
+    history.json    per-epoch training loss, validation scores, learning rate, speed
+    metrics.json    the result (cli.md): validation and test at the best epoch, sizes, speed
+    best.pt         weights of the best epoch (torch.load(weights_only=True))
+    last.pt         the resumable state at the end of the last finished epoch
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimctr.config import apply_overrides, dump_yaml, from_dict, load_yaml, to_dict
+from slimctr.data.store import Store, open_store, write_json
+from slimctr.errors import SlimctrError
+from slimctr.models import MODELS
+from slimctr.models.registry import ModelEntry
+from slimctr.schema import Schema
+from slimctr.train.trainer import Progress, TrainConfig, Trainer, score
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything a run depends on besides the data; ``model`` is the chosen model's config."""
+
+    model_name: str
+    seed: int = 0
+    threads: int | None = None  # None: all cores
+    model: Any = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise SlimctrError(f"threads must be >= 1, got {self.threads}")
+
+
+def resolve_config(
+    model_name: str,
+    *,
+    config_file: Path | None = None,
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+    threads: int | None = None,
+) -> RunConfig:
+    """The run configuration: defaults, then the YAML file, then ``--set`` overrides, then flags."""
+    entry = _model_entry(model_name)
+    data = load_yaml(config_file) if config_file else {}
+    if data.get("model_name", model_name) != model_name:
+        raise SlimctrError(f"{config_file} is for model {data['model_name']!r}, not {model_name!r}")
+    data = {**data, "model_name": model_name}
+    data.setdefault("model", {})
+    types = {"model": entry.config}
+    config = apply_overrides(from_dict(RunConfig, data, types=types), list(overrides))
+    flags = {"seed": seed, "threads": threads}
+    given = {k: v for k, v in flags.items() if v is not None}
+    return from_dict(RunConfig, {**to_dict(config), **given}, types=types) if given else config
+
+
+def build_model(config: RunConfig, schema: Schema) -> nn.Module:
+    torch.manual_seed(config.seed)
+    return _model_entry(config.model_name).model(schema, config.model)
+
+
+def train(
+    data_dir: Path,
+    out: Path,
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train, keep the best epoch, score the test split there, and write the run directory."""
+    store = open_store(data_dir)
+    last = out / "last.pt"
+    if resume:
+        _check_resumable(out, config, store)
+    elif out.exists() and any(out.iterdir()):
+        raise SlimctrError(
+            f"{out} already holds files (use --resume to continue that run, or another --out)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    model = build_model(config, store.schema)
+    trainer = Trainer(
+        model, store, config.train, seed=config.seed, checkpoint=last, progress=progress
+    )
+    if resume and last.is_file():
+        trainer.resume()
+    else:
+        _write_run_files(out, config, store)
+    result = trainer.fit()
+    write_json(out / "history.json", result["history"])
+    best = result["history"][result["best_epoch"] - 1]
+    metrics = {
+        "model": config.model_name,
+        "valid": best["valid"],
+        "test": trainer.evaluate("test"),
+        "best_epoch": result["best_epoch"],
+        **model_size(model),
+        "train_samples_per_s": sum(h["train_samples_per_s"] for h in result["history"])
+        / len(result["history"]),
+        "seed": config.seed,
+    }
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def load_run(run_dir: Path, data_dir: Path | None = None) -> tuple[RunConfig, nn.Module, Store]:
+    """A finished run's config, its best model (eval mode) and its store (or ``data_dir``)."""
+    if not (run_dir / "best.pt").is_file() or not (run_dir / "config.yaml").is_file():
+        raise SlimctrError(f"{run_dir} is not a finished slimctr run (no best.pt / config.yaml)")
+    saved = load_yaml(run_dir / "config.yaml")
+    name = saved.get("model_name", "")
+    config = from_dict(RunConfig, saved, types={"model": _model_entry(name).config})
+    store = open_store(data_dir or Path(json.loads((run_dir / "data.json").read_text())["path"]))
+    trained = Schema.from_dict(json.loads((run_dir / "schema.json").read_text()))
+    if store.schema != trained:
+        raise SlimctrError(
+            f"{store.path} has a different schema from the one {run_dir} was "
+            "trained on (fields, kinds or vocabulary sizes differ)"
+        )
+    model = build_model(config, store.schema)
+    model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
+    return config, model.eval(), store
+
+
+def evaluate(run_dir: Path, data_dir: Path | None, split: str) -> dict[str, float]:
+    """AUC and logloss of a finished run's best model on one split."""
+    config, model, store = load_run(run_dir, data_dir)
+    store.split(split)
+    return score(
+        model, store, split, batch_size=config.train.eval_batch_size, bf16=config.train.bf16
+    )
+
+
+def predict(run_dir: Path, source: Path, out: Path) -> int:
+    """Write one click probability per row of ``source``, in its order; returns the row count."""
+    import polars as pl
+
+    from slimctr.data.encoder import StoreEncoder
+    from slimctr.files import atomic_path
+
+    if out.suffix not in (".csv", ".parquet"):
+        raise SlimctrError(f"--out {out} must end in .csv or .parquet")
+    _, model, store = load_run(run_dir)
+    chunks = []
+    with torch.no_grad():
+        for batch in StoreEncoder(store).batches(source):
+            chunks.append(torch.sigmoid(model(batch)).numpy())
+    frame = pl.DataFrame({"probability": np.concatenate(chunks) if chunks else np.empty(0)})
+    with atomic_path(out) as temporary:
+        if out.suffix == ".csv":
+            frame.write_csv(temporary)
+        else:
+            frame.write_parquet(temporary)
+    return frame.height
+
+
+def model_size(model: nn.Module) -> dict[str, int]:
+    """Parameters, embedding parameters and the bytes the embedding tables actually store."""
+    tables = [m.weight for m in model.modules() if isinstance(m, nn.Embedding)]
+    return {
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "embedding_params": sum(t.numel() for t in tables),
+        "embedding_bytes": sum(t.numel() * t.element_size() for t in tables),
+    }
+
+
+def _model_entry(name: str) -> ModelEntry:
+    if name not in MODELS:
+        import difflib
+
+        close = difflib.get_close_matches(name, MODELS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise SlimctrError(f"unknown model {name!r} ({hint}see `slimctr models`)")
+    return MODELS[name]
+
+
+def _write_run_files(out: Path, config: RunConfig, store: Store) -> None:
+    (out / "config.yaml").write_text(dump_yaml(to_dict(config)))
+    write_json(out / "schema.json", store.schema.to_dict())
+    write_json(
+        out / "data.json",
+        {"path": str(store.path.resolve()), "recipe_id": store.manifest["recipe_id"]},
+    )
+    write_json(out / "versions.json", versions())
+
+
+def _check_resumable(out: Path, config: RunConfig, store: Store) -> None:
+    if not (out / "config.yaml").is_file():
+        raise SlimctrError(f"nothing to resume in {out} (no config.yaml)")
+    if load_yaml(out / "config.yaml") != to_dict(config):
+        raise SlimctrError(
+            f"{out} was started with another configuration; resume it with the "
+            "same --model, --config and --set options"
+        )
+    saved = json.loads((out / "data.json").read_text())
+    if saved["recipe_id"] != store.manifest["recipe_id"]:
+        raise SlimctrError(f"{out} was trained on another store than {store.path}")
+
+
+def versions() -> dict[str, str]:
+    """Python, package versions and the git revision of the working tree (if any)."""
+    packages = ("slimctr", "torch", "numpy", "polars", "pyarrow")
+    found = {name: _version(name) for name in packages}
+    try:
+        revision = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            check=True,
+        ).stdout.strip()
+        found["git_revision"] = revision + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        found["git_revision"] = "unknown"
+    return {"python": platform.python_version(), **found}
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"

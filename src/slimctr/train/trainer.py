@@ -1,0 +1,288 @@
+"""Training: Adam on BCE with logits; early stopping and LR plateau on validation AUC.
+
+Protocol (GDCN spec section 3): after every epoch the validation split is scored; the model with
+the best validation AUC is kept, the learning rate is divided by ``plateau_factor`` after
+``plateau_patience`` epochs without improvement, training stops after
+``early_stopping_patience`` such epochs, and the test split is scored once, at the best epoch.
+
+A run is resumable: at the end of every epoch ``last.pt`` holds the model, optimisers, scheduler,
+RNG state and history. Batches are drawn from ``(seed, epoch)``, so a run interrupted anywhere and
+resumed from that checkpoint ends with exactly the metrics of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from torch import nn
+
+from slimctr.data.batch import Batch
+from slimctr.data.loader import BatchLoader
+from slimctr.data.store import Store
+from slimctr.errors import SlimctrError
+from slimctr.train.metrics import auc, logloss_from_logits
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Optimisation settings. Defaults follow the GDCN paper (Adam 1e-3, batch 4096)."""
+
+    epochs: int = 50
+    batch_size: int = 4096
+    lr: float = 1e-3
+    embedding_lr: float | None = None  # None: same as lr
+    sparse_embeddings: bool = False  # sparse gradients + SparseAdam: only the rows seen move
+    weight_decay: float = 0.0  # Adam weight decay on the dense (non-embedding) parameters
+    embedding_l2: float = 0.0  # adds embedding_l2 / 2 * ||E||^2 of every table to each step's loss
+    early_stopping_patience: int = 5
+    plateau_patience: int = 3
+    plateau_factor: float = 0.1
+    bf16: bool = False  # autocast the forward pass to bfloat16 (the loss stays float32)
+    eval_batch_size: int = 16384
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "eval_batch_size", "early_stopping_patience")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise SlimctrError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "embedding_l2", "plateau_patience"):
+            if getattr(self, name) < 0:
+                raise SlimctrError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.embedding_lr is not None and self.embedding_lr <= 0:
+            raise SlimctrError(f"train.embedding_lr must be > 0, got {self.embedding_lr}")
+        if not 0 < self.plateau_factor <= 1:
+            raise SlimctrError(f"train.plateau_factor must be in (0, 1], got {self.plateau_factor}")
+        if self.sparse_embeddings and self.embedding_l2:
+            raise SlimctrError(
+                "train.embedding_l2 penalises whole tables, which needs dense "
+                "embedding gradients: set train.sparse_embeddings=false"
+            )
+
+
+# (epoch, batches done, batches in the epoch, mean loss so far, seconds since the epoch began)
+Progress = Callable[[int, int, int, float, float], None]
+
+
+class Trainer:
+    """Fits one model on one store; knows nothing about files except its checkpoint path."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        store: Store,
+        config: TrainConfig,
+        *,
+        seed: int,
+        checkpoint: Path,
+        progress: Progress | None = None,
+    ) -> None:
+        self.model = model
+        self.store = store
+        self.config = config
+        self.seed = seed
+        self.checkpoint = checkpoint
+        self.progress = progress
+        if len(store.split("valid")) == 0:
+            raise SlimctrError(
+                f"{store.path} has an empty validation split; early stopping and "
+                "the best-epoch choice need one (prepare with --split)"
+            )
+        embedding, dense = _split_parameters(model)
+        self.optimizers = _optimizers(embedding, dense, config)
+        # One plateau schedule per optimiser; all see the same metric, so they cut LR together.
+        self.schedulers = [
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer,
+                mode="max",
+                factor=config.plateau_factor,
+                patience=config.plateau_patience,
+            )
+            for optimizer in self.optimizers
+        ]
+        self.embedding_tables = embedding
+        self.loader = BatchLoader(
+            store, "train", batch_size=config.batch_size, shuffle=True, seed=seed
+        )
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"epoch": -1, "auc": -math.inf, "state": None}
+        self.epoch = 0
+
+    def fit(self) -> dict[str, Any]:
+        """Train until early stopping or ``epochs``; returns the best epoch's scores."""
+        while self.epoch < self.config.epochs and not self._patience_exhausted():
+            started = time.perf_counter()
+            loss = self._train_epoch()
+            seconds = time.perf_counter() - started
+            valid = self.evaluate("valid")
+            self._after_epoch(loss, valid, seconds)
+        if self.best["state"] is None:
+            raise SlimctrError("training ended before any epoch finished")
+        self.model.load_state_dict(self.best["state"])
+        return {"best_epoch": self.best["epoch"] + 1, "history": self.history}
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        return score(
+            self.model,
+            self.store,
+            split,
+            batch_size=self.config.eval_batch_size,
+            bf16=self.config.bf16,
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _train_epoch(self) -> float:
+        self.model.train()
+        self.loader.set_epoch(self.epoch)
+        total, count, started = 0.0, 0, time.perf_counter()
+        for step, batch in enumerate(self.loader):
+            loss = self._step(batch)
+            total, count = total + loss * len(batch), count + len(batch)
+            if self.progress:
+                elapsed = time.perf_counter() - started
+                self.progress(self.epoch, step + 1, len(self.loader), total / count, elapsed)
+        return total / max(count, 1)
+
+    def _step(self, batch: Batch) -> float:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
+            logits = self.model(batch)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), batch.labels)
+        if self.config.embedding_l2:
+            penalty = sum(table.pow(2).sum() for table in self.embedding_tables)
+            loss = loss + self.config.embedding_l2 / 2 * penalty
+        loss.backward()
+        for optimizer in self.optimizers:
+            optimizer.step()
+        return float(loss.detach())
+
+    def _after_epoch(self, loss: float, valid: dict[str, float], seconds: float) -> None:
+        improved = valid["auc"] > self.best["auc"]
+        if improved:
+            state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best = {"epoch": self.epoch, "auc": valid["auc"], "state": state}
+        self.history.append(
+            {
+                "epoch": self.epoch + 1,
+                "train_loss": loss,
+                "valid": valid,
+                "lr": self.optimizers[0].param_groups[0]["lr"],
+                "seconds": seconds,
+                "train_samples_per_s": len(self.store.split("train")) / seconds,
+                "best": improved,
+            }
+        )
+        for scheduler in self.schedulers:
+            scheduler.step(valid["auc"])
+        self.epoch += 1
+        if improved:
+            torch.save(self.best["state"], self.checkpoint.with_name("best.pt"))
+        self.save()
+
+    def _patience_exhausted(self) -> bool:
+        return self.epoch - self.best["epoch"] > self.config.early_stopping_patience
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Everything needed to continue exactly where this epoch ended (atomic)."""
+        state = {
+            "model": self.model.state_dict(),
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "rng": torch.get_rng_state(),
+            "epoch": self.epoch,
+            "best": self.best,
+            "history": self.history,
+        }
+        temporary = self.checkpoint.with_name(f".{self.checkpoint.name}.tmp")
+        torch.save(state, temporary)
+        temporary.replace(self.checkpoint)
+
+    def resume(self) -> None:
+        state = torch.load(self.checkpoint, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
+        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
+            scheduler.load_state_dict(saved)
+        torch.set_rng_state(state["rng"])
+        self.epoch, self.best, self.history = state["epoch"], state["best"], state["history"]
+
+
+@torch.no_grad()
+def score(
+    model: nn.Module, store: Store, split: str, *, batch_size: int = 16384, bf16: bool = False
+) -> dict[str, float]:
+    """AUC and logloss of ``model`` on one split of ``store`` (NaN for an empty split)."""
+    if len(store.split(split)) == 0:
+        return {"auc": math.nan, "logloss": math.nan}
+    model.eval()
+    labels, logits = [], []
+    for batch in BatchLoader(store, split, batch_size=batch_size):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits.append(model(batch).float())
+        labels.append(batch.labels)
+    y, scores = torch.cat(labels).numpy(), torch.cat(logits).numpy()
+    try:
+        return {"auc": auc(y, scores), "logloss": logloss_from_logits(y, scores)}
+    except ValueError as exc:  # e.g. a split with one class only
+        raise SlimctrError(f"cannot score the {split} split of {store.path}: {exc}") from None
+
+
+def _split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Embedding tables (updated with their own learning rate, maybe sparsely) and the rest."""
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    embedding = [p for p in model.parameters() if id(p) in tables]
+    dense = [p for p in model.parameters() if id(p) not in tables]
+    return embedding, dense
+
+
+def _optimizers(
+    embedding: list[nn.Parameter], dense: list[nn.Parameter], config: TrainConfig
+) -> list[torch.optim.Optimizer]:
+    """The first optimiser drives the plateau schedule; embedding optimisers follow its LR."""
+    lr = config.embedding_lr or config.lr
+    optimizers: list[torch.optim.Optimizer] = []
+    if dense:
+        optimizers.append(torch.optim.Adam(dense, lr=config.lr, weight_decay=config.weight_decay))
+    if embedding:
+        kind = torch.optim.SparseAdam if config.sparse_embeddings else torch.optim.Adam
+        optimizers.append(kind(embedding, lr=lr))
+    return optimizers
+
+
+class ProgressBar:
+    """One progress line per epoch on stderr: batches, loss, samples per second, time left.
+
+    Redrawn at most twice a second, and only at the end of an epoch when stderr is not a terminal.
+    """
+
+    def __init__(self, batch_size: int, stream: TextIO | None = None) -> None:
+        self.batch_size = batch_size
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self.shown = 0.0
+
+    def __call__(self, epoch: int, done: int, total: int, loss: float, elapsed: float) -> None:
+        last = done == total
+        if not last and (not self.live or elapsed - self.shown < 0.5):
+            return
+        self.shown = 0.0 if last else elapsed
+        width = 24
+        filled = width * done // total
+        rate = done * self.batch_size / max(elapsed, 1e-9)
+        left = elapsed / done * (total - done)
+        self.stream.write(
+            f"\repoch {epoch + 1} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+            f"loss {loss:.4f}  {rate:,.0f} samples/s  ETA {left:.0f}s " + ("\n" if last else "")
+        )
+        self.stream.flush()

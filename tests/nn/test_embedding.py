@@ -1,0 +1,188 @@
+"""FieldEmbedding: lookups, numeric vectors, layouts, widths, init and sparse gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from slimctr.data.batch import Batch
+from slimctr.errors import SlimctrError
+from slimctr.nn.embedding import FieldEmbedding, set_sparse_gradients
+from slimctr.schema import FieldSpec, Schema
+
+# Numeric and categorical fields interleaved, to check that outputs follow schema order.
+SCHEMA = Schema(
+    label="y",
+    fields=(
+        FieldSpec(name="n0", kind="numeric"),
+        FieldSpec(name="a", kind="categorical", vocab_size=5),
+        FieldSpec(name="b", kind="categorical", vocab_size=7),
+        FieldSpec(name="n1", kind="numeric"),
+    ),
+)
+BATCH = Batch(
+    categorical=torch.tensor([[1, 2], [4, 6], [0, 0]], dtype=torch.int32),
+    numeric=torch.tensor([[0.5, -1.0], [2.0, 0.0], [-3.0, 1.5]]),
+    labels=torch.zeros(3),
+)
+
+
+def _set_tables(emb: FieldEmbedding) -> None:
+    """Table rows that identify their field and id: field k, id i, column j -> 100k + 10i + j."""
+    with torch.no_grad():
+        for k, name in enumerate(emb.field_names):
+            table = emb.table(name)
+            rows, cols = table.shape
+            values = [[100 * k + 10 * i + j for j in range(cols)] for i in range(rows)]
+            table.copy_(torch.tensor(values, dtype=torch.float32))
+
+
+def _expected_fields(emb: FieldEmbedding, batch: Batch) -> list[torch.Tensor]:
+    """Field embeddings from the definition, e_f = E_f[x_f] or z_f * v_f, in schema order."""
+    out, cat, num = [], 0, 0
+    for spec in SCHEMA.fields:
+        table = emb.table(spec.name).detach()
+        if spec.kind == "categorical":
+            out.append(table[batch.categorical[:, cat].long()])
+            cat += 1
+        else:
+            out.append(batch.numeric[:, num : num + 1] * table[0])
+            num += 1
+    return out
+
+
+def test_equal_widths_stack_and_flatten_in_schema_order() -> None:
+    emb = FieldEmbedding(SCHEMA, 3)
+    _set_tables(emb)
+    expected = torch.stack(_expected_fields(emb, BATCH), dim=1)
+    assert emb.field_names == ("n0", "a", "b", "n1")
+    assert (emb.num_fields, emb.output_dim, emb.field_dims) == (4, 12, (3, 3, 3, 3))
+    torch.testing.assert_close(emb(BATCH), expected)
+    torch.testing.assert_close(emb.flat(BATCH), expected.flatten(1))
+    # By hand: row 0, field a (k=1) has id 1 -> 110, 111, 112; n0 = 0.5 * (0, 1, 2).
+    assert emb(BATCH)[0, 1].tolist() == [110.0, 111.0, 112.0]
+    assert emb(BATCH)[0, 0].tolist() == [0.0, 0.5, 1.0]
+
+
+def test_fused_layout_matches_separate_tables() -> None:
+    emb = FieldEmbedding(SCHEMA, 4)
+    assert emb.fused_table is not None and emb.fused_table.weight.shape == (5 + 7, 4)
+    assert emb.table("b").data_ptr() == emb.fused_table.weight[5:].data_ptr()  # a view
+    separate = {n: nn.Embedding.from_pretrained(emb.table(n).detach()) for n in ("a", "b")}
+    out = emb(BATCH)
+    torch.testing.assert_close(out[:, 1], separate["a"](BATCH.categorical[:, 0].long()))
+    torch.testing.assert_close(out[:, 2], separate["b"](BATCH.categorical[:, 1].long()))
+
+
+def test_per_field_widths_concatenate() -> None:
+    widths = {"n0": 2, "a": 3, "b": 1, "n1": 4}
+    emb = FieldEmbedding(SCHEMA, widths)
+    _set_tables(emb)
+    assert emb.field_dims == (2, 3, 1, 4) and emb.output_dim == 10
+    assert emb.table("a").shape == (5, 3) and emb.table("n1").shape == (1, 4)
+    expected = torch.cat(_expected_fields(emb, BATCH), dim=1)
+    torch.testing.assert_close(emb.flat(BATCH), expected)
+
+
+def test_equal_categorical_widths_stay_fused_when_numeric_widths_differ() -> None:
+    emb = FieldEmbedding(SCHEMA, {"n0": 1, "a": 3, "b": 3, "n1": 2})
+    assert emb.fused_table is not None
+    _set_tables(emb)
+    torch.testing.assert_close(emb.flat(BATCH), torch.cat(_expected_fields(emb, BATCH), dim=1))
+
+
+def test_stacking_unequal_widths_names_the_fields_and_the_fix() -> None:
+    emb = FieldEmbedding(SCHEMA, {"n0": 2, "a": 3, "b": 3, "n1": 2})
+    with pytest.raises(SlimctrError, match=r"width 2: n0, n1; width 3: a, b.*alignment layer"):
+        emb(BATCH)
+
+
+@pytest.mark.parametrize(
+    ("widths", "message"),
+    [
+        (0, "field 'n0' must be an int >= 1, got 0"),
+        ({"n0": 2, "a": 3, "b": 3}, r"missing \['n1'\], unknown none"),
+        ({"n0": 2, "a": 3, "b": 3, "n1": 1, "zz": 4}, r"missing none, unknown \['zz'\]"),
+    ],
+)
+def test_bad_widths_raise(widths: object, message: str) -> None:
+    with pytest.raises(SlimctrError, match=message):
+        FieldEmbedding(SCHEMA, widths)  # type: ignore[arg-type]
+
+
+def test_only_categorical_or_only_numeric_fields() -> None:
+    cat_only = Schema(label="y", fields=SCHEMA.categorical)
+    num_only = Schema(label="y", fields=SCHEMA.numeric)
+    empty = torch.zeros(3, 0)
+    cat_batch = Batch(categorical=BATCH.categorical, numeric=empty, labels=BATCH.labels)
+    num_batch = Batch(categorical=empty.to(torch.int32), numeric=BATCH.numeric, labels=BATCH.labels)
+    assert FieldEmbedding(cat_only, 2)(cat_batch).shape == (3, 2, 2)
+    assert FieldEmbedding(num_only, 2).flat(num_batch).shape == (3, 4)
+    assert FieldEmbedding(num_only, {"n0": 1, "n1": 3}).flat(num_batch).shape == (3, 4)
+
+
+def test_table_is_a_live_view_and_unknown_names_raise() -> None:
+    emb = FieldEmbedding(SCHEMA, {"n0": 2, "a": 3, "b": 4, "n1": 1})
+    with torch.no_grad():
+        emb.table("b")[6] = 7.0
+    assert emb.flat(BATCH)[1, 5:9].tolist() == [7.0] * 4
+    with pytest.raises(KeyError):
+        emb.table("nope")
+
+
+def test_xavier_init_per_field_and_normal_init() -> None:
+    big = Schema(
+        label="y",
+        fields=(
+            FieldSpec(name="small", kind="categorical", vocab_size=4),
+            FieldSpec(name="large", kind="categorical", vocab_size=20_000),
+            FieldSpec(name="z", kind="numeric"),
+        ),
+    )
+    torch.manual_seed(0)
+    emb = FieldEmbedding(big, 8)
+    for name, rows in (("small", 4), ("large", 20_000), ("z", 1)):
+        bound = math.sqrt(6 / (rows + 8))
+        table = emb.table(name)
+        assert table.abs().max() <= bound
+        if rows > 1000:  # U(-b, b) has std b / sqrt(3)
+            assert abs(table.std().item() - bound / math.sqrt(3)) < 0.05 * bound
+    normal = FieldEmbedding(big, 8, init_std=1e-4)
+    assert abs(normal.table("large").std().item() - 1e-4) < 5e-6
+    with pytest.raises(SlimctrError, match="init_std"):
+        FieldEmbedding(big, 8, init_std=0.0)
+
+
+@pytest.mark.parametrize("widths", [3, {"n0": 2, "a": 3, "b": 1, "n1": 4}])
+def test_sparse_gradients_equal_dense_ones(widths: object) -> None:
+    torch.manual_seed(0)
+    dense = FieldEmbedding(SCHEMA, widths)  # type: ignore[arg-type]
+    sparse = FieldEmbedding(SCHEMA, widths, sparse=True)  # type: ignore[arg-type]
+    sparse.load_state_dict(dense.state_dict())
+    assert sparse.sparse and not dense.sparse
+    weights = torch.randn(3, dense.output_dim)
+    (dense.flat(BATCH) * weights).sum().backward()
+    (sparse.flat(BATCH) * weights).sum().backward()
+    for (name, p_dense), p_sparse in zip(
+        dense.named_parameters(), sparse.parameters(), strict=True
+    ):
+        assert p_sparse.grad is not None and p_dense.grad is not None
+        assert p_sparse.grad.is_sparse == (name != "numeric_vectors")
+        torch.testing.assert_close(p_sparse.grad.to_dense(), p_dense.grad)
+
+
+def test_set_sparse_gradients_switches_every_table() -> None:
+    model = nn.ModuleDict(
+        {
+            "x": FieldEmbedding(SCHEMA, 2),
+            "y": FieldEmbedding(SCHEMA, {"n0": 1, "a": 2, "b": 3, "n1": 1}),
+        }
+    )
+    tables = set_sparse_gradients(model)
+    assert len(tables) == 3  # one fused table, two per-field tables
+    assert all(isinstance(m, FieldEmbedding) and m.sparse for m in model.values())
+    set_sparse_gradients(model, enabled=False)
+    assert not any(isinstance(m, FieldEmbedding) and m.sparse for m in model.values())

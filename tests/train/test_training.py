@@ -1,0 +1,155 @@
+"""Training end to end on a small synthetic store: run directory, resume, protocol, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from slimctr.data.datasets import locate
+from slimctr.data.prepare import prepare
+from slimctr.data.synthetic import SyntheticConfig, write_synthetic
+from slimctr.errors import SlimctrError
+from slimctr.train import run
+
+FAST = [
+    "model.hidden_dims=[32,32]",
+    "model.embedding_dim=4",
+    "train.batch_size=512",
+    "train.epochs=3",
+]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    source = tmp / "synthetic.parquet"
+    write_synthetic(SyntheticConfig(rows=12_000, seed=1), source)
+    located = locate("synthetic", [source])
+    built, _ = prepare(located.sources, tmp / "data", located.options, attach=located.attach)
+    return built
+
+
+def _config(model="dcnv2", extra=()):
+    return run.resolve_config(model, overrides=[*FAST, *extra], threads=1)
+
+
+def test_run_directory_holds_everything(store, tmp_path):
+    metrics = run.train(store.path, tmp_path / "r", _config())
+    names = {p.name for p in (tmp_path / "r").iterdir()}
+    assert {
+        "config.yaml",
+        "schema.json",
+        "data.json",
+        "versions.json",
+        "history.json",
+        "metrics.json",
+        "best.pt",
+        "last.pt",
+    } <= names
+    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    for key in (
+        "model",
+        "valid",
+        "test",
+        "best_epoch",
+        "num_params",
+        "embedding_params",
+        "embedding_bytes",
+        "train_samples_per_s",
+        "seed",
+    ):
+        assert key in saved
+    assert (
+        0.5 < saved["test"]["auc"] <= 1
+        and saved["embedding_bytes"] == 4 * saved["embedding_params"]
+    )
+    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[saved["best_epoch"] - 1]["valid"] == saved["valid"]
+    assert "git_revision" in json.loads((tmp_path / "r" / "versions.json").read_text())
+
+
+def test_same_seed_same_result_and_evaluate_agrees(store, tmp_path):
+    first = run.train(store.path, tmp_path / "a", _config())
+    second = run.train(store.path, tmp_path / "b", _config())
+    assert first["test"] == second["test"]
+    assert run.evaluate(tmp_path / "a", None, "test") == pytest.approx(first["test"])
+
+
+def test_resume_after_an_interruption_mid_epoch_ends_identically(store, tmp_path):
+    config = _config()
+    whole = run.train(store.path, tmp_path / "whole", config)
+
+    def interrupt(epoch, done, total, loss, elapsed):
+        if epoch == 1 and done == total // 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run.train(store.path, tmp_path / "cut", config, progress=interrupt)
+    history = json.loads(json.dumps([]))
+    assert not (tmp_path / "cut" / "metrics.json").exists() and history == []
+    resumed = run.train(store.path, tmp_path / "cut", config, resume=True)
+    assert resumed["test"] == whole["test"] and resumed["valid"] == whole["valid"]
+    assert resumed["best_epoch"] == whole["best_epoch"]
+
+
+def test_early_stopping_stops_after_patience(store, tmp_path):
+    # with a learning rate of 0, LR (no batch norm statistics) never improves after epoch 1
+    config = run.resolve_config(
+        "lr",
+        overrides=["train.lr=0.0", "train.epochs=20", "train.early_stopping_patience=2"],
+        threads=1,
+    )
+    metrics = run.train(store.path, tmp_path / "r", config)
+    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert metrics["best_epoch"] == 1 and len(history) == 3
+
+
+def test_plateau_divides_the_learning_rate(store, tmp_path):
+    # LR with a learning rate far too small to move: no improvement after epoch 1
+    config = run.resolve_config(
+        "lr",
+        overrides=[
+            "train.lr=1e-12",
+            "train.epochs=5",
+            "train.plateau_patience=1",
+            "train.early_stopping_patience=10",
+            "train.plateau_factor=0.5",
+        ],
+        threads=1,
+    )
+    run.train(store.path, tmp_path / "r", config)
+    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert [h["lr"] for h in history] == pytest.approx([1e-12, 1e-12, 1e-12, 5e-13, 5e-13])
+
+
+def test_refuses_to_overwrite_a_run_and_a_foreign_schema(store, tmp_path):
+    run.train(store.path, tmp_path / "r", _config(extra=["train.epochs=1"]))
+    with pytest.raises(SlimctrError, match="already holds files"):
+        run.train(store.path, tmp_path / "r", _config(extra=["train.epochs=1"]))
+    other_source = tmp_path / "other.parquet"
+    write_synthetic(
+        SyntheticConfig(
+            rows=3_000,
+            num_categorical=5,
+            num_numeric=2,
+            num_important=2,
+            num_pairs=1,
+            num_triples=0,
+            seed=2,
+        ),
+        other_source,
+    )
+    located = locate("synthetic", [other_source])
+    other, _ = prepare(located.sources, tmp_path / "other", located.options)
+    with pytest.raises(SlimctrError, match="different schema"):
+        run.evaluate(tmp_path / "r", other.path, "test")
+
+
+def test_unknown_model_and_mistyped_key_suggest_the_closest(store):
+    with pytest.raises(SlimctrError, match="did you mean 'dcnv2'"):
+        run.resolve_config("dcnv")
+    with pytest.raises(SlimctrError, match="num_cross_layers"):
+        run.resolve_config("dcnv2", overrides=["model.num_cros_layers=4"])
