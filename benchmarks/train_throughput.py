@@ -33,8 +33,8 @@ MODEL_SETTINGS = {
 CHILD = """
 import json, sys, time, resource
 from pathlib import Path
-from slimctr.train import run
-from slimctr.train.trainer import score
+from slimctr.training import run
+from slimctr.training.trainer import score
 data, out, model, overrides = sys.argv[1], Path(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
 config = run.resolve_config(model, overrides=overrides, threads=2)
 metrics = run.train(Path(data), out, config)

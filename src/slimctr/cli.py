@@ -339,8 +339,8 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from slimctr.train import run
-    from slimctr.train.trainer import ProgressBar
+    from slimctr.training import run
+    from slimctr.training.trainer import ProgressBar
 
     config = run.resolve_config(
         args.model,
@@ -365,7 +365,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from slimctr.train import run
+    from slimctr.training import run
 
     scores = run.evaluate(args.run_dir, args.data, args.split)
     if args.json:
@@ -379,7 +379,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from slimctr.train import run
+    from slimctr.training import run
 
     rows = run.predict(args.run_dir, args.input, args.out)
     if args.json:
@@ -389,34 +389,44 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_MODELS = {  # name -> --set overrides; epochs bounded so that the demo ends in minutes
+    "lr": ["train.epochs=5"],
+    "dcnv2": ["train.epochs=4"],
+}
+
+
 def _demo(args: argparse.Namespace) -> int:
-    """Until the models land: prepare the synthetic default and show what was built."""
-    from slimctr.data.loader import BatchLoader
+    """Prepare the synthetic default, train LR and DCNv2 on it, and compare them."""
+    from slimctr.training import run
+    from slimctr.training.trainer import ProgressBar
 
     located = locate("synthetic", [], seed=args.seed)
-    started = time.perf_counter()
     store, built = prepare(
         located.sources, args.out / "data", located.options, attach=located.attach
     )
-    verb = f"prepared in {time.perf_counter() - started:.1f} s" if built else "up to date"
-    _print_store(store, verb)
+    _print_store(store, "prepared" if built else "up to date")
     truth = json.loads((store.path / "truth.json").read_text())
-    print(f"  planted: important {', '.join(truth['important_fields'])}")
     print(
-        f"           pairs {', '.join('x'.join(p) for p in truth['pairs'])}; "
-        f"triples {', '.join('x'.join(t) for t in truth['triples'])}"
+        f"  planted: important {', '.join(truth['important_fields'])}; AUC of the true logit "
+        f"{truth['bayes_auc']:.3f} (first-order part only {truth['first_order_auc']:.3f})"
     )
-    print(
-        f"           AUC of the true logit {truth['bayes_auc']:.3f}, "
-        f"first-order part only {truth['first_order_auc']:.3f}"
-    )
-    batch = next(iter(BatchLoader(store, "train", batch_size=4096, shuffle=True, seed=args.seed)))
-    print(
-        f"  first training batch: ids {tuple(batch.categorical.shape)} "
-        f"{batch.categorical.dtype}, values {tuple(batch.numeric.shape)}, "
-        f"labels {tuple(batch.labels.shape)} (positive rate {batch.labels.mean():.3f})"
-    )
-    print("models arrive with the next issue; this demo stops after `prepare`.")
+    results = {}
+    for name, overrides in DEMO_MODELS.items():
+        config = run.resolve_config(name, overrides=overrides, seed=args.seed)
+        out = args.out / "runs" / name
+        if (out / "metrics.json").is_file():
+            results[name] = json.loads((out / "metrics.json").read_text())
+            continue
+        print(f"training {name} -> {out}", file=sys.stderr)
+        results[name] = run.train(
+            store.path, out, config, progress=ProgressBar(config.train.batch_size)
+        )
+    print(f"\n  {'model':<8} {'test AUC':>9} {'logloss':>8} {'params':>11} {'samples/s':>10}")
+    for name, metrics in results.items():
+        print(
+            f"  {name:<8} {metrics['test']['auc']:>9.4f} {metrics['test']['logloss']:>8.4f} "
+            f"{metrics['num_params']:>11,} {metrics['train_samples_per_s']:>10,.0f}"
+        )
     return 0
 
 

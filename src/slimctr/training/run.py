@@ -34,7 +34,7 @@ from slimctr.errors import SlimctrError
 from slimctr.models import MODELS
 from slimctr.models.registry import ModelEntry
 from slimctr.schema import Schema
-from slimctr.train.trainer import Progress, TrainConfig, Trainer, score
+from slimctr.training.trainer import Progress, TrainConfig, Trainer, score
 
 
 @dataclass(frozen=True, kw_only=True)

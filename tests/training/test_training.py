@@ -10,7 +10,7 @@ from slimctr.data.datasets import locate
 from slimctr.data.prepare import prepare
 from slimctr.data.synthetic import SyntheticConfig, write_synthetic
 from slimctr.errors import SlimctrError
-from slimctr.train import run
+from slimctr.training import run
 
 FAST = [
     "model.hidden_dims=[32,32]",

@@ -27,7 +27,7 @@ from slimctr.data.batch import Batch
 from slimctr.data.loader import BatchLoader
 from slimctr.data.store import Store
 from slimctr.errors import SlimctrError
-from slimctr.train.metrics import auc, logloss_from_logits
+from slimctr.training.metrics import auc, logloss_from_logits
 
 
 @dataclass(frozen=True, kw_only=True)

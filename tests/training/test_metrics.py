@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from slimctr.train.metrics import Evaluation, auc, logloss, logloss_from_logits
+from slimctr.training.metrics import Evaluation, auc, logloss, logloss_from_logits
 
 
 def pairwise_auc(labels: np.ndarray, scores: np.ndarray) -> float:
