@@ -86,6 +86,8 @@ def test_config_is_frozen_keyword_only_and_validated(name: str) -> None:
         config.embedding_dim = 8
     keys = [f.name for f in dataclasses.fields(config_class)]
     assert keys, f"{name}: config has no keys"
+    with pytest.raises(TypeError):
+        config_class(*(getattr(config, key) for key in keys))  # keyword-only
     missing = [key for key in keys if key not in INVALID]
     assert not missing, f"{name}: add an invalid value for {missing} to INVALID"
     for key in keys:
