@@ -24,7 +24,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -152,8 +151,14 @@ def evaluate(run_dir: Path, data_dir: Path | None, split: str) -> dict[str, floa
 
 
 def predict(run_dir: Path, source: Path, out: Path) -> int:
-    """Write one click probability per row of ``source``, in its order; returns the row count."""
-    import polars as pl
+    """Write one click probability per row of ``source``, in its order; returns the row count.
+
+    Probabilities are streamed to ``out`` (.csv with one ``probability`` column, or .parquet)
+    batch by batch, written under a temporary name and renamed at the end.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
 
     from slimctr.data.encoder import StoreEncoder
     from slimctr.files import atomic_path
@@ -161,17 +166,16 @@ def predict(run_dir: Path, source: Path, out: Path) -> int:
     if out.suffix not in (".csv", ".parquet"):
         raise SlimctrError(f"--out {out} must end in .csv or .parquet")
     _, model, store = load_run(run_dir)
-    chunks = []
-    with torch.no_grad():
-        for batch in StoreEncoder(store).batches(source):
-            chunks.append(torch.sigmoid(model(batch)).numpy())
-    frame = pl.DataFrame({"probability": np.concatenate(chunks) if chunks else np.empty(0)})
-    with atomic_path(out) as temporary:
-        if out.suffix == ".csv":
-            frame.write_csv(temporary)
-        else:
-            frame.write_parquet(temporary)
-    return frame.height
+    schema = pa.schema([("probability", pa.float64())])
+    rows = 0
+    with atomic_path(out) as temporary, torch.no_grad():
+        kind = pacsv.CSVWriter if out.suffix == ".csv" else pq.ParquetWriter
+        with kind(str(temporary), schema) as writer:
+            for batch in StoreEncoder(store).batches(source):
+                probabilities = torch.sigmoid(model(batch).double()).numpy()
+                writer.write_batch(pa.record_batch([pa.array(probabilities)], schema=schema))
+                rows += len(batch)
+    return rows
 
 
 def model_size(model: nn.Module) -> dict[str, int]:

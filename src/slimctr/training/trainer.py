@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -226,12 +227,16 @@ def score(
     if len(store.split(split)) == 0:
         return {"auc": math.nan, "logloss": math.nan}
     model.eval()
-    labels, logits = [], []
+    rows = store.split(split)
+    # Scores go straight into one array: keeping every batch's output tensor alive fragments
+    # the heap between the large per-batch temporaries and multiplies peak memory.
+    scores = np.empty(len(rows), dtype=np.float64)
+    done = 0
     for batch in BatchLoader(store, split, batch_size=batch_size):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits.append(model(batch).float())
-        labels.append(batch.labels)
-    y, scores = torch.cat(labels).numpy(), torch.cat(logits).numpy()
+            scores[done : done + len(batch)] = model(batch).float().numpy()
+        done += len(batch)
+    y = store.labels()[rows.start : rows.stop]
     try:
         return {"auc": auc(y, scores), "logloss": logloss_from_logits(y, scores)}
     except ValueError as exc:  # e.g. a split with one class only
