@@ -153,3 +153,9 @@ def test_unknown_model_and_mistyped_key_suggest_the_closest(store):
         run.resolve_config("dcnv")
     with pytest.raises(SlimctrError, match="num_cross_layers"):
         run.resolve_config("dcnv2", overrides=["model.num_cros_layers=4"])
+
+
+def test_sparse_embedding_gradients_train(store, tmp_path):
+    config = _config(extra=["train.sparse_embeddings=true", "train.epochs=1"])
+    metrics = run.train(store.path, tmp_path / "r", config)
+    assert 0.5 < metrics["test"]["auc"] <= 1

@@ -28,6 +28,7 @@ from slimctr.data.batch import Batch
 from slimctr.data.loader import BatchLoader
 from slimctr.data.store import Store
 from slimctr.errors import SlimctrError
+from slimctr.nn.embedding import set_sparse_gradients
 from slimctr.training.metrics import auc, logloss_from_logits
 
 
@@ -95,6 +96,7 @@ class Trainer:
                 f"{store.path} has an empty validation split; early stopping and "
                 "the best-epoch choice need one (prepare with --split)"
             )
+        set_sparse_gradients(model, config.sparse_embeddings)
         embedding, dense = _split_parameters(model)
         self.optimizers = _optimizers(embedding, dense, config)
         # One plateau schedule per optimiser; all see the same metric, so they cut LR together.
