@@ -159,3 +159,17 @@ def test_sparse_embedding_gradients_train(store, tmp_path):
     config = _config(extra=["train.sparse_embeddings=true", "train.epochs=1"])
     metrics = run.train(store.path, tmp_path / "r", config)
     assert 0.5 < metrics["test"]["auc"] <= 1
+
+
+def test_config_file_then_overrides_then_flags(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("seed: 3\nmodel:\n  embedding_dim: 8\ntrain:\n  epochs: 7\n  lr: 0.01\n")
+    config = run.resolve_config("dcnv2", config_file=path, overrides=["train.lr=0.002"], seed=5)
+    assert (config.seed, config.model.embedding_dim, config.train.epochs) == (5, 8, 7)
+    assert config.train.lr == 0.002
+    path.write_text("model_name: deepfm\n")
+    with pytest.raises(SlimctrError, match="for model 'deepfm'"):
+        run.resolve_config("dcnv2", config_file=path)
+    path.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(SlimctrError, match=r"did you mean 'train\.epochs'"):
+        run.resolve_config("dcnv2", config_file=path)
