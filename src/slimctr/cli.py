@@ -351,16 +351,19 @@ def _train(args: argparse.Namespace) -> int:
     )
     progress = None if args.json else ProgressBar(config.train.batch_size)
     metrics = run.train(args.data, args.out, config, resume=args.resume, progress=progress)
-    if args.json:
-        print(json.dumps(metrics))
-    else:
-        print(
-            f"{args.out}: best epoch {metrics['best_epoch']}, "
-            f"valid AUC {metrics['valid']['auc']:.4f} logloss {metrics['valid']['logloss']:.4f}, "
-            f"test AUC {metrics['test']['auc']:.4f} logloss {metrics['test']['logloss']:.4f}, "
-            f"{metrics['num_params']:,} parameters, "
-            f"{metrics['train_samples_per_s']:,.0f} training samples/s"
-        )
+    text = (
+        f"{args.out}: best epoch {metrics['best_epoch']}, "
+        f"valid AUC {metrics['valid']['auc']:.4f} logloss {metrics['valid']['logloss']:.4f}, "
+        f"test AUC {metrics['test']['auc']:.4f} logloss {metrics['test']['logloss']:.4f}, "
+        f"{metrics['num_params']:,} parameters, "
+        f"{metrics['train_samples_per_s']:,.0f} training samples/s"
+    )
+    return _report(args, metrics, text)
+
+
+def _report(args: argparse.Namespace, data: dict[str, Any], text: str) -> int:
+    """One JSON object on stdout with --json, else the human line."""
+    print(json.dumps(data) if args.json else text)
     return 0
 
 
@@ -368,25 +371,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     from slimctr.training import run
 
     scores = run.evaluate(args.run_dir, args.data, args.split)
-    if args.json:
-        print(json.dumps(scores))
-    else:
-        print(
-            f"{args.run_dir} on {args.split}: AUC {scores['auc']:.4f}, "
-            f"logloss {scores['logloss']:.4f}"
-        )
-    return 0
+    text = (
+        f"{args.run_dir} on {args.split}: AUC {scores['auc']:.4f}, logloss {scores['logloss']:.4f}"
+    )
+    return _report(args, scores, text)
 
 
 def _predict(args: argparse.Namespace) -> int:
     from slimctr.training import run
 
     rows = run.predict(args.run_dir, args.input, args.out)
-    if args.json:
-        print(json.dumps({"out": str(args.out), "rows": rows}))
-    else:
-        print(f"wrote {rows:,} probabilities to {args.out}")
-    return 0
+    text = f"wrote {rows:,} probabilities to {args.out}"
+    return _report(args, {"out": str(args.out), "rows": rows}, text)
 
 
 # name -> --set overrides. Epochs are bounded so that the demo ends in minutes; DCNv2 peaks on

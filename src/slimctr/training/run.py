@@ -226,24 +226,19 @@ def versions() -> dict[str, str]:
     packages = ("slimctr", "torch", "numpy", "polars", "pyarrow")
     found = {name: _version(name) for name in packages}
     try:
-        revision = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            check=True,
-        ).stdout.strip()
-        found["git_revision"] = revision + ("-dirty" if dirty else "")
+        dirty = "-dirty" if _git("status", "--porcelain") else ""
+        found["git_revision"] = _git("rev-parse", "HEAD") + dirty
     except (OSError, subprocess.CalledProcessError):
         found["git_revision"] = "unknown"
     return {"python": platform.python_version(), **found}
+
+
+def _git(*args: str) -> str:
+    """Output of a git command run where slimctr's source lives."""
+    done = subprocess.run(
+        ["git", *args], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+    )
+    return done.stdout.strip()
 
 
 def _version(name: str) -> str:
