@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -23,12 +23,13 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {}
 
 
-def register(
-    name: str, config: type[Any], description: str
-) -> Callable[[type[nn.Module]], type[nn.Module]]:
+ModelClass = TypeVar("ModelClass", bound=type[nn.Module])
+
+
+def register(name: str, config: type[Any], description: str) -> Callable[[ModelClass], ModelClass]:
     """Class decorator: ``@register("dcnv2", DCNv2Config, "...")`` above the model class."""
 
-    def add(model: type[nn.Module]) -> type[nn.Module]:
+    def add(model: ModelClass) -> ModelClass:
         if name in MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         MODELS[name] = ModelEntry(config, model, description)
