@@ -1,4 +1,4 @@
-"""Cross networks: explicit feature crossing of DCN (V1) and DCN-V2.
+"""Cross networks: explicit feature crossing of DCN (V1), DCN-V2 and GDCN (gated).
 
 Every layer l maps (x0, x_l) to x_{l+1}, where x0 in R^D is the concatenated field embedding and
 stays the same for all layers; L layers model interactions of order 1 up to L + 1.
@@ -93,3 +93,75 @@ class CrossNetwork(nn.Module):
         for layer in self.layers:
             x = layer(x0, x)
         return x  # (B, D)
+
+
+class GatedCrossLayer(nn.Module):
+    """GDCN gated cross layer (Wang, Gu, Li, Lu, Zhang, Gu, CIKM 2023, arXiv 2311.04635, Eq. 1):
+
+        c_{l+1} = c0 ⊙ (W_c c_l + b) ⊙ sigmoid(W_g c_l) + c_l
+
+    W_c (``cross.weight``, the "cross matrix") and W_g (``gate.weight``) are in R^{D x D} and
+    b in R^D: 2 D^2 + D parameters. The information gate sigmoid(W_g c_l) is computed from the
+    layer input c_l, not from c0, and has no bias; it weighs each of the D entries of the cross
+    term.
+    With every gate value 1 the layer is DCN-V2's full-rank ``CrossLayerV2``. Initialisation as
+    in the GDCN reference code (spec 2.6): W_c, W_g U(+-1/sqrt(D)) (PyTorch's Linear default),
+    b ~ U(0, 1) (``CrossLayerV2`` starts its bias at zero).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.cross = nn.Linear(dim, dim, bias=False)  # W_c
+        self.gate = nn.Linear(dim, dim, bias=False)  # W_g
+        self.bias = nn.Parameter(torch.empty(dim).uniform_(0.0, 1.0))  # b
+
+    def forward(self, x0: Tensor, x: Tensor) -> Tensor:
+        return self.forward_with_gate(x0, x)[0]  # (B, D)
+
+    def forward_with_gate(self, x0: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The layer output and the gate values sigmoid(W_g c_l), both (B, D)."""
+        # One linear with the bias, as in CrossLayerV2's nn.Linear, so a gate of 1 matches it
+        # bit for bit.
+        crossed = nn.functional.linear(x, self.cross.weight, self.bias)  # (B, D)
+        gate = torch.sigmoid(self.gate(x))  # (B, D)
+        return x0 * crossed * gate + x, gate
+
+
+class GatedCrossNetwork(nn.Module):
+    """``num_layers`` ``GatedCrossLayer`` applied in sequence, every one with the same c0.
+
+    Input and output are (B, D); the output c_L holds interactions of order 1 up to L + 1.
+    ``forward_with_gates`` also returns each layer's gate values, for explanations, at no cost
+    to ``forward``. ``cross_matrices`` and ``gate_matrices`` return each layer's W_c and W_g,
+    (D, D) with W[i, j] the weight of input entry j in output entry i: with per-field widths the
+    block in the rows of field f and the columns of field g weighs the interaction of field f
+    (through c0) with field g (through c_l).
+    """
+
+    def __init__(self, input_dim: int, num_layers: int) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise SlimctrError(f"num_layers must be >= 1, got {num_layers}")
+        self.layers = nn.ModuleList(GatedCrossLayer(input_dim) for _ in range(num_layers))
+
+    def forward(self, x0: Tensor) -> Tensor:
+        return self.forward_with_gates(x0)[0]  # (B, D)
+
+    def forward_with_gates(self, x0: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """c_L, (B, D), and each layer's gate values sigmoid(W_g c_l), (B, D), in layer order."""
+        x, gates = x0, []
+        for layer in self._gated_layers():
+            x, gate = layer.forward_with_gate(x0, x)
+            gates.append(gate)
+        return x, gates
+
+    def cross_matrices(self) -> list[Tensor]:
+        """W_c of each layer, (D, D), detached views of the parameters (no copy, no gradient)."""
+        return [layer.cross.weight.detach() for layer in self._gated_layers()]
+
+    def gate_matrices(self) -> list[Tensor]:
+        """W_g of each layer, (D, D), detached views of the parameters (no copy, no gradient)."""
+        return [layer.gate.weight.detach() for layer in self._gated_layers()]
+
+    def _gated_layers(self) -> list[GatedCrossLayer]:
+        return [layer for layer in self.layers if isinstance(layer, GatedCrossLayer)]
