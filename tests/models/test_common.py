@@ -30,6 +30,7 @@ INVALID: dict[str, object] = {
     "structure": "diagonal",
     "num_cross_layers": 0,
     "low_rank": 0,
+    "cin_layer_sizes": (16, 0),
 }
 
 
