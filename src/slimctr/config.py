@@ -84,7 +84,9 @@ def from_dict(
             raise SlimctrError(f"missing config key {_join(where, name)!r}")
     try:
         return cls(**values)
-    except (ValueError, SlimctrError) as error:
+    except SlimctrError:
+        raise  # its message already names the key
+    except ValueError as error:
         raise SlimctrError(f"{where}: {error}" if where else str(error)) from error
 
 

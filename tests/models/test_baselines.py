@@ -163,11 +163,11 @@ def test_xdeepfm_parameter_count_and_sum_of_parts() -> None:
         (DCNConfig, "hidden_dims", (400, -1)),
         (WideDeepConfig, "hidden_dims", ()),
         (WideDeepConfig, "dropout", 1.0),
-        (FwFMConfig, "embedding_dim", {"c0": 4}),  # stacked: one width for all fields
+        (FwFMConfig, "embedding_dim", {"c0": 4, "c1": 8}),  # stacked: one width for all fields
         (FwFMConfig, "embedding_init_std", 0.0),
         (XDeepFMConfig, "cin_layer_sizes", ()),
         (XDeepFMConfig, "cin_layer_sizes", (16, 0)),
-        (XDeepFMConfig, "embedding_dim", {"c0": 4}),
+        (XDeepFMConfig, "embedding_dim", {"c0": 4, "c1": 8}),
         (XDeepFMConfig, "batch_norm", 1),
     ],
 )

@@ -57,10 +57,20 @@ def check_hidden_dims(key: str, value: Any, *, allow_empty: bool) -> None:
 
 
 def check_embedding_dim(key: str, value: Any, *, per_field: bool) -> None:
-    """An int >= 1; with ``per_field``, also a mapping field name -> width >= 1."""
-    if per_field and isinstance(value, Mapping):
+    """An int >= 1, or a mapping field name -> width >= 1 whose widths, without ``per_field``
+    (models that stack the field embeddings), must all be equal."""
+    if isinstance(value, Mapping):
         if not value or not all(_is_int(w) and w >= 1 for w in value.values()):
             raise _fail(key, "an int >= 1 or a mapping of field names to ints >= 1", value)
+        if not per_field and len(set(value.values())) > 1:
+            by_width: dict[int, list[str]] = {}
+            for name, width in value.items():
+                by_width.setdefault(width, []).append(name)
+            groups = "; ".join(f"{w}: {', '.join(names)}" for w, names in sorted(by_width.items()))
+            raise SlimctrError(
+                f"model.{key} must be one width for all fields in this model, got {groups} "
+                "(use equal widths, or FDO's dimension alignment layer)"
+            )
         return
     if not _is_int(value) or value < 1:
         expected = "an int >= 1" + (

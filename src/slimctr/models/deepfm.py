@@ -32,7 +32,7 @@ from slimctr.schema import Schema
 
 @dataclass(frozen=True, kw_only=True)
 class DeepFMConfig:
-    embedding_dim: int = 16
+    embedding_dim: int | dict[str, int] = 16  # per-field widths must all be equal
     hidden_dims: tuple[int, ...] = (400, 400, 400)
     dropout: float = 0.0
     batch_norm: bool = True

@@ -22,7 +22,7 @@ from slimctr.schema import Schema
 
 @dataclass(frozen=True, kw_only=True)
 class FMConfig:
-    embedding_dim: int = 16
+    embedding_dim: int | dict[str, int] = 16  # per-field widths must all be equal
     embedding_init_std: float | None = 1e-4  # N(0, std^2) for all embeddings; None: xavier
 
     def __post_init__(self) -> None:

@@ -40,7 +40,7 @@ from slimctr.schema import Schema
 
 @dataclass(frozen=True, kw_only=True)
 class XDeepFMConfig:
-    embedding_dim: int = 16
+    embedding_dim: int | dict[str, int] = 16  # per-field widths must all be equal
     cin_layer_sizes: tuple[int, ...] = (16, 16, 16)  # H_1, ..., H_T feature maps per CIN layer
     hidden_dims: tuple[int, ...] = (400, 400, 400)
     dropout: float = 0.0
