@@ -106,3 +106,21 @@ def test_predict_with_missing_columns(cli, prepared, tmp_path):
         cli("predict", tmp_path / "r", bad, "--out", tmp_path / "p.csv"), "lacks the columns"
     )
     assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "setting", "fragment"),
+    [
+        ("gdcn_p", "model.num_cross_layers=0", "model.num_cross_layers"),
+        ("gcn", "model.num_cross_layers=-2", "model.num_cross_layers"),
+        ("gdcn_p", "model.hidden_dims=[]", "model.hidden_dims"),
+        ("deepfm", "model.embedding_dim={C1: 4, C2: 8}", "4: C1; 8: C2"),
+    ],
+)
+def test_bad_model_settings_fail_before_any_data_is_read(cli, tmp_path, model, setting, fragment):
+    # the data directory does not exist: the config error must come first
+    result = cli(
+        "train", tmp_path / "no-data", "--model", model, "--out", tmp_path / "r", "--set", setting
+    )
+    _one_line_error(result, fragment)
+    assert "no-data" not in result.err
