@@ -31,6 +31,17 @@ INVALID: dict[str, object] = {
     "num_cross_layers": 0,
     "low_rank": 0,
     "cin_layer_sizes": (16, 0),
+    "attention_layers": 0,
+    "num_heads": 0,
+    "attention_dim": 0,
+    "use_residual": "yes",
+    "stream1_dims": (),
+    "stream2_dims": (400, 0),
+    "feature_gating": 1,
+    "reduction_ratio": 0,
+    "num_blocks": 0,
+    "block_dim": 0,
+    "excitation_activation": "tanh",
 }
 
 
