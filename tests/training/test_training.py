@@ -173,3 +173,29 @@ def test_config_file_then_overrides_then_flags(tmp_path):
     path.write_text("train:\n  epoch: 3\n")
     with pytest.raises(SlimctrError, match=r"did you mean 'train\.epochs'"):
         run.resolve_config("dcnv2", config_file=path)
+
+
+def test_presets_fill_only_what_the_run_does_not_choose(tmp_path):
+    paper = run.resolve_config("gdcn_p").train
+    assert (
+        paper.preset,
+        paper.early_stopping_patience,
+        paper.plateau_patience,
+        paper.weight_decay,
+    ) == ("paper", 5, 3, 0.0)
+    reference = run.resolve_config("gdcn_p", overrides=["train.preset=reference_code"]).train
+    assert (
+        reference.early_stopping_patience,
+        reference.plateau_patience,
+        reference.weight_decay,
+    ) == (4, 5, 1e-6)
+    mixed = run.resolve_config(
+        "gdcn_p", overrides=["train.preset=reference_code", "train.plateau_patience=2"]
+    ).train
+    assert (mixed.early_stopping_patience, mixed.plateau_patience) == (4, 2)
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  preset: reference_code\n  weight_decay: 0.0\n")
+    from_file = run.resolve_config("gdcn_p", config_file=path).train
+    assert (from_file.weight_decay, from_file.early_stopping_patience) == (0.0, 4)
+    with pytest.raises(SlimctrError, match=r"train\.preset"):
+        run.resolve_config("gdcn_p", overrides=["train.preset=fast"])

@@ -19,7 +19,7 @@ import os
 import platform
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from slimctr.errors import SlimctrError
 from slimctr.models import MODELS
 from slimctr.models.registry import ModelEntry
 from slimctr.schema import Schema
-from slimctr.training.trainer import Progress, TrainConfig, Trainer, score
+from slimctr.training.trainer import PRESETS, Progress, TrainConfig, Trainer, score
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +70,22 @@ def resolve_config(
     config = apply_overrides(from_dict(RunConfig, data, types=types), list(overrides))
     flags = {"seed": seed, "threads": threads}
     given = {k: v for k, v in flags.items() if v is not None}
-    return from_dict(RunConfig, {**to_dict(config), **given}, types=types) if given else config
+    if given:
+        config = from_dict(RunConfig, {**to_dict(config), **given}, types=types)
+    return _apply_preset(config, data.get("train") or {}, overrides)
+
+
+def _apply_preset(
+    config: RunConfig, file_train: dict[str, Any], overrides: Sequence[str]
+) -> RunConfig:
+    """Fill the preset's keys that neither the config file nor ``--set`` chose."""
+    chosen = set(file_train) | {
+        key.strip().removeprefix("train.")
+        for key, _, _ in (o.partition("=") for o in overrides)
+        if key.strip().startswith("train.")
+    }
+    preset = {k: v for k, v in PRESETS[config.train.preset].items() if k not in chosen}
+    return replace(config, train=replace(config.train, **preset))
 
 
 def build_model(config: RunConfig, schema: Schema) -> nn.Module:

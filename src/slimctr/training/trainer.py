@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import numpy as np
 import torch
@@ -34,8 +34,15 @@ from slimctr.training.metrics import auc, logloss_from_logits
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Optimisation settings. Defaults follow the GDCN paper (Adam 1e-3, batch 4096)."""
+    """Optimisation settings. Defaults follow the GDCN paper (Adam 1e-3, batch 4096).
 
+    ``preset`` names the protocol (GDCN spec 3): ``paper`` (early stopping patience 5, plateau
+    patience 3, no weight decay) or ``reference_code`` (4, 5 and weight decay 1e-6, as the GDCN
+    reference code runs). The preset fills the keys of ``PRESETS`` that a run does not set itself
+    (``slimctr.training.run.resolve_config`` applies it); the resolved values are recorded.
+    """
+
+    preset: Literal["paper", "reference_code"] = "paper"
     epochs: int = 50
     batch_size: int = 4096
     lr: float = 1e-3
@@ -67,6 +74,11 @@ class TrainConfig:
                 "embedding gradients: set train.sparse_embeddings=false"
             )
 
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"early_stopping_patience": 5, "plateau_patience": 3, "weight_decay": 0.0},
+    "reference_code": {"early_stopping_patience": 4, "plateau_patience": 5, "weight_decay": 1e-6},
+}
 
 # (epoch, batches done, batches in the epoch, mean loss so far, seconds since the epoch began)
 Progress = Callable[[int, int, int, float, float], None]
