@@ -14,24 +14,12 @@ from slimctr.models.fwfm import FwFM, FwFMConfig, field_weighted_interactions
 from slimctr.models.wide_deep import WideDeep, WideDeepConfig
 from slimctr.models.xdeepfm import XDeepFM, XDeepFMConfig
 from slimctr.nn.fm import fm_second_order
+from tests.models.formulas import count_params, mlp_params
 from tests.models.make_golden import VOCAB_SIZES, tiny_batch, tiny_schema
 
 NUM_NUMERIC = 2
 NUM_FIELDS = len(VOCAB_SIZES) + NUM_NUMERIC  # 5
 ROWS = sum(VOCAB_SIZES) + NUM_NUMERIC  # embedding rows: table rows plus one vector per numeric
-
-
-def _count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _mlp_params(width_in: int, hidden: tuple[int, ...], output: bool) -> int:
-    """Linear and BatchNorm (gamma, beta) per hidden layer, then an optional Linear(., 1)."""
-    total = 0
-    for width_out in hidden:
-        total += width_in * width_out + width_out + 2 * width_out
-        width_in = width_out
-    return total + (width_in + 1 if output else 0)
 
 
 # -- FwFM ------------------------------------------------------------------------------------
@@ -74,12 +62,12 @@ def test_fwfm_model_is_linear_plus_weighted_pairs() -> None:
     assert torch.equal(matrix, matrix.T) and not matrix.diagonal().any()
 
 
-def test_fwfm_parameter_count() -> None:
+def test_fwfm_parametercount_params() -> None:
     d = 16
     model = FwFM(tiny_schema(), FwFMConfig())
     linear = ROWS + 1  # w_f per id or numeric field, and w_0
     pairs = NUM_FIELDS * (NUM_FIELDS - 1) // 2
-    assert _count(model) == linear + d * ROWS + pairs
+    assert count_params(model) == linear + d * ROWS + pairs
     assert model(tiny_batch()).shape == (8,)
 
 
@@ -87,13 +75,13 @@ def test_fwfm_parameter_count() -> None:
 
 
 @pytest.mark.parametrize("hidden", [(400, 400, 400), ()])
-def test_dcn_parameter_count(hidden: tuple[int, ...]) -> None:
+def test_dcn_parametercount_params(hidden: tuple[int, ...]) -> None:
     d, layers = 16, 3
     model = DCN(tiny_schema(), DCNConfig(hidden_dims=hidden))
     width = d * NUM_FIELDS  # D = 80
     output = width + (hidden[-1] if hidden else 0) + 1
-    expected = d * ROWS + layers * 2 * width + _mlp_params(width, hidden, False) + output
-    assert _count(model) == expected
+    expected = d * ROWS + layers * 2 * width + mlp_params(width, hidden, False) + output
+    assert count_params(model) == expected
     assert model(tiny_batch()).shape == (8,)
 
 
@@ -123,8 +111,8 @@ def test_dcn_and_wide_deep_take_per_field_widths() -> None:
 def test_wide_deep_parameter_count_and_sum_of_parts() -> None:
     d, hidden = 16, (400, 400, 400)
     model = WideDeep(tiny_schema(), WideDeepConfig()).eval()
-    expected = (ROWS + 1) + d * ROWS + _mlp_params(d * NUM_FIELDS, hidden, True)
-    assert _count(model) == expected
+    expected = (ROWS + 1) + d * ROWS + mlp_params(d * NUM_FIELDS, hidden, True)
+    assert count_params(model) == expected
     batch = tiny_batch()
     deep = model.deep(model.embedding.flat(batch)).squeeze(1)
     torch.testing.assert_close(model(batch), model.wide(batch) + deep)
@@ -143,9 +131,9 @@ def test_xdeepfm_parameter_count_and_sum_of_parts() -> None:
         + d * ROWS  # embeddings
         + cin
         + sum(cin_sizes)  # w_cin, no bias
-        + _mlp_params(d * NUM_FIELDS, hidden, True)
+        + mlp_params(d * NUM_FIELDS, hidden, True)
     )
-    assert _count(model) == expected
+    assert count_params(model) == expected
     batch = tiny_batch()
     embeddings = model.embedding(batch)
     cin_logit = model.cin_output(model.cin(embeddings)).squeeze(1)

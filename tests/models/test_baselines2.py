@@ -13,6 +13,7 @@ from slimctr.models.autoint import AutoInt, AutoIntConfig
 from slimctr.models.fibinet import SENET, FiBiNET, FiBiNETConfig, bilinear_field_all
 from slimctr.models.finalmlp import FinalMLP, FinalMLPConfig, bilinear_fusion
 from slimctr.models.masknet import MaskBlock, MaskNet, MaskNetConfig
+from tests.models.formulas import count_params, mlp_params
 from tests.models.make_golden import VOCAB_SIZES, tiny_batch, tiny_schema
 
 NUM_FIELDS = len(VOCAB_SIZES) + 2  # 5: three categorical, two numeric
@@ -20,29 +21,16 @@ ROWS = sum(VOCAB_SIZES) + 2  # embedding rows: table rows plus one vector per nu
 D = 16 * NUM_FIELDS  # flat width at the default embedding_dim
 
 
-def _count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _mlp_params(width_in: int, hidden: tuple[int, ...], output: bool) -> int:
-    """Linear and BatchNorm (gamma, beta) per hidden layer, then an optional Linear(., 1)."""
-    total = 0
-    for width_out in hidden:
-        total += width_in * width_out + 3 * width_out
-        width_in = width_out
-    return total + (width_in + 1 if output else 0)
-
-
 # -- AutoInt+ --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("hidden", [(400, 400, 400), ()])
-def test_autoint_parameter_count(hidden: tuple[int, ...]) -> None:
+def test_autoint_parametercount_params(hidden: tuple[int, ...]) -> None:
     model = AutoInt(tiny_schema(), AutoIntConfig(hidden_dims=hidden))
     attention = 4 * 16 * 64 + 2 * 4 * 64 * 64  # W_Q, W_K, W_V, W_Res per layer, 2 heads x 32
     expected = 16 * ROWS + attention + NUM_FIELDS * 64 + 1
-    expected += _mlp_params(D, hidden, True) if hidden else 0
-    assert _count(model) == expected
+    expected += mlp_params(D, hidden, True) if hidden else 0
+    assert count_params(model) == expected
     assert model(tiny_batch()).shape == (8,)
 
 
@@ -95,13 +83,13 @@ def test_finalmlp_logit_and_gates() -> None:
 
 
 @pytest.mark.parametrize("gating", [True, False])
-def test_finalmlp_parameter_count(gating: bool) -> None:
+def test_finalmlp_parametercount_params(gating: bool) -> None:
     hidden = (400, 400, 400)
     model = FinalMLP(tiny_schema(), FinalMLPConfig(feature_gating=gating))
     gates = 2 * (16 + 16 * D + D) if gating else 0
     fusion = 401 + 400 + 400 * 400
-    expected = 16 * ROWS + gates + 2 * _mlp_params(D, hidden, False) + fusion
-    assert _count(model) == expected
+    expected = 16 * ROWS + gates + 2 * mlp_params(D, hidden, False) + fusion
+    assert count_params(model) == expected
     assert model(tiny_batch()).shape == (8,)
 
 
@@ -133,8 +121,8 @@ def test_fibinet_parameter_count_and_sum_of_parts() -> None:
     model = FiBiNET(tiny_schema(), FiBiNETConfig()).eval()
     senet = 2 * NUM_FIELDS * (NUM_FIELDS // 3)
     mlp_in = NUM_FIELDS * (NUM_FIELDS - 1) * 16
-    expected = (ROWS + 1) + 16 * ROWS + senet + 16 * 16 + _mlp_params(mlp_in, hidden, True)
-    assert _count(model) == expected
+    expected = (ROWS + 1) + 16 * ROWS + senet + 16 * 16 + mlp_params(mlp_in, hidden, True)
+    assert count_params(model) == expected
     batch = tiny_batch()
     e = model.embedding(batch)
     p = bilinear_field_all(e, model.bilinear).flatten(1)
@@ -162,7 +150,7 @@ def test_mask_block_by_hand() -> None:
 
 
 @pytest.mark.parametrize("structure", ["parallel", "serial"])
-def test_masknet_parameter_count(structure: str) -> None:
+def test_masknet_parametercount_params(structure: str) -> None:
     hidden, blocks, width = (400, 400, 400), 3, 64
     model = MaskNet(tiny_schema(), MaskNetConfig(structure=structure))
 
@@ -173,8 +161,8 @@ def test_masknet_parameter_count(structure: str) -> None:
         body, mlp_in = blocks * block(D), blocks * width
     else:
         body, mlp_in = block(D) + (blocks - 1) * block(width), width
-    expected = 16 * ROWS + 2 * 16 + body + _mlp_params(mlp_in, hidden, True)
-    assert _count(model) == expected
+    expected = 16 * ROWS + 2 * 16 + body + mlp_params(mlp_in, hidden, True)
+    assert count_params(model) == expected
     assert model(tiny_batch()).shape == (8,)
 
 

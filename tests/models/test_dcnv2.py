@@ -6,22 +6,10 @@ import pytest
 import torch
 
 from slimctr.models.dcnv2 import DCNv2, DCNv2Config
+from tests.models.formulas import count_params, mlp_params
 from tests.models.make_golden import VOCAB_SIZES, tiny_batch, tiny_schema
 
 NUM_NUMERIC = 2
-
-
-def _count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _mlp_params(width_in: int, hidden: tuple[int, ...]) -> int:
-    """Linear (weights + bias) and BatchNorm (gamma + beta) per hidden layer."""
-    total = 0
-    for width_out in hidden:
-        total += width_in * width_out + width_out + 2 * width_out
-        width_in = width_out
-    return total
 
 
 @pytest.mark.parametrize("structure", ["parallel", "stacked"])
@@ -34,21 +22,21 @@ def test_parameter_count_matches_the_formula(structure: str, low_rank: int | Non
     embeddings = d * sum(VOCAB_SIZES) + d * NUM_NUMERIC
     per_layer = width * width + width if low_rank is None else 2 * width * low_rank + width
     output = (width + hidden[-1] + 1) if structure == "parallel" else hidden[-1] + 1
-    expected = embeddings + layers * per_layer + _mlp_params(width, hidden) + output
-    assert _count(model) == expected
+    expected = embeddings + layers * per_layer + mlp_params(width, hidden) + output
+    assert count_params(model) == expected
     assert model(tiny_batch()).shape == (8,)
 
 
 def test_paper_sized_counts() -> None:
     """The helper agrees with the DNN count of GDCN spec 2.7 at D = 624."""
-    assert _mlp_params(624, (400, 400, 400)) == (624 * 400 + 400) + 800 + 2 * (400 * 400 + 1200)
+    assert mlp_params(624, (400, 400, 400)) == (624 * 400 + 400) + 800 + 2 * (400 * 400 + 1200)
 
 
 def test_cross_network_alone_without_mlp() -> None:
     model = DCNv2(tiny_schema(), DCNv2Config(hidden_dims=(), num_cross_layers=2))
     width = 80
     embeddings = 16 * (sum(VOCAB_SIZES) + NUM_NUMERIC)
-    assert _count(model) == embeddings + 2 * (width * width + width) + width + 1
+    assert count_params(model) == embeddings + 2 * (width * width + width) + width + 1
     assert model(tiny_batch()).shape == (8,)
 
 

@@ -11,6 +11,7 @@ from slimctr.models import MODELS
 from slimctr.models.gdcn import GCN, GDCNP, GDCNS, GCNConfig, GDCNConfig
 from slimctr.nn.cross import GatedCrossLayer
 from slimctr.schema import FieldSpec, Schema
+from tests.models.formulas import count_params, mlp_params
 from tests.models.make_golden import VOCAB_SIZES, tiny_batch, tiny_schema
 
 NUM_NUMERIC = 2
@@ -27,19 +28,6 @@ CRITEO_WIDTHS_95 = (
     *(12, 12, 4, 8, 10, 6, 14, 11, 2, 15, 14, 2, 13, 4),
     *(13, 5, 5, 12, 11, 3, 5, 5, 7, 11, 5, 10),
 )
-
-
-def _count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _mlp_params(width_in: int, hidden: tuple[int, ...]) -> int:
-    """Linear (weights + bias) and BatchNorm (gamma + beta) per hidden layer."""
-    total = 0
-    for width_out in hidden:
-        total += width_in * width_out + width_out + 2 * width_out
-        width_in = width_out
-    return total
 
 
 def _criteo_schema() -> Schema:
@@ -69,7 +57,7 @@ def test_gcn3_parameter_count_on_criteo_is_the_specs(
     names = [f.name for f in schema.fields]
     embedding_dim = widths if isinstance(widths, int) else dict(zip(names, widths, strict=True))
     model = GCN(schema, GCNConfig(embedding_dim=embedding_dim))
-    assert _count(model) == expected
+    assert count_params(model) == expected
 
 
 @pytest.mark.parametrize("name", ["gdcn_s", "gdcn_p"])
@@ -80,8 +68,8 @@ def test_gdcn_parameter_count_matches_the_formula(name: str) -> None:
     width = d * (len(VOCAB_SIZES) + NUM_NUMERIC)
     embeddings = d * sum(VOCAB_SIZES) + d * NUM_NUMERIC
     output = (width + hidden[-1] + 1) if name == "gdcn_p" else hidden[-1] + 1
-    expected = embeddings + layers * (2 * width * width + width) + _mlp_params(width, hidden)
-    assert _count(model) == expected + output
+    expected = embeddings + layers * (2 * width * width + width) + mlp_params(width, hidden)
+    assert count_params(model) == expected + output
 
 
 def test_output_layer_widths() -> None:
