@@ -133,11 +133,11 @@ def prepare(
     if sources.valid and options.order_by:
         raise SlimctrError("--order-by orders a --split; with --valid/--test files it has no use")
     raw = [(split, RawSource(path, _format(path, options))) for split, path in sources.by_split]
-    columns = _plan_columns(raw, options)
     recipe = _recipe(raw, options)
     existing = read_manifest(out) if out.is_dir() else None
     if existing is not None and existing.get("recipe_id") == recipe["id"] and not overwrite:
-        return open_store(out), False
+        return open_store(out), False  # same sources and options: their columns were checked
+    columns = _plan_columns(raw, options)
     if out.exists() and not overwrite and (existing is not None or any(out.iterdir())):
         what = "a different store" if existing is not None else "other files"
         raise SlimctrError(f"{out} already holds {what} (use --overwrite to replace it)")
