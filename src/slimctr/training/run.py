@@ -184,8 +184,12 @@ def predict(run_dir: Path, source: Path, out: Path) -> int:
     schema = pa.schema([("probability", pa.float64())])
     rows = 0
     with atomic_path(out) as temporary, torch.no_grad():
-        kind = pacsv.CSVWriter if out.suffix == ".csv" else pq.ParquetWriter
-        with kind(str(temporary), schema) as writer:
+        if out.suffix == ".csv":
+            plain = pacsv.WriteOptions(quoting_style="none", quoting_header="none")
+            writer = pacsv.CSVWriter(str(temporary), schema, write_options=plain)
+        else:
+            writer = pq.ParquetWriter(str(temporary), schema)
+        with writer:
             for batch in StoreEncoder(store).batches(source):
                 probabilities = torch.sigmoid(model(batch).double()).numpy()
                 writer.write_batch(pa.record_batch([pa.array(probabilities)], schema=schema))
