@@ -1,0 +1,75 @@
+"""A log of finished benchmark runs, one JSON object per line, so that a long study resumes.
+
+Each record carries the key it was run under (model, seed and the exact overrides); a study asks
+the log before training and skips what is already there. The log is committed next to the table
+it produces, so anyone can regenerate the table, or add seeds, without rerunning everything.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+from slimctr.training import run
+
+
+def run_key(model: str, seed: int, overrides: list[str]) -> str:
+    return f"{model} seed={seed} " + " ".join(sorted(overrides))
+
+
+class RunLog:
+    """The records in ``path``, read afresh on each lookup: two studies may share one log."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        if not self.path.is_file():
+            return {}
+        lines = self.path.read_text().splitlines()
+        return {r["key"]: r for r in (json.loads(line) for line in lines if line.strip())}
+
+    def get(self, model: str, seed: int, overrides: list[str]) -> dict[str, Any] | None:
+        return self.records().get(run_key(model, seed, overrides))
+
+    def train(
+        self,
+        data: Path,
+        model: str,
+        seed: int,
+        overrides: list[str],
+        work: Path,
+        *,
+        threads: int | None = None,
+    ) -> dict[str, Any]:
+        """The logged record of this run, training it (and logging it) first if it is new."""
+        found = self.get(model, seed, overrides)
+        if found is not None:
+            return found
+        config = run.resolve_config(model, overrides=overrides, seed=seed, threads=threads)
+        out = work / run_key(model, seed, overrides).replace(" ", "_").replace("/", "_")[:200]
+        metrics = run.train(data, out, config)
+        history = json.loads((out / "history.json").read_text())
+        record = {
+            "key": run_key(model, seed, overrides),
+            "model": model,
+            "seed": seed,
+            "overrides": sorted(overrides),
+            "test": metrics["test"],
+            "valid": metrics["valid"],
+            "best_epoch": metrics["best_epoch"],
+            "epochs_run": len(history),
+            "epoch_seconds": statistics.mean(h["seconds"] for h in history),
+            "num_params": metrics["num_params"],
+            "embedding_bytes": metrics["embedding_bytes"],
+            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "threads": config.threads,
+            "revision": json.loads((out / "versions.json").read_text())["git_revision"],
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        return record
