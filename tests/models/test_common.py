@@ -23,6 +23,7 @@ NAMES = sorted(MODELS)
 # One invalid value per config key; each must raise a SlimctrError naming "model.<key>".
 INVALID: dict[str, object] = {
     "embedding_dim": 0,
+    "embedding_align_dim": 0,
     "embedding_init_std": -1.0,
     "hidden_dims": (400, 0),
     "dropout": 1.0,

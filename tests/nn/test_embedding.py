@@ -96,8 +96,89 @@ def test_equal_categorical_widths_stay_fused_when_numeric_widths_differ() -> Non
 
 def test_stacking_unequal_widths_names_the_fields_and_the_fix() -> None:
     emb = FieldEmbedding(SCHEMA, {"n0": 2, "a": 3, "b": 3, "n1": 2})
-    with pytest.raises(SlimctrError, match=r"width 2: n0, n1; width 3: a, b.*alignment layer"):
+    fix = r"width 2: n0, n1; width 3: a, b; .*model\.embedding_align_dim=K.*alignment layer"
+    with pytest.raises(SlimctrError, match=fix):
         emb(BATCH)
+
+
+# -- the dimension alignment layer -------------------------------------------------------------
+
+PLAN = {"n0": 2, "a": 3, "b": 1, "n1": 4}  # every layout: separate tables, numeric widths differ
+LAYOUTS = [PLAN, 3, {"n0": 1, "a": 3, "b": 3, "n1": 2}]  # ... one fused table; fused, unequal
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("widths", LAYOUTS, ids=["separate", "equal", "fused"])
+def test_alignment_projects_every_field_to_one_width(widths: object) -> None:
+    emb = FieldEmbedding(SCHEMA, widths, align_dim=5)  # type: ignore[arg-type]
+    _set_tables(emb)
+    fields = zip(_expected_fields(emb, BATCH), emb.field_names, strict=True)
+    expected = torch.stack([e @ emb.projection(name).detach() for e, name in fields], dim=1)
+    assert (emb.aligned_dim, emb.output_dim) == (5, 4 * 5)
+    assert emb(BATCH).shape == (3, 4, 5)  # numeric fields n0, n1 are aligned like the others
+    torch.testing.assert_close(emb(BATCH), expected)
+    torch.testing.assert_close(emb.flat(BATCH), expected.flatten(1))
+    for name, width in zip(emb.field_names, emb.field_dims, strict=True):
+        assert emb.table(name).shape[1] == width  # the tables keep their widths d_f
+        assert emb.projection(name).shape == (width, 5)
+
+
+@pytest.mark.parametrize("widths", LAYOUTS, ids=["separate", "equal", "fused"])
+def test_alignment_adds_sum_of_field_widths_times_k_parameters(widths: object) -> None:
+    plain = FieldEmbedding(SCHEMA, widths)  # type: ignore[arg-type]
+    aligned = FieldEmbedding(SCHEMA, widths, align_dim=6)  # type: ignore[arg-type]
+    assert aligned.field_dims == plain.field_dims
+    assert _count(aligned) == _count(plain) + sum(plain.field_dims) * 6  # spec 4.3, 10.13
+
+
+def test_align_dim_none_changes_nothing_and_alignment_leaves_the_tables_alone() -> None:
+    torch.manual_seed(0)
+    default = FieldEmbedding(SCHEMA, PLAN)
+    after_default = torch.get_rng_state()
+    torch.manual_seed(0)
+    explicit = FieldEmbedding(SCHEMA, PLAN, align_dim=None)
+    assert torch.equal(torch.get_rng_state(), after_default)
+    torch.manual_seed(0)
+    aligned = FieldEmbedding(SCHEMA, PLAN, align_dim=5)
+    assert default.alignment is None and default.aligned_dim is None
+    assert list(dict(default.named_modules())) == list(dict(explicit.named_modules()))
+    names = list(default.state_dict())
+    assert list(explicit.state_dict()) == names
+    assert list(aligned.state_dict()) == [*names, "alignment.weight"]  # registered last
+    for name in names:  # same values: the projections are drawn after the tables
+        assert torch.equal(explicit.state_dict()[name], default.state_dict()[name])
+        assert torch.equal(aligned.state_dict()[name], default.state_dict()[name])
+    with pytest.raises(SlimctrError, match="no alignment layer"):
+        default.projection("a")
+    with pytest.raises(KeyError):
+        aligned.projection("nope")
+
+
+def test_alignment_with_sparse_tables() -> None:
+    torch.manual_seed(0)
+    dense = FieldEmbedding(SCHEMA, PLAN, align_dim=3)
+    sparse = FieldEmbedding(SCHEMA, PLAN, sparse=True, align_dim=3)
+    sparse.load_state_dict(dense.state_dict())
+    assert len(set_sparse_gradients(sparse)) == 2  # the two tables, not the projections
+    weights = torch.randn(3, 4, 3)
+    (dense(BATCH) * weights).sum().backward()
+    (sparse(BATCH) * weights).sum().backward()
+    for (name, p_dense), p_sparse in zip(
+        dense.named_parameters(), sparse.parameters(), strict=True
+    ):
+        assert p_sparse.grad is not None and p_dense.grad is not None
+        assert p_sparse.grad.is_sparse == name.startswith("field_tables"), name
+        assert p_dense.grad.abs().sum() > 0, name
+        torch.testing.assert_close(p_sparse.grad.to_dense(), p_dense.grad)
+
+
+@pytest.mark.parametrize("align_dim", [0, True, 2.5])
+def test_bad_align_dim_raises(align_dim: object) -> None:
+    with pytest.raises(SlimctrError, match="alignment width K must be an int >= 1"):
+        FieldEmbedding(SCHEMA, PLAN, align_dim=align_dim)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ logit = logit_att + MLP(e_1 || ... || e_F). With ``hidden_dims=()`` there is no 
 Defaults: 3 interacting layers, 2 heads of d' = 32 each and residual connections, the setting
 the paper reports (Sec. 5.1.3); ``attention_dim`` is the per-head width d'. The MLP is the deep
 part of ``dcnv2`` and ``xdeepfm`` (400-400-400 with BatchNorm, dropout 0, embeddings
-N(0, 1e-4^2)) so that the models compare on one footing. All fields need one width.
+N(0, 1e-4^2)) so that the models compare on one footing. All fields need one width, or
+``embedding_align_dim=K`` to project each to width K (``slimctr.nn.align``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from slimctr.models.checks import (
     check_hidden_dims,
     check_init_std,
     check_int,
+    check_optional_int,
 )
 from slimctr.models.registry import register
 from slimctr.nn.attention import InteractingLayer
@@ -39,7 +41,8 @@ from slimctr.schema import Schema
 
 @dataclass(frozen=True, kw_only=True)
 class AutoIntConfig:
-    embedding_dim: int = 16
+    embedding_dim: int | dict[str, int] = 16  # per-field widths: equal, or aligned
+    embedding_align_dim: int | None = None  # K: project every field to width K (spec 4.3)
     attention_layers: int = 3  # L interacting layers
     num_heads: int = 2  # H
     attention_dim: int = 32  # d', the width of one head
@@ -50,7 +53,9 @@ class AutoIntConfig:
     embedding_init_std: float | None = 1e-4  # N(0, std^2) for all embeddings; None: xavier
 
     def __post_init__(self) -> None:
-        check_embedding_dim("embedding_dim", self.embedding_dim, per_field=False)
+        check_optional_int("embedding_align_dim", self.embedding_align_dim, minimum=1)
+        aligned = self.embedding_align_dim is not None  # unequal widths are projected
+        check_embedding_dim("embedding_dim", self.embedding_dim, per_field=aligned)
         check_int("attention_layers", self.attention_layers, minimum=1)
         check_int("num_heads", self.num_heads, minimum=1)
         check_int("attention_dim", self.attention_dim, minimum=1)
@@ -67,7 +72,10 @@ class AutoInt(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = FieldEmbedding(
-            schema, config.embedding_dim, init_std=config.embedding_init_std
+            schema,
+            config.embedding_dim,
+            init_std=config.embedding_init_std,
+            align_dim=config.embedding_align_dim,
         )
         num_fields = self.embedding.num_fields
         width = self.embedding.output_dim // num_fields  # d

@@ -58,7 +58,8 @@ def check_hidden_dims(key: str, value: Any, *, allow_empty: bool) -> None:
 
 def check_embedding_dim(key: str, value: Any, *, per_field: bool) -> None:
     """An int >= 1, or a mapping field name -> width >= 1 whose widths, without ``per_field``
-    (models that stack the field embeddings), must all be equal."""
+    (models that stack the field embeddings and have no ``embedding_align_dim`` set), must all
+    be equal."""
     if isinstance(value, Mapping):
         if not value or not all(_is_int(w) and w >= 1 for w in value.values()):
             raise _fail(key, "an int >= 1 or a mapping of field names to ints >= 1", value)
@@ -66,10 +67,13 @@ def check_embedding_dim(key: str, value: Any, *, per_field: bool) -> None:
             by_width: dict[int, list[str]] = {}
             for name, width in value.items():
                 by_width.setdefault(width, []).append(name)
-            groups = "; ".join(f"{w}: {', '.join(names)}" for w, names in sorted(by_width.items()))
+            groups = "; ".join(
+                f"width {w}: {', '.join(names)}" for w, names in sorted(by_width.items())
+            )
             raise SlimctrError(
                 f"model.{key} must be one width for all fields in this model, got {groups} "
-                "(use equal widths, or FDO's dimension alignment layer)"
+                "(use equal widths, or set model.embedding_align_dim=K: FDO's dimension "
+                "alignment layer, which projects each field to width K)"
             )
         return
     if not _is_int(value) or value < 1:

@@ -23,7 +23,8 @@ gate starts near 1/2 and does not depend on the embeddings' scale.
 
 Defaults: reduction ratio r = 3 (the paper's), F/r rounded down to at least 1; the MLP is the deep
 part of ``dcnv2`` (400-400-400 with BatchNorm, dropout 0, embeddings N(0, 1e-4^2)); W is
-xavier-uniform, W_1, W_2 PyTorch's Linear default. All fields need one width.
+xavier-uniform, W_1, W_2 PyTorch's Linear default. All fields need one width, or
+``embedding_align_dim=K`` to project each to width K (``slimctr.nn.align``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from slimctr.models.checks import (
     check_hidden_dims,
     check_init_std,
     check_int,
+    check_optional_int,
 )
 from slimctr.models.registry import register
 from slimctr.nn.embedding import FieldEmbedding
@@ -81,7 +83,8 @@ def bilinear_field_all(embeddings: Tensor, weight: Tensor) -> Tensor:
 
 @dataclass(frozen=True, kw_only=True)
 class FiBiNETConfig:
-    embedding_dim: int = 16
+    embedding_dim: int | dict[str, int] = 16  # per-field widths: equal, or aligned
+    embedding_align_dim: int | None = None  # K: project every field to width K (spec 4.3)
     reduction_ratio: int = 3  # r of the SENET excitation
     excitation_activation: Literal["sigmoid", "relu"] = "sigmoid"  # s, the gate of A
     hidden_dims: tuple[int, ...] = (400, 400, 400)
@@ -90,7 +93,9 @@ class FiBiNETConfig:
     embedding_init_std: float | None = 1e-4  # N(0, std^2) for all embeddings; None: xavier
 
     def __post_init__(self) -> None:
-        check_embedding_dim("embedding_dim", self.embedding_dim, per_field=False)
+        check_optional_int("embedding_align_dim", self.embedding_align_dim, minimum=1)
+        aligned = self.embedding_align_dim is not None  # unequal widths are projected
+        check_embedding_dim("embedding_dim", self.embedding_dim, per_field=aligned)
         check_int("reduction_ratio", self.reduction_ratio, minimum=1)
         check_choice("excitation_activation", self.excitation_activation, ("sigmoid", "relu"))
         check_hidden_dims("hidden_dims", self.hidden_dims, allow_empty=False)
@@ -106,7 +111,10 @@ class FiBiNET(nn.Module):
         self.config = config
         self.linear = LinearTerm(schema, init_std=config.embedding_init_std)
         self.embedding = FieldEmbedding(
-            schema, config.embedding_dim, init_std=config.embedding_init_std
+            schema,
+            config.embedding_dim,
+            init_std=config.embedding_init_std,
+            align_dim=config.embedding_align_dim,
         )
         num_fields = self.embedding.num_fields
         width = self.embedding.output_dim // num_fields  # d

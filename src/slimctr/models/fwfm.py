@@ -12,7 +12,8 @@ never arises). The pairwise sum is computed in a batch: E E^T, (B, F, F), holds 
 
 The r start at 1 (our choice), so an untrained FwFM equals the FM with the same embeddings. The
 linear term is the paper's w_i x_i, not its variants that build it from embedding vectors.
-Defaults match ``fm``: width 16, embeddings N(0, 1e-4^2). All fields need one width.
+Defaults match ``fm``: width 16, embeddings N(0, 1e-4^2). All fields need one width, or
+``embedding_align_dim=K`` to project each to width K (``slimctr.nn.align``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from slimctr.data.batch import Batch
-from slimctr.models.checks import check_embedding_dim, check_init_std
+from slimctr.models.checks import check_embedding_dim, check_init_std, check_optional_int
 from slimctr.models.registry import register
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.nn.fm import LinearTerm
@@ -44,11 +45,14 @@ def field_weighted_interactions(embeddings: Tensor, pair_weights: Tensor) -> Ten
 
 @dataclass(frozen=True, kw_only=True)
 class FwFMConfig:
-    embedding_dim: int | dict[str, int] = 16  # per-field widths must all be equal
+    embedding_dim: int | dict[str, int] = 16  # per-field widths: equal, or aligned
+    embedding_align_dim: int | None = None  # K: project every field to width K (spec 4.3)
     embedding_init_std: float | None = 1e-4  # N(0, std^2) for all embeddings; None: xavier
 
     def __post_init__(self) -> None:
-        check_embedding_dim("embedding_dim", self.embedding_dim, per_field=False)
+        check_optional_int("embedding_align_dim", self.embedding_align_dim, minimum=1)
+        aligned = self.embedding_align_dim is not None  # unequal widths are projected
+        check_embedding_dim("embedding_dim", self.embedding_dim, per_field=aligned)
         check_init_std("embedding_init_std", self.embedding_init_std)
 
 
@@ -59,7 +63,10 @@ class FwFM(nn.Module):
         self.config = config
         self.linear = LinearTerm(schema, init_std=config.embedding_init_std)
         self.embedding = FieldEmbedding(
-            schema, config.embedding_dim, init_std=config.embedding_init_std
+            schema,
+            config.embedding_dim,
+            init_std=config.embedding_init_std,
+            align_dim=config.embedding_align_dim,
         )
         num_fields = self.embedding.num_fields
         self.pair_weights = nn.Parameter(torch.ones(num_fields * (num_fields - 1) // 2))  # r

@@ -19,7 +19,8 @@ result passes an MLP and logit = w^T MLP(.) + b (with ``hidden_dims=()`` only th
 
 Defaults: parallel, 3 blocks of width 64, r = 1 (our choice, the paper tunes both); the MLP is the
 deep part of ``dcnv2`` (400-400-400 with BatchNorm, dropout 0, embeddings N(0, 1e-4^2)). All
-fields need one width (LN_EMB is per field).
+fields need one width (LN_EMB is per field), or ``embedding_align_dim=K`` to project each to
+width K (``slimctr.nn.align``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from slimctr.models.checks import (
     check_hidden_dims,
     check_init_std,
     check_int,
+    check_optional_int,
 )
 from slimctr.models.registry import register
 from slimctr.nn.embedding import FieldEmbedding
@@ -71,7 +73,8 @@ class MaskBlock(nn.Module):
 
 @dataclass(frozen=True, kw_only=True)
 class MaskNetConfig:
-    embedding_dim: int = 16
+    embedding_dim: int | dict[str, int] = 16  # per-field widths: equal, or aligned
+    embedding_align_dim: int | None = None  # K: project every field to width K (spec 4.3)
     structure: Literal["parallel", "serial"] = "parallel"
     num_blocks: int = 3
     block_dim: int = 64  # output width of every MaskBlock
@@ -82,7 +85,9 @@ class MaskNetConfig:
     embedding_init_std: float | None = 1e-4  # N(0, std^2) for all embeddings; None: xavier
 
     def __post_init__(self) -> None:
-        check_embedding_dim("embedding_dim", self.embedding_dim, per_field=False)
+        check_optional_int("embedding_align_dim", self.embedding_align_dim, minimum=1)
+        aligned = self.embedding_align_dim is not None  # unequal widths are projected
+        check_embedding_dim("embedding_dim", self.embedding_dim, per_field=aligned)
         check_choice("structure", self.structure, ("parallel", "serial"))
         check_int("num_blocks", self.num_blocks, minimum=1)
         check_int("block_dim", self.block_dim, minimum=1)
@@ -99,7 +104,10 @@ class MaskNet(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = FieldEmbedding(
-            schema, config.embedding_dim, init_std=config.embedding_init_std
+            schema,
+            config.embedding_dim,
+            init_std=config.embedding_init_std,
+            align_dim=config.embedding_align_dim,
         )
         width = self.embedding.output_dim  # D
         self.embedding_norm = nn.LayerNorm(width // self.embedding.num_fields)  # LN_EMB

@@ -8,7 +8,8 @@ with a the raw features (``LinearTerm``, whose w_0 is b), x_dnn the last hidden 
 on the concatenated field embeddings, and p+ the sum-pooled feature maps of the Compressed
 Interaction Network on the stacked embeddings X^0 (``slimctr.nn.cin``, Eq. 6-7). The MLP's own
 output unit carries a second, redundant bias, as in ``deepfm``. CIN and MLP share the embeddings,
-so all fields need one width.
+so all fields need one width, or ``embedding_align_dim=K`` to project each to width K
+(``slimctr.nn.align``).
 
 Defaults: ``cin_layer_sizes=(16, 16, 16)`` is a small, BARS-like CIN chosen to keep the model
 cheap; the paper tunes depth and feature maps per data set, so set it per run. The MLP is the
@@ -29,6 +30,7 @@ from slimctr.models.checks import (
     check_embedding_dim,
     check_hidden_dims,
     check_init_std,
+    check_optional_int,
 )
 from slimctr.models.registry import register
 from slimctr.nn.cin import CIN
@@ -40,7 +42,8 @@ from slimctr.schema import Schema
 
 @dataclass(frozen=True, kw_only=True)
 class XDeepFMConfig:
-    embedding_dim: int | dict[str, int] = 16  # per-field widths must all be equal
+    embedding_dim: int | dict[str, int] = 16  # per-field widths: equal, or aligned
+    embedding_align_dim: int | None = None  # K: project every field to width K (spec 4.3)
     cin_layer_sizes: tuple[int, ...] = (16, 16, 16)  # H_1, ..., H_T feature maps per CIN layer
     hidden_dims: tuple[int, ...] = (400, 400, 400)
     dropout: float = 0.0
@@ -48,7 +51,9 @@ class XDeepFMConfig:
     embedding_init_std: float | None = 1e-4  # N(0, std^2) for all embeddings; None: xavier
 
     def __post_init__(self) -> None:
-        check_embedding_dim("embedding_dim", self.embedding_dim, per_field=False)
+        check_optional_int("embedding_align_dim", self.embedding_align_dim, minimum=1)
+        aligned = self.embedding_align_dim is not None  # unequal widths are projected
+        check_embedding_dim("embedding_dim", self.embedding_dim, per_field=aligned)
         check_hidden_dims("cin_layer_sizes", self.cin_layer_sizes, allow_empty=False)
         check_hidden_dims("hidden_dims", self.hidden_dims, allow_empty=False)
         check_dropout("dropout", self.dropout)
@@ -63,7 +68,10 @@ class XDeepFM(nn.Module):
         self.config = config
         self.linear = LinearTerm(schema, init_std=config.embedding_init_std)
         self.embedding = FieldEmbedding(
-            schema, config.embedding_dim, init_std=config.embedding_init_std
+            schema,
+            config.embedding_dim,
+            init_std=config.embedding_init_std,
+            align_dim=config.embedding_align_dim,
         )
         self.cin = CIN(self.embedding.num_fields, config.cin_layer_sizes)
         self.cin_output = nn.Linear(self.cin.output_dim, 1, bias=False)  # w_cin

@@ -1,5 +1,6 @@
-"""Reusable layers: field embeddings, MLP, cross networks, factorisation-machine terms."""
+"""Reusable layers: field embeddings and their alignment, MLP, cross networks, FM terms."""
 
+from slimctr.nn.align import DimensionAlignment
 from slimctr.nn.cross import CrossLayerV1, CrossLayerV2, CrossNetwork
 from slimctr.nn.embedding import FieldEmbedding, set_sparse_gradients
 from slimctr.nn.fm import LinearTerm, fm_second_order
@@ -10,6 +11,7 @@ __all__ = [
     "CrossLayerV1",
     "CrossLayerV2",
     "CrossNetwork",
+    "DimensionAlignment",
     "FieldEmbedding",
     "LinearTerm",
     "fm_second_order",

@@ -8,6 +8,10 @@ For a sample with categorical ids x_f and numeric values z_f, field f is embedde
 and the fields are either stacked, (B, F, d) when every d_f = d (FM-style models), or
 concatenated, c0 = [e_1 || ... || e_F] in R^D with D = sum_f d_f (DCN, DCN-V2, GDCN; GDCN spec 2.1).
 Fields appear in ``Schema.fields`` order in both layouts, so slice f of c0 belongs to field f.
+
+Stacking needs one width. With ``align_dim=K`` the Dimension Alignment Layer (``nn.align``, GDCN
+spec 4.3) maps every field to width K after the lookup, a_f = e_f W_f with W_f in R^{d_f x K},
+and both layouts are built from the a_f: stacked (B, F, K), concatenated (B, F K).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from torch import Tensor, nn
 
 from slimctr.data.batch import Batch
 from slimctr.errors import SlimctrError
+from slimctr.nn.align import DimensionAlignment
 from slimctr.schema import FieldSpec, Schema
 
 
@@ -36,6 +41,15 @@ class FieldEmbedding(nn.Module):
     ``table(name)`` returns a view of a field's rows either way. ``sparse=True`` (or the
     ``sparse`` property, or ``set_sparse_gradients``) makes the tables' gradients sparse, for
     ``torch.optim.SparseAdam``; numeric vectors always get dense gradients.
+
+    ``align_dim=K`` adds ``alignment``, a ``DimensionAlignment`` (a_f = e_f W_f, no bias: the
+    paper does not publish whether there is one, spec 4.3), so fields of different widths
+    stack: ``forward`` gives (B, F, K), ``flat`` and ``output_dim`` the aligned concatenation
+    (F K), the one width a model sees; ``field_dims`` and ``table`` still describe the tables
+    (d_f), ``projection`` gives W_f. Its sum_f d_f K parameters are model parameters, so they
+    count in the model's size. It is created and drawn after the tables, which therefore start
+    from the same values with or without it; W_f is xavier-uniform whatever ``init_std`` says
+    (N(0, 1e-4^2) would shrink a_f, and the gradients of the tables, by 1e-4).
     """
 
     offsets: Tensor  # (F_cat,) int32: first row of each categorical field in the fused table
@@ -47,6 +61,7 @@ class FieldEmbedding(nn.Module):
         embedding_dim: int | Mapping[str, int],
         init_std: float | None = None,
         sparse: bool = False,
+        align_dim: int | None = None,
     ) -> None:
         super().__init__()
         if not schema.fields:
@@ -90,6 +105,11 @@ class FieldEmbedding(nn.Module):
         )
         self._reset_parameters(init_std)
 
+        # Registered and drawn after the tables, so that their initial values do not change.
+        self.alignment: DimensionAlignment | None = None
+        if align_dim is not None:
+            self.alignment = DimensionAlignment(self.field_dims, align_dim)
+
     # -- shape ---------------------------------------------------------------------------------
 
     @property
@@ -103,12 +123,19 @@ class FieldEmbedding(nn.Module):
 
     @property
     def field_dims(self) -> tuple[int, ...]:
-        """Width d_f of each field, in output order."""
+        """Table width d_f of each field, in output order (before any alignment)."""
         return tuple(self._dims[f.name] for f in self._specs)
 
     @property
+    def aligned_dim(self) -> int | None:
+        """K, the width every field is projected to, or None without the alignment layer."""
+        return None if self.alignment is None else self.alignment.output_dim
+
+    @property
     def output_dim(self) -> int:
-        """D = sum_f d_f, the width of ``flat``."""
+        """The width of ``flat``: D = sum_f d_f, or F K when aligned."""
+        if self.aligned_dim is not None:
+            return self.num_fields * self.aligned_dim
         return sum(self._dims.values())
 
     @property
@@ -133,13 +160,34 @@ class FieldEmbedding(nn.Module):
         start, rows = self._rows[field_name]
         return self.fused_table.weight.narrow(0, start, rows)
 
+    def projection(self, field_name: str) -> Tensor:
+        """Field's alignment map W_f, (d_f, K), as a view of the parameter."""
+        if self.alignment is None:
+            raise SlimctrError("this FieldEmbedding has no alignment layer (align_dim=None)")
+        if field_name not in self.field_names:
+            raise KeyError(field_name)
+        return self.alignment.projection(self.field_names.index(field_name))
+
     # -- forward -------------------------------------------------------------------------------
 
     def forward(self, batch: Batch) -> Tensor:
-        """Stacked field embeddings, (B, F, d); every field must have the same width d."""
+        """Stacked field embeddings, (B, F, d), every field of one width d; aligned: (B, F, K)."""
+        if self.alignment is not None:
+            return self.alignment(self._concatenated(batch))  # (B, F, K)
         width = self._common_width
         if width is None:
             raise SlimctrError(_unequal_widths_message(self._specs, self._dims))
+        return self._stacked(batch, width)
+
+    def flat(self, batch: Batch) -> Tensor:
+        """Concatenated field embeddings c0 = [e_1 || ... || e_F], (B, D); aligned: (B, F K)."""
+        if self.alignment is not None:
+            return self.forward(batch).flatten(1)  # (B, F K)
+        return self._concatenated(batch)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _stacked(self, batch: Batch, width: int) -> Tensor:
         blocks: dict[str, Tensor] = {}
         if self.fused_table is not None:
             blocks["categorical"] = self.fused_table(batch.categorical + self.offsets)  # (B, Fc, d)
@@ -150,10 +198,9 @@ class FieldEmbedding(nn.Module):
             return blocks[self._runs[0][0]]
         return torch.cat([blocks[kind][:, start:stop] for kind, start, stop in self._runs], dim=1)
 
-    def flat(self, batch: Batch) -> Tensor:
-        """Concatenated field embeddings c0 = [e_1 || ... || e_F], (B, D)."""
+    def _concatenated(self, batch: Batch) -> Tensor:
         if self._common_width is not None:
-            return self.forward(batch).flatten(1)
+            return self._stacked(batch, self._common_width).flatten(1)
         pieces: dict[str, list[Tensor]] = {}
         if self.fused_table is not None:  # equal categorical widths, but numeric ones differ
             stacked = self.fused_table(batch.categorical + self.offsets)  # (B, Fc, d)
@@ -169,8 +216,6 @@ class FieldEmbedding(nn.Module):
             pieces["numeric"] = list(scaled.split(widths, dim=1))
         ordered = [e for kind, start, stop in self._runs for e in pieces[kind][start:stop]]
         return torch.cat(ordered, dim=1)
-
-    # -- internals -----------------------------------------------------------------------------
 
     def _embedding_modules(self) -> list[nn.Embedding]:
         if self.fused_table is not None:
@@ -244,5 +289,6 @@ def _unequal_widths_message(specs: tuple[FieldSpec, ...], dims: dict[str, int]) 
     listing = "; ".join(f"width {w}: {', '.join(names)}" for w, names in sorted(groups.items()))
     return (
         f"stacking field embeddings to (B, F, d) needs one width, got {listing}; give every field "
-        "the same embedding_dim, or add an alignment layer that projects each field to one width"
+        "the same embedding_dim, or set model.embedding_align_dim=K (FieldEmbedding align_dim=K): "
+        "FDO's dimension alignment layer, which projects each field to width K"
     )
