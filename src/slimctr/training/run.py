@@ -32,6 +32,7 @@ from slimctr.data.store import Store, open_store, write_json
 from slimctr.errors import SlimctrError
 from slimctr.models import MODELS
 from slimctr.models.registry import ModelEntry
+from slimctr.nn.embedding import FieldEmbedding
 from slimctr.schema import Schema
 from slimctr.training.trainer import PRESETS, Progress, TrainConfig, Trainer, score
 
@@ -198,12 +199,20 @@ def predict(run_dir: Path, source: Path, out: Path) -> int:
 
 
 def model_size(model: nn.Module) -> dict[str, int]:
-    """Parameters, embedding parameters and the bytes the embedding tables actually store."""
-    tables = [m.weight for m in model.modules() if isinstance(m, nn.Embedding)]
+    """Parameters, embedding parameters and the bytes the embedding tables actually store.
+
+    Embeddings are every ``nn.Embedding`` table plus the numeric fields' vectors: sum_f d_f n_f
+    with n_f = 1 for a numeric field, the count FDO plans report. An alignment layer's maps are
+    parameters but not embeddings.
+    """
+    tables = {id(m.weight): m.weight for m in model.modules() if isinstance(m, nn.Embedding)}
+    for module in model.modules():
+        if isinstance(module, FieldEmbedding) and module.numeric_vectors is not None:
+            tables[id(module.numeric_vectors)] = module.numeric_vectors
     return {
         "num_params": sum(p.numel() for p in model.parameters()),
-        "embedding_params": sum(t.numel() for t in tables),
-        "embedding_bytes": sum(t.numel() * t.element_size() for t in tables),
+        "embedding_params": sum(t.numel() for t in tables.values()),
+        "embedding_bytes": sum(t.numel() * t.element_size() for t in tables.values()),
     }
 
 
