@@ -311,8 +311,26 @@ def test_fdo_plans_and_retrains_fresh_models(source, tmp_path):
     _, scratch, _ = run.load_run(tmp_path / "scratch")
     retrained = run.load_run(tmp_path / "fdo" / "run-0.95")[1].state_dict()
     assert all(torch.equal(t, retrained[k]) for k, t in scratch.state_dict().items())
+    # Run again, a finished run of the same plan is reused; an unfinished one is not overwritten.
+    again = fdo(source, [0.5], tmp_path / "fdo", retrain=True)
+    assert again[0]["metrics"] == summaries[0]["metrics"]
+    (tmp_path / "fdo" / "run-0.5" / "metrics.json").unlink()
     with pytest.raises(SlimctrError, match="already holds files"):
         fdo(source, [0.5], tmp_path / "fdo", retrain=True)
+
+
+def test_fdo_writes_the_baseline_plans(source, tmp_path):
+    summaries = fdo(source, [], tmp_path / "fdo", formula=True, uniform=[4])
+    assert [s["name"] for s in summaries] == ["formula", "uniform-4"]
+    formula = DimensionPlan.load(tmp_path / "fdo" / "plan-formula.json")
+    uniform = DimensionPlan.load(tmp_path / "fdo" / "plan-uniform-4.json")
+    assert formula.rule == "formula" and uniform.rule == "uniform"
+    assert set(uniform.widths.values()) == {4}
+    assert formula.source_run == str(source.resolve())  # the run it is compared with
+    config = run.load_run(source)[0]
+    schema = run.load_run(source)[2].schema
+    assert uniform.model_params == implied_params(config, schema, uniform.widths)
+    assert summaries[0]["widths"] == formula.widths and "metrics" not in summaries[0]
 
 
 def test_plan_from_run_and_refusals(source, tmp_path):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from slimctr import __version__
+from slimctr.config import load_yaml
 from slimctr.data.datasets import DATASETS, data_root, locate, with_overrides
 from slimctr.data.prepare import PrepareOptions, Sources, prepare
 from slimctr.data.store import Store
@@ -170,6 +171,31 @@ def _build_parser() -> _Parser:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_predict)
+
+    p = commands.add_parser("fdo", help="field-level dimension optimisation of a finished run")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument(
+        "--ratio",
+        dest="ratios",
+        action="append",
+        type=float,
+        default=[],
+        metavar="R",
+        help="explained-variance ratio in (0, 1] each field's width must keep (repeatable)",
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="FDO_DIR")
+    p.add_argument("--retrain", action="store_true", help="train a fresh model for each plan")
+    p.add_argument("--formula", action="store_true", help="add the ceil(6 n_f^0.25) plan")
+    p.add_argument(
+        "--uniform",
+        action="append",
+        type=int,
+        default=[],
+        metavar="W",
+        help="add a plan with every field at width W (repeatable)",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_fdo)
 
     p = commands.add_parser("demo", help="the whole story on the embedded synthetic default")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), metavar="DIR")
@@ -383,6 +409,51 @@ def _predict(args: argparse.Namespace) -> int:
     rows = run.predict(args.run_dir, args.input, args.out)
     text = f"wrote {rows:,} probabilities to {args.out}"
     return _report(args, {"out": str(args.out), "rows": rows}, text)
+
+
+def _fdo(args: argparse.Namespace) -> int:
+    from slimctr.fdo import fdo
+    from slimctr.training.trainer import ProgressBar
+
+    if not args.ratios and not args.formula and not args.uniform:
+        raise SlimctrError("give at least one --ratio R (or --formula, --uniform W)")
+    progress = None
+    if args.retrain and not args.json and (args.run_dir / "config.yaml").is_file():
+        source = load_yaml(args.run_dir / "config.yaml")  # retraining keeps its batch size
+        progress = ProgressBar(source["train"]["batch_size"])
+    summaries = fdo(
+        args.run_dir,
+        args.ratios,
+        args.out,
+        retrain=args.retrain,
+        formula=args.formula,
+        uniform=args.uniform,
+        progress=progress,
+    )
+    plans = [
+        {
+            "name": s["name"],
+            "ratio": s["variance_ratio"],
+            "dims": s["widths"],
+            "embedding_params": s["embedding_params"],
+            "model_params": s["model_params"],
+            "d_bar": s["d_bar"],
+            "k_bar": s["k_bar"],
+            "plan": s["plan"],
+            "run": s.get("run"),
+            "test": s["metrics"]["test"] if "metrics" in s else None,
+        }
+        for s in summaries
+    ]
+    lines = [f"  {'plan':<12} {'D-bar':>6} {'K-bar':>6} {'embedding':>11} {'params':>11} test AUC"]
+    for plan in plans:
+        auc = f"{plan['test']['auc']:.4f}" if plan["test"] else "-"
+        lines.append(
+            f"  {plan['name']:<12} {plan['d_bar']:>6.2f} {plan['k_bar']:>6.2f} "
+            f"{plan['embedding_params']:>11,} {plan['model_params']:>11,} {auc}"
+        )
+    text = f"plans in {args.out}:\n" + "\n".join(lines)
+    return _report(args, {"plans": plans}, text)
 
 
 # The demo's model and its --set overrides. Epochs are bounded so that `make demo` (venv included)

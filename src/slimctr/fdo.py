@@ -191,7 +191,7 @@ def pca_plan(
         field_sizes=_field_sizes(schema),
         variance_ratio=float(variance_ratio),
         source_run=source_run,
-        source_widths=dict(zip(embedding.field_names, embedding.field_dims, strict=True)),
+        source_widths=_widths(model),
     )
 
 
@@ -288,26 +288,50 @@ def fdo(
     out: Path,
     *,
     retrain: bool = False,
+    formula: bool = False,
+    uniform: Sequence[int] = (),
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """For each variance ratio r, write ``out/plan-<r>.json`` and, with ``retrain``, train it into
-    ``out/run-<r>/``. Returns a summary per ratio: its plan's widths and sizes, file paths and,
-    when retrained, the metrics."""
+    ``out/run-<r>/``; ``formula`` and each ``uniform`` width add the baseline plans
+    ``plan-formula`` and ``plan-uniform-<w>`` (and their runs). Returns a summary per plan: its
+    rule, ratio, widths and sizes, file paths and, when retrained, the metrics.
+
+    A run directory that already holds a finished run of the same plan is reused, not retrained,
+    so an interrupted ``fdo --retrain`` can simply be run again.
+    """
     run_dir, out = Path(run_dir), Path(out)
-    if not ratios:
-        raise SlimctrError("give at least one variance ratio")
+    if not ratios and not formula and not uniform:
+        raise SlimctrError("give at least one variance ratio (or a formula or uniform plan)")
     for ratio in ratios:
         _check_ratio(ratio)
     if len({float(r) for r in ratios}) < len(ratios):
         raise SlimctrError(f"a variance ratio is given more than once: {list(ratios)}")
+    if len(set(uniform)) < len(uniform):
+        raise SlimctrError(f"a uniform width is given more than once: {list(uniform)}")
     config, model, store = _load_finished(run_dir)
+    plans = {str(float(r)): _plan(config, model, store.schema, run_dir, r) for r in ratios}
+    if formula:
+        plans["formula"] = formula_plan(store.schema)
+    for width in uniform:
+        plans[f"uniform-{width}"] = uniform_plan(store.schema, width)
     out.mkdir(parents=True, exist_ok=True)
     summaries = []
-    for ratio in ratios:
-        plan = _plan(config, model, store.schema, run_dir, ratio)
-        name = str(float(ratio))  # distinct floats, distinct names
+    for name, plan in plans.items():
+        if plan.model_params is None:  # a baseline plan: record what it is compared with
+            plan = dataclasses.replace(
+                plan,
+                source_run=str(run_dir.resolve()),
+                source_widths=_widths(model),
+                model_params=implied_params(config, store.schema, plan.widths),
+            )
         plan.save(out / f"plan-{name}.json")
-        summary = {"variance_ratio": float(ratio), "plan": str(out / f"plan-{name}.json")}
+        summary: dict[str, Any] = {
+            "name": name,
+            "rule": plan.rule,
+            "variance_ratio": plan.variance_ratio,
+            "plan": str(out / f"plan-{name}.json"),
+        }
         summary |= {key: plan.to_dict()[key] for key in _SUMMARY}
         if retrain:
             summary["run"] = str(out / f"run-{name}")
@@ -379,8 +403,16 @@ def _train_plan(
     plan: DimensionPlan, config: RunConfig, store: Store, out: Path, progress: Progress | None
 ) -> dict[str, Any]:
     """Check the plan against the data, train from scratch (``run.train`` refuses an ``out``
-    that holds files) and save the plan beside the run."""
+    that holds files) and save the plan beside the run; a finished run of this plan is reused."""
     plan.check_schema(store.schema)
+    finished = (out / "metrics.json").is_file() and (out / PLAN_FILE).is_file()
+    if finished and DimensionPlan.load(out / PLAN_FILE).widths == plan.widths:
+        return dict(json.loads((out / "metrics.json").read_text()))
     metrics = run.train(store.path, out, config_for_plan(config, plan), progress=progress)
     plan.save(out / PLAN_FILE)
     return metrics
+
+
+def _widths(model: nn.Module) -> dict[str, int]:
+    embedding = _field_embedding(model)
+    return dict(zip(embedding.field_names, embedding.field_dims, strict=True))
