@@ -70,9 +70,10 @@ def study(args: argparse.Namespace, work: Path) -> dict[tuple[str, str, int], li
         log = RunLog(FRAPPE_LOG if dataset == "frappe" else SYNTHETIC_LOG)
         seeds = range(args.seeds if dataset == "frappe" else args.synthetic_seeds)
         data = None
-        for depth in args.depths:
-            for model in MODELS:
-                for seed in seeds:
+        # Seed by seed, so that a study stopped early still has whole curves.
+        for seed in seeds:
+            for depth in args.depths:
+                for model in MODELS:
                     keys = overrides(dataset, model, depth)
                     record: dict[str, Any] | None = log.get(model, seed, keys)
                     if record is None and not args.logged_only:
