@@ -197,6 +197,30 @@ def _build_parser() -> _Parser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_fdo)
 
+    p = commands.add_parser(
+        "explain", help="interaction heatmaps and gate importance of a finished run, as a report"
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", required=True, type=Path, metavar="REPORT_DIR")
+    p.add_argument("--data", type=Path, metavar="DATA_DIR", help="default: the run's own store")
+    p.add_argument(
+        "--instances",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="test rows the gates are averaged over (default 10000)",
+    )
+    p.add_argument(
+        "--ratio",
+        type=float,
+        default=0.95,
+        metavar="R",
+        help="explained-variance ratio of the FDO widths shown beside importance (default 0.95)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="which instances are drawn")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_explain)
+
     p = commands.add_parser("demo", help="the whole story on the embedded synthetic default")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), metavar="DIR")
     p.add_argument("--seed", type=int, default=0)
@@ -456,40 +480,30 @@ def _fdo(args: argparse.Namespace) -> int:
     return _report(args, {"plans": plans}, text)
 
 
-# The demo's model and its --set overrides. Epochs are bounded so that `make demo` (venv included)
-# ends within 5 minutes on 2 cores; on this data the cross models peak on validation within two
-# epochs and then overfit the large, rare-id tables.
-DEMO_MODEL = "gdcn_p"
-DEMO_OVERRIDES = ["train.epochs=2"]
+def _explain(args: argparse.Namespace) -> int:
+    from slimctr.report import explain_run
+
+    explanation = explain_run(
+        args.run_dir,
+        args.out,
+        instances=args.instances,
+        variance_ratio=args.ratio,
+        seed=args.seed,
+        data_dir=args.data,
+    )
+    page = args.out / "report.html"
+    data = {
+        "report": str(page),
+        "field_importance": explanation.field_importance(),
+        "interactions": [list(pair) for pair in explanation.ranked_pairs()],
+    }
+    return _report(args, data, f"{explanation.summary}\nreport: {page}")
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Prepare the synthetic default and train GDCN-P on it."""
-    from slimctr.training import run
-    from slimctr.training.trainer import ProgressBar
+    from slimctr.demo import run_demo
 
-    located = locate("synthetic", [], seed=args.seed)
-    store, built = prepare(
-        located.sources, args.out / "data", located.options, attach=located.attach
-    )
-    _print_store(store, "prepared" if built else "up to date")
-    truth = json.loads((store.path / "truth.json").read_text())
-    print(
-        f"  planted: important {', '.join(truth['important_fields'])}; AUC of the true logit "
-        f"{truth['bayes_auc']:.3f} (first-order part only {truth['first_order_auc']:.3f})"
-    )
-    config = run.resolve_config(DEMO_MODEL, overrides=DEMO_OVERRIDES, seed=args.seed)
-    out = args.out / "runs" / DEMO_MODEL
-    if (out / "metrics.json").is_file():
-        metrics = json.loads((out / "metrics.json").read_text())
-    else:
-        print(f"training {DEMO_MODEL} -> {out}", file=sys.stderr)
-        metrics = run.train(store.path, out, config, progress=ProgressBar(config.train.batch_size))
-    print(f"\n  {'model':<8} {'test AUC':>9} {'logloss':>8} {'params':>11} {'samples/s':>10}")
-    print(
-        f"  {DEMO_MODEL:<8} {metrics['test']['auc']:>9.4f} {metrics['test']['logloss']:>8.4f} "
-        f"{metrics['num_params']:>11,} {metrics['train_samples_per_s']:>10,.0f}"
-    )
+    run_demo(args.out, args.seed, show_store=_print_store)
     return 0
 
 

@@ -63,7 +63,7 @@ class BatchLoader:
         order = self._row_order()
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         for start in range(0, stop, self.batch_size):
-            yield self._gather(np.sort(order[start : start + self.batch_size]))
+            yield self.gather(np.sort(order[start : start + self.batch_size]))
         self.epoch += 1
 
     def _row_order(self) -> np.ndarray:
@@ -79,7 +79,8 @@ class BatchLoader:
             rng.shuffle(order[window : window + self.window_rows])
         return order
 
-    def _gather(self, rows: np.ndarray) -> Batch:
+    def gather(self, rows: np.ndarray) -> Batch:
+        """The ``Batch`` of these rows of the store (absolute row numbers, any order)."""
         categorical = np.empty((len(rows), len(self._categorical)), dtype=np.int32)
         for j, column in enumerate(self._categorical):
             categorical[:, j] = column[rows]

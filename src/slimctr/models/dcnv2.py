@@ -12,6 +12,8 @@ model explicit interactions up to order L + 1; an MLP models implicit ones. Two 
     stacked:             logit = w^T MLP(x_L) + b
 
 With ``hidden_dims=()`` there is no MLP and logit = w^T x_L + b (the cross network alone, CN-V2).
+``cross_matrices()`` and ``field_dims`` serve the interaction heatmap (``slimctr.explain``); DCN-V2
+has no gates.
 
 Defaults: 3 full-rank cross layers and a 400-400-400 ReLU MLP with BatchNorm, the shape used
 for DCN-V2 in the GDCN paper (GDCN spec 3; BatchNorm as in its reference code); cross biases
@@ -93,3 +95,13 @@ class DCNv2(nn.Module):
         else:
             hidden = self.mlp(self.cross(x0))  # (B, H), or (B, D) without hidden layers
         return self.output(hidden).squeeze(1)  # (B,)
+
+    @property
+    def field_dims(self) -> tuple[int, ...]:
+        """Width d_f of each field, in the order of the slices of x0 (``Schema.fields`` order)."""
+        return self.embedding.field_dims
+
+    def cross_matrices(self) -> list[Tensor]:
+        """W_l of each cross layer, (D, D), for the interaction heatmap: the full-rank weight or,
+        with ``low_rank``, U_l V_l^T. Rows are outputs (the field of x0), columns inputs."""
+        return self.cross.cross_matrices()

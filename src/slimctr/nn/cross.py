@@ -59,6 +59,16 @@ class CrossLayerV2(nn.Module):
     def forward(self, x0: Tensor, x: Tensor) -> Tensor:
         return x0 * self.project(x) + x  # (B, D)
 
+    @torch.no_grad()
+    def matrix(self) -> Tensor:
+        """W, (D, D): the weight itself (full rank, a detached view) or the product U V^T."""
+        if isinstance(self.project, nn.Linear):
+            return self.project.weight.detach()
+        assert isinstance(self.project, nn.Sequential)
+        down, up = self.project[0], self.project[1]
+        assert isinstance(down, nn.Linear) and isinstance(up, nn.Linear)
+        return up.weight @ down.weight  # (D, r) @ (r, D)
+
 
 class CrossNetwork(nn.Module):
     """``num_layers`` cross layers applied in sequence, every one with the same x0.
@@ -93,6 +103,16 @@ class CrossNetwork(nn.Module):
         for layer in self.layers:
             x = layer(x0, x)
         return x  # (B, D)
+
+    def cross_matrices(self) -> list[Tensor]:
+        """W_l of each DCN-V2 layer, (D, D), without gradient (``CrossLayerV2.matrix``).
+
+        DCN (V1) layers hold a vector w_l, not a matrix: asking them is an error.
+        """
+        layers = [layer for layer in self.layers if isinstance(layer, CrossLayerV2)]
+        if len(layers) != len(self.layers):
+            raise SlimctrError("DCN (V1) cross layers have weight vectors, not cross matrices")
+        return [layer.matrix() for layer in layers]
 
 
 class GatedCrossLayer(nn.Module):

@@ -1,4 +1,5 @@
-"""`slimctr fdo` from the command line: the JSON contract (cli.md) and its user errors."""
+"""`slimctr fdo` and `slimctr explain` from the command line: the JSON contracts (cli.md) and
+user errors."""
 
 from __future__ import annotations
 
@@ -66,3 +67,43 @@ def test_fdo_user_errors(cli, finished, tmp_path):
         cli("fdo", finished.parent, "--ratio", "0.9", "--out", tmp_path / "o"),
         "not a finished run",
     )
+
+
+def test_explain_json_contract_and_report(cli, finished, tmp_path):
+    result = cli("explain", finished, "--out", tmp_path / "report", "--instances", "300", "--json")
+    assert result.code == 0, result.err
+    data = result.json()
+    fields = [f["name"] for f in json.loads((finished / "schema.json").read_text())["fields"]]
+    assert list(data["field_importance"]) == fields
+    assert all(0 < gate < 1 for gate in data["field_importance"].values())
+    scores = [score for _, _, score in data["interactions"]]
+    assert (
+        scores == sorted(scores, reverse=True)
+        and len(scores) == len(fields) * (len(fields) - 1) // 2
+    )
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 3 and "gcn" in page
+
+
+def test_explain_user_errors(cli, finished, tmp_path, prepared_lr):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    _one_line_error(cli("explain", finished, "--out", tmp_path / "full"), "not empty")
+    _one_line_error(cli("explain", finished.parent, "--out", tmp_path / "r"), "not a finished")
+    _one_line_error(
+        cli("explain", prepared_lr, "--out", tmp_path / "r"), "nothing to explain", "gdcn_p"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def prepared_lr(finished):
+    """A finished LR run on the same store: a model with nothing to explain."""
+    from slimctr.cli import main
+
+    out = finished.parent / "lr"
+    assert (
+        main(["train", str(finished.parent / "d"), "--model", "lr", "--out", str(out), *LR_FAST])
+        == 0
+    )
+    return out

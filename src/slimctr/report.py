@@ -1,0 +1,274 @@
+"""The explanation report folder: PNG figures, CSV tables, the summary and one HTML page.
+
+``explain_run(RUN_DIR, OUT)`` writes::
+
+    report.html              one self-contained page (figures embedded as base64 data URIs)
+    interactions_layer<l>.png    the F x F block-norm heatmap of each cross layer
+    importance.png           mean field-wise gate per layer and field       (models with gates)
+    instance_<k>.png         bit-wise and field-wise gates of example k     (models with gates)
+    fdo_widths.png           FDO width against mean importance, with Pearson's r
+    fields.csv, interactions.csv, pairs.csv, ...   ``Explanation.to_frames``
+    summary.txt
+
+Gate colours are centred at 0.5 (red above: the layer lets the field's crossed signal through,
+blue below: it holds it back), as in the GDCN paper's figures. Figures are drawn on the Agg
+canvas directly, without pyplot, so nothing global changes; their sizes grow with F so that
+39 Criteo field names stay readable.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import shutil
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+
+from slimctr.data.store import publish, staging_dir
+from slimctr.errors import SlimctrError
+from slimctr.explain import DEFAULT_INSTANCES, Explanation, explain_model, pair_strengths
+
+GATE_COLOURS = "RdBu_r"  # blue (0) .. white (0.5) .. red (1)
+DPI = 110
+
+
+def explain_run(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    instances: int = DEFAULT_INSTANCES,
+    variance_ratio: float = 0.95,
+    seed: int = 0,
+    normalise: bool = False,
+    data_dir: str | Path | None = None,
+) -> Explanation:
+    """Explain a finished run's best model (``slimctr explain``) and write the folder ``out``.
+
+    Gates are averaged over ``instances`` test rows drawn with ``seed``; FDO widths use
+    ``variance_ratio``; block norms are raw unless ``normalise`` (divided by sqrt(d_i d_j)).
+    ``data_dir`` replaces the run's own store (same schema). ``out`` must be new or empty; it
+    is built in a temporary sibling folder and renamed into place, so it appears complete or not
+    at all.
+    """
+    from slimctr.training.run import load_run
+
+    run_dir, out = Path(run_dir), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SlimctrError(f"--out {out} already exists and is not empty; give a new folder")
+    if not (run_dir / "metrics.json").is_file():
+        raise SlimctrError(f"{run_dir} is not a finished slimctr run (no metrics.json)")
+    config, model, store = load_run(run_dir, None if data_dir is None else Path(data_dir))
+    explanation = explain_model(
+        model,
+        store,
+        model_name=config.model_name,
+        run_dir=str(run_dir),
+        instances=instances,
+        variance_ratio=variance_ratio,
+        seed=seed,
+        normalise=normalise,
+    )
+    staging = staging_dir(out)
+    try:
+        write_report(explanation, staging)
+        publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return explanation
+
+
+def write_report(explanation: Explanation, folder: Path) -> Path:
+    """Write every file of the report into ``folder`` (which must exist); returns the page."""
+    for name, frame in explanation.to_frames().items():
+        frame.write_csv(folder / f"{name}.csv")
+    (folder / "summary.txt").write_text(explanation.summary + "\n")
+    sections = []
+    for title, text, figures in _sections(explanation):
+        images = []
+        for name, figure in figures:
+            png = folder / f"{name}.png"
+            FigureCanvasAgg(figure).print_png(str(png))
+            data = base64.b64encode(png.read_bytes()).decode("ascii")
+            images.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
+        sections.append(
+            f"<h2>{html.escape(title)}</h2>\n<p>{html.escape(text)}</p>\n" + "\n".join(images)
+        )
+    page = folder / "report.html"
+    page.write_text(_page(explanation, sections))
+    return page
+
+
+def _sections(e: Explanation) -> list[tuple[str, str, list[tuple[str, Figure]]]]:
+    kind = "divided by sqrt(d_i d_j)" if e.normalised else "raw, not divided by block size"
+    found = [
+        (
+            "Field interactions",
+            f"Frobenius norm of block (i, j) of each layer's cross matrix W_c ({kind}): rows are "
+            "the field taken from c0, columns the field taken from the layer input.",
+            [
+                (f"interactions_layer{layer + 1}", interaction_figure(e, layer))
+                for layer in range(e.num_layers)
+            ],
+        )
+    ]
+    if e.importance is not None:
+        found.append(
+            (
+                "Gate importance",
+                f"Mean field-wise gate over {e.num_instances:,} instances of the {e.split} split, "
+                "per layer and averaged over layers (red: above 0.5, blue: below).",
+                [("importance", importance_figure(e))],
+            )
+        )
+        found.append(
+            (
+                "Single instances",
+                "Bit-wise gates (every entry of the D-vector) and field-wise gates (their mean "
+                f"over each field) of rows {', '.join(map(str, e.examples))} of the "
+                f"{e.split} split, drawn at random.",
+                [(f"instance_{k + 1}", instance_figure(e, k)) for k in range(len(e.examples))],
+            )
+        )
+    if e.fdo_widths is not None and e.importance is not None:
+        found.append(
+            (
+                "FDO widths and importance",
+                f"Width FDO gives each field at variance ratio {e.variance_ratio}, against its "
+                "mean gate averaged over layers.",
+                [("fdo_widths", fdo_figure(e))],
+            )
+        )
+    return found
+
+
+def interaction_figure(e: Explanation, layer: int) -> Figure:
+    """The F x F heatmap of one layer's block norms, field names on both axes."""
+    count = len(e.field_names)
+    side = min(max(0.26 * count + 2.5, 4.5), 16.0)
+    figure = Figure(figsize=(side + 1.2, side), dpi=DPI, layout="constrained")
+    axes = figure.add_subplot()
+    image = axes.imshow(e.interactions[layer], cmap="viridis")
+    _field_ticks(axes, e.field_names, x=True, y=True)
+    axes.set_xlabel("field j (columns of W_c: the layer input c_l)")
+    axes.set_ylabel("field i (rows of W_c: c0)")
+    strongest = pair_strengths(e.interactions)[layer]
+    np.fill_diagonal(strongest, -np.inf)
+    i, j = np.unravel_index(np.argmax(strongest), strongest.shape)
+    pair = f"{e.field_names[i]} x {e.field_names[j]}"
+    axes.set_title(f"{e.model_name}, cross layer {layer + 1}: strongest pair {pair}")
+    figure.colorbar(image, ax=axes, shrink=0.8, label="||W_ij||_F")
+    return figure
+
+
+def importance_figure(e: Explanation) -> Figure:
+    """Mean field-wise gate per layer (rows) and field (columns), plus the layer mean."""
+    assert e.importance is not None
+    rows = np.vstack([e.importance, e.importance.mean(axis=0)])
+    labels = [f"layer {k + 1}" for k in range(e.num_layers)] + ["mean"]
+    size = _strip_size(len(e.field_names), len(labels))
+    figure = Figure(figsize=size, dpi=DPI, layout="constrained")
+    axes = figure.add_subplot()
+    image = axes.imshow(rows, cmap=GATE_COLOURS, norm=_gate_norm(rows), aspect="auto")
+    _field_ticks(axes, e.field_names, x=True, y=False)
+    axes.set_yticks(range(len(labels)), labels)
+    if len(e.field_names) <= 20:
+        for (r, c), value in np.ndenumerate(rows):
+            axes.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=7)
+    axes.set_title(f"{e.model_name}: mean field-wise gate over {e.num_instances:,} instances")
+    figure.colorbar(image, ax=axes, label="gate", shrink=0.9)
+    return figure
+
+
+def instance_figure(e: Explanation, k: int) -> Figure:
+    """Bit-wise (top) and field-wise (bottom) gates of example ``k``, one row per layer."""
+    assert e.example_bitwise is not None and e.example_fieldwise is not None
+    bits, fields = e.example_bitwise[:, k], e.example_fieldwise[:, k]  # (L, D), (L, F)
+    width, height = _strip_size(len(e.field_names), e.num_layers)
+    figure = Figure(figsize=(width, 2 * height), dpi=DPI, layout="constrained")
+    top, bottom = figure.subplots(2, 1)
+    edges = np.cumsum(e.field_dims)
+    for axes, values, title in ((top, bits, "bit-wise"), (bottom, fields, "field-wise")):
+        image = axes.imshow(values, cmap=GATE_COLOURS, norm=_gate_norm(values), aspect="auto")
+        axes.set_yticks(range(e.num_layers), [f"layer {n + 1}" for n in range(e.num_layers)])
+        axes.set_title(f"row {e.examples[k]} of the {e.split} split: {title} gates")
+        figure.colorbar(image, ax=axes, label="gate", shrink=0.9)
+    centres = edges - np.asarray(e.field_dims) / 2 - 0.5
+    top.set_xticks(centres, e.field_names, rotation=90, fontsize=_tick_size(len(e.field_names)))
+    for edge in edges[:-1]:
+        top.axvline(edge - 0.5, color="grey", linewidth=0.4)
+    _field_ticks(bottom, e.field_names, x=True, y=False)
+    return figure
+
+
+def fdo_figure(e: Explanation) -> Figure:
+    """FDO width against mean importance (averaged over layers), one labelled point per field."""
+    assert e.fdo_widths is not None and e.importance is not None
+    mean = e.importance.mean(axis=0)
+    side = min(max(0.18 * len(e.field_names) + 4.0, 6.5), 12.0)
+    figure = Figure(figsize=(side * 1.3, side), dpi=DPI, layout="constrained")
+    axes = figure.add_subplot()
+    axes.scatter(mean, e.fdo_widths, color="tab:red", zorder=2)
+    for name, x, y in zip(e.field_names, mean, e.fdo_widths, strict=True):
+        axes.annotate(name, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=7)
+    r = e.correlations.get("layer mean")
+    axes.set_title(
+        f"FDO width at variance ratio {e.variance_ratio} vs importance: Pearson r = "
+        + ("n/a" if r is None else f"{r:.2f}")
+    )
+    axes.set_xlabel("mean field-wise gate, averaged over layers")
+    axes.set_ylabel("FDO width d_f")
+    axes.grid(alpha=0.3)
+    return figure
+
+
+def _field_ticks(axes: Axes, names: tuple[str, ...], *, x: bool, y: bool) -> None:
+    size = _tick_size(len(names))
+    if x:
+        axes.set_xticks(range(len(names)), names, rotation=90, fontsize=size)
+    if y:
+        axes.set_yticks(range(len(names)), names, fontsize=size)
+
+
+def _tick_size(count: int) -> float:
+    return 9.0 if count <= 20 else 7.0
+
+
+def _strip_size(fields: int, rows: int) -> tuple[float, float]:
+    """Width and height (inches) of a rows x fields strip: about 0.3 inch per field."""
+    return min(max(0.3 * fields + 3.0, 6.0), 20.0), 0.45 * rows + 1.8
+
+
+def _gate_norm(values: np.ndarray) -> TwoSlopeNorm:
+    """Centred at 0.5; symmetric about it, so equal distances from 0.5 get equal intensity."""
+    spread = max(float(np.abs(values - 0.5).max()), 0.05)
+    return TwoSlopeNorm(vcenter=0.5, vmin=0.5 - spread, vmax=0.5 + spread)
+
+
+def _page(e: Explanation, sections: list[str]) -> str:
+    title = f"slimctr explanation: {e.model_name}"
+    gates = f"{e.num_instances:,} instances" if e.importance is not None else "no gates"
+    facts = (
+        f"Run <code>{html.escape(e.run_dir)}</code>, model <b>{html.escape(e.model_name)}</b>, "
+        f"{e.num_layers} cross layers, {len(e.field_names)} fields, {gates}."
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }}
+h1 {{ font-size: 1.6em; }} h2 {{ font-size: 1.25em; margin-top: 1.6em; }}
+pre {{ background: #f6f6f6; padding: 1em; white-space: pre-wrap; }}
+img {{ max-width: 100%; display: block; margin: 0.8em 0; }}
+</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p>{facts}</p>
+<h2>Summary</h2>
+<pre>{html.escape(e.summary)}</pre>
+{chr(10).join(sections)}
+</body></html>
+"""
