@@ -1,0 +1,186 @@
+"""FDO results: full width against FDO plans, uniform width 8 and the formula rule.
+
+For each dataset (Frappe_x1, the synthetic default), model (GDCN-P, DCNv2) and seed, train the
+full-width source model, then `slimctr fdo` it at variance ratios 0.7 / 0.8 / 0.9 / 0.95 / 0.98
+plus the uniform-8 and formula plans, retraining each from scratch. Writes docs/results/fdo.md:
+test AUC and logloss (mean +- std over seeds), embedding and total parameters, training samples/s
+(from each run's epochs) and inference samples/s (scoring the test split once, timed here).
+
+Settings: Frappe as in benchmarks/frappe.py (width 10, embedding L2 0.05, N(0, 1e-4) embeddings,
+at most 30 epochs); synthetic as in benchmarks/depth.py (width 16, at most 3 epochs, early
+stopping patience 1). Run directories are kept under --work (default runs/bench-fdo, not
+committed) so that an interrupted study resumes where it stopped; finished rows are logged to
+benchmarks/results/fdo_runs.jsonl.
+
+    python benchmarks/fdo.py [--seeds 3] [--datasets synthetic frappe] [--models gdcn_p dcnv2]
+                             [--threads N] [--write] [--logged-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from depth import SYNTHETIC
+from frappe import SHARED
+from frappe import overrides_for as frappe_overrides
+
+from slimctr.data.datasets import locate
+from slimctr.data.prepare import prepare
+from slimctr.data.synthetic import SyntheticConfig, write_synthetic
+from slimctr.fdo import fdo
+from slimctr.training import run
+from slimctr.training.trainer import score
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results" / "fdo.md"
+LOG = ROOT / "benchmarks" / "results" / "fdo_runs.jsonl"
+RATIOS = (0.7, 0.8, 0.9, 0.95, 0.98)
+UNIFORM = 8
+
+
+def logged() -> dict[str, dict[str, Any]]:
+    if not LOG.is_file():
+        return {}
+    lines = LOG.read_text().splitlines()
+    return {r["key"]: r for r in (json.loads(line) for line in lines if line.strip())}
+
+
+def store_for(dataset: str, work: Path, frappe_path: Path) -> Path:
+    """The dataset's store under ``work/data`` (prepared once, then found up to date)."""
+    if dataset == "frappe":
+        located = locate("frappe", [frappe_path])
+    else:
+        file = work / "data" / "synthetic.parquet"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        if not file.is_file():
+            write_synthetic(SyntheticConfig(seed=0), file)
+        located = locate("synthetic", [file])
+    store, _ = prepare(
+        located.sources, work / "data" / dataset, located.options, attach=located.attach
+    )
+    return store.path
+
+
+def infer_samples_per_s(run_dir: Path) -> float:
+    config, model, store = run.load_run(run_dir)
+    started = time.perf_counter()
+    score(model, store, "test", batch_size=config.train.eval_batch_size)
+    return len(store.split("test")) / (time.perf_counter() - started)
+
+
+def record(key: str, dataset: str, model: str, seed: int, plan: str, run_dir: Path) -> None:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    entry = {
+        "key": key,
+        "dataset": dataset,
+        "model": model,
+        "seed": seed,
+        "plan": plan,
+        "test": metrics["test"],
+        "best_epoch": metrics["best_epoch"],
+        "num_params": metrics["num_params"],
+        "embedding_params": metrics["embedding_params"],
+        "embedding_bytes": metrics["embedding_bytes"],
+        "train_samples_per_s": metrics["train_samples_per_s"],
+        "infer_samples_per_s": infer_samples_per_s(run_dir),
+        "revision": json.loads((run_dir / "versions.json").read_text())["git_revision"],
+    }
+    LOG.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOG, "a") as handle:
+        handle.write(json.dumps(entry) + "\n")
+
+
+def study(args: argparse.Namespace) -> None:
+    for dataset in args.datasets:
+        data = None
+        for seed in range(args.seeds):
+            for model in args.models:
+                plans = ["full", *map(str, RATIOS), f"uniform-{UNIFORM}", "formula"]
+                keys = {plan: f"{dataset} {model} seed={seed} {plan}" for plan in plans}
+                if all(key in logged() for key in keys.values()):
+                    continue
+                data = data or store_for(dataset, args.work, args.data)
+                folder = args.work / "runs" / dataset / f"{model}-{seed}"
+                overrides = frappe_overrides(model) if dataset == "frappe" else SYNTHETIC
+                config = run.resolve_config(
+                    model, overrides=overrides, seed=seed, threads=args.threads
+                )
+                if not (folder / "full" / "metrics.json").is_file():
+                    run.train(data, folder / "full", config)
+                fdo(
+                    folder / "full",
+                    RATIOS,
+                    folder / "fdo",
+                    retrain=True,
+                    formula=True,
+                    uniform=[UNIFORM],
+                )
+                for plan, key in keys.items():
+                    if key not in logged():
+                        run_dir = folder / ("full" if plan == "full" else f"fdo/run-{plan}")
+                        record(key, dataset, model, seed, plan, run_dir)
+                        print(key, flush=True)
+
+
+def table(records: list[dict[str, Any]], dataset: str) -> str:
+    lines = [
+        "| model | plan | seeds | test AUC | test logloss | embedding params | total params | "
+        "train samples/s | infer samples/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        if r["dataset"] == dataset:
+            groups.setdefault((r["model"], r["plan"]), []).append(r)
+    for (model, plan), runs in groups.items():
+        aucs = [r["test"]["auc"] for r in runs]
+        losses = [r["test"]["logloss"] for r in runs]
+        spread = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
+        lines.append(
+            f"| {model} | {plan} | {len(runs)} | {statistics.mean(aucs):.4f} +- {spread:.4f} | "
+            f"{statistics.mean(losses):.4f} | {runs[0]['embedding_params']:,} | "
+            f"{runs[0]['num_params']:,} | "
+            f"{statistics.mean(r['train_samples_per_s'] for r in runs):,.0f} | "
+            f"{statistics.mean(r['infer_samples_per_s'] for r in runs):,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--datasets", nargs="+", default=["synthetic", "frappe"])
+    parser.add_argument("--models", nargs="+", default=["gdcn_p", "dcnv2"])
+    parser.add_argument("--data", type=Path, default=SHARED / "frappe", help="Frappe folder")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-fdo")
+    parser.add_argument("--threads", type=int, default=None, help="default: all cores")
+    parser.add_argument("--write", action="store_true", help=f"write {RESULTS}")
+    parser.add_argument("--logged-only", action="store_true", help="train nothing")
+    args = parser.parse_args()
+    if not args.logged_only:
+        study(args)
+    records = list(logged().values())
+    tables = "\n\n".join(f"## {d}\n\n" + table(records, d) for d in args.datasets)
+    print(tables)
+    if args.write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        command = "python benchmarks/fdo.py " + " ".join(sys.argv[1:])
+        RESULTS.write_text(
+            f"# FDO: full width against FDO plans, uniform width and the formula rule\n\n{stamp}; "
+            f"command `{command}`; runs in `benchmarks/results/fdo_runs.jsonl`. Samples/s are "
+            "means over runs on a shared 2-vCPU machine: compare within a row group only.\n\n"
+            + tables
+            + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
