@@ -114,7 +114,7 @@ def test_predict_with_missing_columns(cli, prepared, tmp_path):
         ("gdcn_p", "model.num_cross_layers=0", "model.num_cross_layers"),
         ("gcn", "model.num_cross_layers=-2", "model.num_cross_layers"),
         ("gdcn_p", "model.hidden_dims=[]", "model.hidden_dims"),
-        ("deepfm", "model.embedding_dim={C1: 4, C2: 8}", "4: C1; 8: C2"),
+        ("deepfm", "model.embedding_dim={C1: 4, C2: 8}", "width 4: C1; width 8: C2"),
     ],
 )
 def test_bad_model_settings_fail_before_any_data_is_read(cli, tmp_path, model, setting, fragment):
