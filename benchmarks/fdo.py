@@ -9,8 +9,10 @@ test AUC and logloss (mean +- std over seeds), embedding and total parameters, t
 Settings: Frappe as in benchmarks/frappe.py (width 10, embedding L2 0.05, N(0, 1e-4) embeddings,
 at most 30 epochs); synthetic: width 16, at most 3 epochs with early stopping patience 1 (as in
 benchmarks/depth.py), plus the demo's N(0, 1e-4) embeddings, embedding L2 0.01 and weight decay
-1e-4, so that the rows the data does not move stay near zero and PCA sees what was learned. Run directories are kept under --work (default runs/bench-fdo, not
-committed) so that an interrupted study resumes where it stopped; finished rows are logged to
+1e-4, so that the rows the data does not move stay near zero and PCA sees what was learned.
+
+Run directories are kept under --work (default runs/bench-fdo, not committed) so that an
+interrupted study resumes where it stopped; finished rows are logged to
 benchmarks/results/fdo_runs.jsonl.
 
     python benchmarks/fdo.py [--seeds 3] [--datasets synthetic frappe] [--models gdcn_p dcnv2]
