@@ -8,8 +8,9 @@ test AUC and logloss (mean +- std over seeds), embedding and total parameters, t
 
 Settings: Frappe as in benchmarks/frappe.py (width 10, embedding L2 0.05, N(0, 1e-4) embeddings,
 at most 30 epochs); synthetic: width 16, at most 3 epochs with early stopping patience 1 (as in
-benchmarks/depth.py), plus the demo's N(0, 1e-4) embeddings, embedding L2 0.01 and weight decay
-1e-4, so that the rows the data does not move stay near zero and PCA sees what was learned.
+benchmarks/depth.py), plus N(0, 1e-4) embeddings, embedding L2 0.01 and weight decay 1e-4, so
+that the rows the data does not move stay near zero and PCA sees what was learned (GDCN's xavier
+initialisation leaves rare rows at their random start, which PCA reads as needing every width).
 
 Run directories are kept under --work (default runs/bench-fdo, not committed) so that an
 interrupted study resumes where it stopped; finished rows are logged to
