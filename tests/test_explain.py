@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import itertools
 import re
@@ -399,3 +400,10 @@ def test_explain_run_refuses_a_used_folder_and_an_unfinished_run(planted, tmp_pa
     with pytest.raises(SlimctrError, match="not a finished slimctr run"):
         report.explain_run(tmp_path, tmp_path / "new")
     assert not (tmp_path / "new").exists()
+
+
+def test_summary_warns_when_the_gates_barely_differ():
+    spread = fake_explanation(6)
+    assert "Caution" not in spread.summary
+    flat = dataclasses.replace(spread, importance=0.5 + 1e-4 * spread.importance)
+    assert "Caution: the mean gates differ by less than" in flat.summary

@@ -43,6 +43,7 @@ from slimctr.models import MODELS
 HEATMAP, GATES = "interaction heatmap", "gates"
 DEFAULT_INSTANCES = 10_000
 TOP = 5  # fields and pairs named in the summary
+FLAT_GATES = 0.005  # mean gates closer together than this across fields rank nothing
 
 
 class CrossModel(Protocol):
@@ -297,6 +298,12 @@ def summarise(explanation: Explanation, top: int = TOP) -> str:
             + ", ".join(f"{names[i]} {mean[i]:.3f}" for i in best),
             "Fields with mean gate below 0.5: " + (", ".join(closed) or "none"),
         ]
+        if np.ptp(mean) < FLAT_GATES:
+            lines.append(
+                f"Caution: the mean gates differ by less than {FLAT_GATES} across fields, so "
+                "this ranking says little (tiny embeddings, e.g. N(0, 1e-4) ones, keep W_g c_l "
+                "near 0 and every gate near 0.5)."
+            )
     pairs = _ranked_pairs(pair_strengths(e.interactions)[0])[:top]
     kind = "normalised" if e.normalised else "raw"
     lines.append(
