@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from slimctr.errors import SlimctrError
 from slimctr.models import MODELS
 from slimctr.models.gdcn import GCN, GDCNP, GDCNS, GCNConfig, GDCNConfig
 from slimctr.nn.cross import GatedCrossLayer
+from slimctr.nn.mlp import Dropout
 from slimctr.schema import FieldSpec, Schema
 from tests.models.formulas import count_params, mlp_params
 from tests.models.make_golden import VOCAB_SIZES, tiny_batch, tiny_schema
@@ -133,7 +133,7 @@ def test_defaults_are_the_papers() -> None:
     assert (config.embedding_dim, config.num_cross_layers) == (16, 3)
     assert (config.hidden_dims, config.dropout, config.batch_norm) == ((400, 400, 400), 0.5, True)
     assert config.embedding_init_std is None and GCNConfig().embedding_init_std is None
-    assert sum(isinstance(m, nn.Dropout) for m in GDCNS(tiny_schema(), config).modules()) == 3
+    assert sum(isinstance(m, Dropout) for m in GDCNS(tiny_schema(), config).modules()) == 3
 
 
 def test_xavier_embeddings_and_gdcn_s_output() -> None:

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from slimctr.errors import SlimctrError
-from slimctr.nn.mlp import MLP
+from slimctr.nn.mlp import MLP, Dropout
 
 
 def test_layer_order_and_output_dim() -> None:
     mlp = MLP(6, [5, 4], dropout=0.5, batch_norm=True, output_dim=1)
     kinds = [type(m) for m in mlp.layers]
-    hidden = [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout]
+    hidden = [nn.Linear, nn.BatchNorm1d, nn.ReLU, Dropout]
     assert kinds == [*hidden, *hidden, nn.Linear]
     assert mlp.output_dim == 1 and mlp(torch.randn(3, 6)).shape == (3, 1)
     assert MLP(6, [5, 4]).output_dim == 4
@@ -76,3 +76,20 @@ def test_bad_arguments_raise(kwargs: dict, message: str) -> None:
     arguments = {"input_dim": 3, "hidden_dims": [4], **kwargs}
     with pytest.raises(SlimctrError, match=message):
         MLP(**arguments)
+
+
+def test_dropout_zeroes_a_share_p_and_rescales_the_rest():
+
+    torch.manual_seed(0)
+    layer = Dropout(0.3)
+    x = torch.ones(1000, 500, requires_grad=True)
+    y = layer(x)
+    zeros = (y == 0).float().mean().item()
+    assert abs(zeros - 0.3) < 0.005
+    kept = y[y != 0]
+    assert torch.allclose(kept, torch.full_like(kept, 1 / 0.7))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d y / d x = mask / (1 - p)
+    layer.eval()
+    assert layer(x) is x
+    assert Dropout(0.0)(x) is x
