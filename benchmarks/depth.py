@@ -20,7 +20,6 @@ import argparse
 import datetime
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +55,14 @@ def prepare_data(dataset: str, work: Path, frappe_path: Path) -> Path:
     if dataset == "frappe":
         located = locate("frappe", [frappe_path])
     else:
-        file = work / "synthetic.parquet"
-        write_synthetic(SyntheticConfig(seed=0), file)
+        file = work / "data" / "synthetic.parquet"
+        if not file.is_file():
+            file.parent.mkdir(parents=True, exist_ok=True)
+            write_synthetic(SyntheticConfig(seed=0), file)
         located = locate("synthetic", [file])
-    store, _ = prepare(located.sources, work / dataset, located.options, attach=located.attach)
+    store, _ = prepare(
+        located.sources, work / "data" / dataset, located.options, attach=located.attach
+    )
     return store.path
 
 
@@ -130,13 +133,15 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["frappe", "synthetic"])
     parser.add_argument("--data", type=Path, default=SHARED / "frappe", help="Frappe folder")
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
+    parser.add_argument(
+        "--work", type=Path, default=ROOT / "runs" / "bench" / "depth", help="run folders"
+    )
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS}/depth.md and .png")
     parser.add_argument(
         "--logged-only", action="store_true", help="train nothing: report the logged runs"
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        aucs = study(args, Path(tmp))
+    aucs = study(args, args.work)
     tables = "\n\n".join(
         f"## {dataset}\n\nTest AUC, mean +- std (number of seeds):\n\n"
         + table(aucs, dataset, args.depths)

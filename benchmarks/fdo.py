@@ -123,7 +123,8 @@ def study(args: argparse.Namespace) -> None:
                     model, overrides=overrides, seed=seed, threads=args.threads
                 )
                 if not (folder / "full" / "metrics.json").is_file():
-                    run.train(data, folder / "full", config)
+                    resume = (folder / "full" / "config.yaml").is_file()
+                    run.train(data, folder / "full", config, resume=resume)
                 fdo(
                     folder / "full",
                     RATIOS,

@@ -9,8 +9,9 @@ width 10, embedding L2 0.05 (FuxiCTR's `embedding_regularizer`), embeddings N(0,
 model (GDCN's own default is xavier), at most 30 epochs, the trainer's early stopping and plateau
 schedule; everything else is each model's own default.
 
-Finished runs go to benchmarks/results/frappe_runs.jsonl; a rerun skips them, so the study can be
-stopped and resumed, and more seeds added later.
+Finished runs go to benchmarks/results/frappe_runs.jsonl; a rerun skips them, and resumes a run
+left unfinished under --work (default runs/bench/frappe), so the study can be stopped and
+resumed, and more seeds added later.
 
     python benchmarks/frappe.py [--seeds 5] [--models gdcn_p dcnv2 ...] [--data PATH] [--write]
 """
@@ -23,7 +24,6 @@ import dataclasses
 import datetime
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=None, help="default: all registered")
     parser.add_argument("--data", type=Path, default=SHARED / "frappe")
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
+    parser.add_argument(
+        "--work", type=Path, default=ROOT / "runs" / "bench" / "frappe", help="run folders"
+    )
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS}")
     parser.add_argument(
         "--logged-only", action="store_true", help="train nothing: tabulate the logged runs"
@@ -110,25 +113,22 @@ def main() -> None:
     bars = bars_numbers(SHARED / "bars_leaderboard" / "frappe_x1.csv")
     log = RunLog(LOG)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        if not args.logged_only:
-            located = locate("frappe", [args.data])
-            store, _ = prepare(located.sources, work / "frappe", located.options)
-        for model in models:
-            if args.logged_only:
-                found = (log.get(model, seed, overrides_for(model)) for seed in range(args.seeds))
-                runs = [r for r in found if r is not None]
-            else:
-                runs = [
-                    log.train(
-                        store.path, model, seed, overrides_for(model), work, threads=args.threads
-                    )
-                    for seed in range(args.seeds)
-                ]
-            if runs:
-                rows.append(summary_row(model, runs, bars))
-                print(rows[-1], flush=True)
+    if not args.logged_only:
+        located = locate("frappe", [args.data])
+        store, _ = prepare(located.sources, args.work / "data" / "frappe", located.options)
+    for model in models:
+        if args.logged_only:
+            found = (log.get(model, seed, overrides_for(model)) for seed in range(args.seeds))
+            runs = [r for r in found if r is not None]
+        else:
+            keys = overrides_for(model)
+            runs = [
+                log.train(store.path, model, seed, keys, args.work, threads=args.threads)
+                for seed in range(args.seeds)
+            ]
+        if runs:
+            rows.append(summary_row(model, runs, bars))
+            print(rows[-1], flush=True)
     header = (
         "| model | seeds | test AUC | test logloss | parameters | embedding bytes | "
         "best epoch | s per epoch | BARS test AUC |\n|---|---|---|---|---|---|---|---|---|"

@@ -2,7 +2,8 @@
 
 Each record carries the key it was run under (model, seed and the exact overrides); a study asks
 the log before training and skips what is already there. The log is committed next to the table
-it produces, so anyone can regenerate the table, or add seeds, without rerunning everything.
+it produces, so anyone can regenerate the table, or add seeds, without rerunning everything; the
+run folders themselves stay under runs/bench (not committed), where an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -45,13 +46,19 @@ class RunLog:
         *,
         threads: int | None = None,
     ) -> dict[str, Any]:
-        """The logged record of this run, training it (and logging it) first if it is new."""
+        """The logged record of this run, training it (and logging it) first if it is new.
+
+        The run goes to a folder of ``work`` named after its key; a run a previous process left
+        unfinished there is resumed from its last finished epoch (``slimctr train --resume``).
+        Studies that may run at the same time use different ``work`` folders.
+        """
         found = self.get(model, seed, overrides)
         if found is not None:
             return found
         config = run.resolve_config(model, overrides=overrides, seed=seed, threads=threads)
         out = work / run_key(model, seed, overrides).replace(" ", "_").replace("/", "_")[:200]
-        metrics = run.train(data, out, config)
+        started = (out / "config.yaml").is_file()
+        metrics = run.train(data, out, config, resume=started)
         history = json.loads((out / "history.json").read_text())
         record = {
             "key": run_key(model, seed, overrides),

@@ -311,12 +311,17 @@ def test_fdo_plans_and_retrains_fresh_models(source, tmp_path):
     _, scratch, _ = run.load_run(tmp_path / "scratch")
     retrained = run.load_run(tmp_path / "fdo" / "run-0.95")[1].state_dict()
     assert all(torch.equal(t, retrained[k]) for k, t in scratch.state_dict().items())
-    # Run again, a finished run of the same plan is reused; an unfinished one is not overwritten.
+    # Run again: a finished run of the same plan is reused, an unfinished one resumed (here from
+    # its last epoch, so nothing is left to train), and a folder of something else is refused.
     again = fdo(source, [0.5], tmp_path / "fdo", retrain=True)
     assert again[0]["metrics"] == summaries[0]["metrics"]
     (tmp_path / "fdo" / "run-0.5" / "metrics.json").unlink()
+    resumed = fdo(source, [0.5], tmp_path / "fdo", retrain=True)
+    assert resumed[0]["metrics"]["test"] == summaries[0]["metrics"]["test"]
+    (tmp_path / "fdo" / "run-0.7").mkdir()
+    (tmp_path / "fdo" / "run-0.7" / "notes.txt").write_text("mine")
     with pytest.raises(SlimctrError, match="already holds files"):
-        fdo(source, [0.5], tmp_path / "fdo", retrain=True)
+        fdo(source, [0.7], tmp_path / "fdo", retrain=True)
 
 
 def test_fdo_writes_the_baseline_plans(source, tmp_path):

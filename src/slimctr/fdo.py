@@ -298,7 +298,8 @@ def fdo(
     rule, ratio, widths and sizes, file paths and, when retrained, the metrics.
 
     A run directory that already holds a finished run of the same plan is reused, not retrained,
-    so an interrupted ``fdo --retrain`` can simply be run again.
+    and an unfinished one is resumed, so an interrupted ``fdo --retrain`` can simply be run
+    again.
     """
     run_dir, out = Path(run_dir), Path(out)
     if not ratios and not formula and not uniform:
@@ -402,13 +403,19 @@ def _plan(
 def _train_plan(
     plan: DimensionPlan, config: RunConfig, store: Store, out: Path, progress: Progress | None
 ) -> dict[str, Any]:
-    """Check the plan against the data, train from scratch (``run.train`` refuses an ``out``
-    that holds files) and save the plan beside the run; a finished run of this plan is reused."""
+    """Check the plan against the data, train from scratch and save the plan beside the run.
+
+    A finished run of this plan in ``out`` is reused; an unfinished one with the same settings
+    is resumed from its last epoch (``run.train`` refuses one with other settings).
+    """
     plan.check_schema(store.schema)
     finished = (out / "metrics.json").is_file() and (out / PLAN_FILE).is_file()
     if finished and DimensionPlan.load(out / PLAN_FILE).widths == plan.widths:
         return dict(json.loads((out / "metrics.json").read_text()))
-    metrics = run.train(store.path, out, config_for_plan(config, plan), progress=progress)
+    started = (out / "config.yaml").is_file() and not (out / "metrics.json").is_file()
+    metrics = run.train(
+        store.path, out, config_for_plan(config, plan), resume=started, progress=progress
+    )
     plan.save(out / PLAN_FILE)
     return metrics
 
