@@ -14,6 +14,7 @@ Layout of ``RUN_DIR``::
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -249,8 +250,14 @@ def _check_resumable(out: Path, config: RunConfig, store: Store) -> None:
         raise SlimctrError(f"{out} was trained on another store than {store.path}")
 
 
+@functools.cache
 def versions() -> dict[str, str]:
-    """Python, package versions and the git revision of the working tree (if any)."""
+    """Python, package versions and the git revision of the working tree (if any).
+
+    Read once per process: a long-lived process (a benchmark study, a notebook) keeps running the
+    code it imported, so later commits must not be credited with its runs. The revision is that
+    of the first call, close to the import in practice; "-dirty" marks uncommitted changes.
+    """
     packages = ("slimctr", "torch", "numpy", "polars", "pyarrow")
     found = {name: _version(name) for name in packages}
     try:
