@@ -89,6 +89,7 @@ def test_explain_user_errors(cli, finished, tmp_path, prepared_lr):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
     _one_line_error(cli("explain", finished, "--out", tmp_path / "full"), "not empty")
+    _one_line_error(cli("explain", finished, "--out", tmp_path / "r", "--ratio", "2"), "(0, 1]")
     _one_line_error(cli("explain", finished.parent, "--out", tmp_path / "r"), "not a finished")
     _one_line_error(
         cli("explain", prepared_lr, "--out", tmp_path / "r"), "nothing to explain", "gdcn_p"

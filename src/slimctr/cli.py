@@ -483,6 +483,8 @@ def _fdo(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from slimctr.report import explain_run
 
+    if not 0 < args.ratio <= 1:
+        raise SlimctrError(f"--ratio must be in (0, 1], got {args.ratio}")
     explanation = explain_run(
         args.run_dir,
         args.out,
