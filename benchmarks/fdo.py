@@ -107,13 +107,38 @@ def record(key: str, dataset: str, model: str, seed: int, plan: str, run_dir: Pa
         handle.write(json.dumps(entry) + "\n")
 
 
+PLANS = ["full", *map(str, RATIOS), "formula", f"uniform-{UNIFORM}"]  # in training order
+
+
+def plan_kwargs(plan: str) -> dict[str, Any]:
+    """The ``fdo`` arguments that make (only) this plan."""
+    if plan == "formula":
+        return {"ratios": [], "formula": True}
+    if plan.startswith("uniform-"):
+        return {"ratios": [], "uniform": [int(plan.split("-")[1])]}
+    return {"ratios": [float(plan)]}
+
+
+def harvest(args: argparse.Namespace) -> None:
+    """Log every finished run under --work that the log lacks (each as soon as it is done)."""
+    for dataset in args.datasets:
+        for seed in range(args.seeds):
+            for model in args.models:
+                folder = args.work / "runs" / dataset / f"{model}-{seed}"
+                for plan in PLANS:
+                    key = f"{dataset} {model} seed={seed} {plan}"
+                    run_dir = folder / ("full" if plan == "full" else f"fdo/run-{plan}")
+                    if key not in logged() and (run_dir / "metrics.json").is_file():
+                        record(key, dataset, model, seed, plan, run_dir)
+                        print(key, flush=True)
+
+
 def study(args: argparse.Namespace) -> None:
     for dataset in args.datasets:
         data = None
         for seed in range(args.seeds):
             for model in args.models:
-                plans = ["full", *map(str, RATIOS), f"uniform-{UNIFORM}", "formula"]
-                keys = {plan: f"{dataset} {model} seed={seed} {plan}" for plan in plans}
+                keys = {plan: f"{dataset} {model} seed={seed} {plan}" for plan in PLANS}
                 if all(key in logged() for key in keys.values()):
                     continue
                 data = data or store_for(dataset, args.work, args.data)
@@ -125,19 +150,11 @@ def study(args: argparse.Namespace) -> None:
                 if not (folder / "full" / "metrics.json").is_file():
                     resume = (folder / "full" / "config.yaml").is_file()
                     run.train(data, folder / "full", config, resume=resume)
-                fdo(
-                    folder / "full",
-                    RATIOS,
-                    folder / "fdo",
-                    retrain=True,
-                    formula=True,
-                    uniform=[UNIFORM],
-                )
-                for plan, key in keys.items():
-                    if key not in logged():
-                        run_dir = folder / ("full" if plan == "full" else f"fdo/run-{plan}")
-                        record(key, dataset, model, seed, plan, run_dir)
-                        print(key, flush=True)
+                for plan in PLANS[1:]:
+                    if keys[plan] not in logged():
+                        fdo(folder / "full", out=folder / "fdo", retrain=True, **plan_kwargs(plan))
+                    harvest(args)
+                harvest(args)
 
 
 def table(records: list[dict[str, Any]], dataset: str) -> str:
@@ -173,8 +190,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-fdo")
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS}")
-    parser.add_argument("--logged-only", action="store_true", help="train nothing")
+    parser.add_argument(
+        "--logged-only", action="store_true", help="train nothing: log finished runs, tabulate"
+    )
     args = parser.parse_args()
+    harvest(args)  # runs an earlier, interrupted study finished
     if not args.logged_only:
         study(args)
     records = list(logged().values())
