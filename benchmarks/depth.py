@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 SYNTHETIC_LOG = ROOT / "benchmarks" / "results" / "depth_synthetic_runs.jsonl"
 MODELS = ("gcn", "gdcn_p", "dcnv2")
+COLOURS = {"gcn": "tab:blue", "gdcn_p": "tab:orange", "dcnv2": "tab:green"}  # same in every panel
 DEFAULT_DEPTH = 3  # every model's default: the run needs no override, and shares the table's log
 SYNTHETIC = ["train.epochs=3", "train.early_stopping_patience=1"]
 
@@ -98,7 +99,9 @@ def plot(aucs: dict[tuple[str, str, int], list[float]], datasets: list[str], pat
             depths = [d for d, _ in points]
             means = [statistics.mean(v) for _, v in points]
             stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for _, v in points]
-            axis.errorbar(depths, means, yerr=stds, marker="o", capsize=3, label=model)
+            axis.errorbar(
+                depths, means, yerr=stds, marker="o", capsize=3, label=model, color=COLOURS[model]
+            )
         axis.set_title(dataset)
         axis.set_xlabel("cross layers")
         axis.set_ylabel("test AUC")
