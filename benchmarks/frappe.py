@@ -144,7 +144,9 @@ def main() -> None:
             f"up to {args.seeds} seeds each; settings: {', '.join(COMMON)}, other settings the "
             "models' defaults. Runs: `benchmarks/results/frappe_runs.jsonl`.\n\n"
             "Our train split is reconstructed (see the data's SOURCE.md): "
-            "compare with BARS (original split) to about +-0.003.\n\n" + table + "\n"
+            "compare with BARS (original split) to about +-0.003. Best epoch is the mean "
+            "over seeds (the cap is 30). Seconds per epoch come from runs that shared the "
+            "2 vCPUs with other jobs: indicative only.\n\n" + table + "\n"
         )
 
 
