@@ -53,6 +53,7 @@ def overrides(dataset: str, model: str, depth: int) -> list[str]:
 
 
 def prepare_data(dataset: str, work: Path, frappe_path: Path) -> Path:
+    """The dataset's store under ``work/data`` (prepared once, then found up to date)."""
     if dataset == "frappe":
         located = locate("frappe", [frappe_path])
     else:

@@ -31,13 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from depth import SYNTHETIC
+from depth import SYNTHETIC, prepare_data
 from frappe import SHARED
 from frappe import overrides_for as frappe_overrides
+from runlog import RunLog
 
-from slimctr.data.datasets import locate
-from slimctr.data.prepare import prepare
-from slimctr.data.synthetic import SyntheticConfig, write_synthetic
 from slimctr.fdo import fdo
 from slimctr.training import run
 from slimctr.training.trainer import score
@@ -56,26 +54,7 @@ SYNTHETIC_SOURCE = [
 
 
 def logged() -> dict[str, dict[str, Any]]:
-    if not LOG.is_file():
-        return {}
-    lines = LOG.read_text().splitlines()
-    return {r["key"]: r for r in (json.loads(line) for line in lines if line.strip())}
-
-
-def store_for(dataset: str, work: Path, frappe_path: Path) -> Path:
-    """The dataset's store under ``work/data`` (prepared once, then found up to date)."""
-    if dataset == "frappe":
-        located = locate("frappe", [frappe_path])
-    else:
-        file = work / "data" / "synthetic.parquet"
-        file.parent.mkdir(parents=True, exist_ok=True)
-        if not file.is_file():
-            write_synthetic(SyntheticConfig(seed=0), file)
-        located = locate("synthetic", [file])
-    store, _ = prepare(
-        located.sources, work / "data" / dataset, located.options, attach=located.attach
-    )
-    return store.path
+    return RunLog(LOG).records()
 
 
 def infer_samples_per_s(run_dir: Path) -> float:
@@ -141,7 +120,7 @@ def study(args: argparse.Namespace) -> None:
                 keys = {plan: f"{dataset} {model} seed={seed} {plan}" for plan in PLANS}
                 if all(key in logged() for key in keys.values()):
                     continue
-                data = data or store_for(dataset, args.work, args.data)
+                data = data or prepare_data(dataset, args.work, args.data)
                 folder = args.work / "runs" / dataset / f"{model}-{seed}"
                 overrides = frappe_overrides(model) if dataset == "frappe" else SYNTHETIC_SOURCE
                 config = run.resolve_config(
