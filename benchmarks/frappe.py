@@ -116,16 +116,14 @@ def main() -> None:
     if not args.logged_only:
         located = locate("frappe", [args.data])
         store, _ = prepare(located.sources, args.work / "data" / "frappe", located.options)
-    for model in models:
-        if args.logged_only:
-            found = (log.get(model, seed, overrides_for(model)) for seed in range(args.seeds))
-            runs = [r for r in found if r is not None]
-        else:
-            keys = overrides_for(model)
-            runs = [
+        # Seed by seed, so that a study cut short still has a row for every model.
+        for seed in range(args.seeds):
+            for model in models:
+                keys = overrides_for(model)
                 log.train(store.path, model, seed, keys, args.work, threads=args.threads)
-                for seed in range(args.seeds)
-            ]
+    for model in models:
+        found = (log.get(model, seed, overrides_for(model)) for seed in range(args.seeds))
+        runs = [r for r in found if r is not None]
         if runs:
             rows.append(summary_row(model, runs, bars))
             print(rows[-1], flush=True)

@@ -21,6 +21,11 @@ def run_key(model: str, seed: int, overrides: list[str]) -> str:
     return f"{model} seed={seed} " + " ".join(sorted(overrides))
 
 
+def run_folder(work: Path, model: str, seed: int, overrides: list[str]) -> Path:
+    """Where ``RunLog.train`` puts this run under ``work``."""
+    return work / run_key(model, seed, overrides).replace(" ", "_").replace("/", "_")[:200]
+
+
 class RunLog:
     """The records in ``path``, read afresh on each lookup: two studies may share one log."""
 
@@ -56,7 +61,7 @@ class RunLog:
         if found is not None:
             return found
         config = run.resolve_config(model, overrides=overrides, seed=seed, threads=threads)
-        out = work / run_key(model, seed, overrides).replace(" ", "_").replace("/", "_")[:200]
+        out = run_folder(work, model, seed, overrides)
         started = (out / "config.yaml").is_file()
         metrics = run.train(data, out, config, resume=started)
         history = json.loads((out / "history.json").read_text())
