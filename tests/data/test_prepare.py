@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import polars as pl
@@ -10,6 +11,7 @@ import pytest
 
 from slimctr.data.prepare import PrepareOptions, Sources, prepare
 from slimctr.data.store import open_store
+from slimctr.errors import SlimctrError
 from slimctr.schema import OOV_ID
 from tests.conftest import write_text
 
@@ -202,13 +204,25 @@ def test_identical_rebuild_is_reused_and_a_different_one_needs_overwrite(files, 
     assert built
     _, built_again = prepare(sources, tmp_path / "d")
     assert not built_again
-    from slimctr.errors import SlimctrError
 
     with pytest.raises(SlimctrError, match="already holds a different store"):
         prepare(sources, tmp_path / "d", PrepareOptions(min_count=2))
     store, built = prepare(sources, tmp_path / "d", PrepareOptions(min_count=2), overwrite=True)
     assert built and store.manifest["options"]["min_count"] == 2
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_touched_source_is_the_same_source_but_an_edited_one_is_not(files, tmp_path):
+    train, valid, test = files
+    sources = Sources(train=(train,), valid=(valid,), test=(test,))
+    prepare(sources, tmp_path / "d")
+    os.utime(train, ns=(0, 0))  # provisioned again: same bytes, another mtime
+    _, built = prepare(sources, tmp_path / "d")
+    assert not built
+    rows = train.read_bytes().splitlines(keepends=True)
+    train.write_bytes(b"".join(rows) + rows[-1])  # one more (repeated) row
+    with pytest.raises(SlimctrError, match="already holds a different store"):
+        prepare(sources, tmp_path / "d")
 
 
 def test_manifest_records_schema_sources_split_and_checksums(files, tmp_path):
@@ -272,7 +286,6 @@ def test_libfm_with_minus_one_labels(tmp_path):
 def test_open_store_refuses_corruption_and_other_versions(files, tmp_path):
     train, valid, test = files
     prepare(Sources(train=(train,), valid=(valid,), test=(test,)), tmp_path / "d")
-    from slimctr.errors import SlimctrError
 
     column = tmp_path / "d" / "columns" / "color.npy"
     data = bytearray(column.read_bytes())
@@ -291,7 +304,6 @@ def test_open_store_refuses_corruption_and_other_versions(files, tmp_path):
 @pytest.mark.parametrize("gzip_it", [False, True])
 def test_small_pieces_give_the_same_store_and_exact_line_numbers(tmp_path, monkeypatch, gzip_it):
     from slimctr.data import formats
-    from slimctr.errors import SlimctrError
 
     lines = ["label,row,x"] + [f"{i % 2},r{i},{i / 7:.3f}" for i in range(3000)]
     suffix = ".csv.gz" if gzip_it else ".csv"

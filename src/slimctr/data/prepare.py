@@ -220,7 +220,9 @@ def _recipe(raw: list[tuple[int, RawSource]], options: PrepareOptions) -> dict[s
 
 
 def _fingerprint(path: Path) -> dict[str, object]:
-    """Size, mtime and a hash of the first and last MiB: cheap, and enough to notice a change."""
+    """Size and a hash of the first and last MiB: cheap, and enough to notice a change. The mtime
+    is left out: a copy of the same file (a fresh checkout, data provisioned again) is the same
+    source."""
     stat = path.stat()
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -229,7 +231,6 @@ def _fingerprint(path: Path) -> dict[str, object]:
         digest.update(handle.read(1 << 20))
     return {
         "bytes": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
         "head_tail_sha256": digest.hexdigest(),
     }
 
