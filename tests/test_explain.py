@@ -407,3 +407,14 @@ def test_summary_warns_when_the_gates_barely_differ():
     assert "Caution" not in spread.summary
     flat = dataclasses.replace(spread, importance=0.5 + 1e-4 * spread.importance)
     assert "Caution: the mean gates differ by less than" in flat.summary
+
+
+def test_nearly_flat_gates_get_a_stretched_colour_scale_and_say_so():
+    spread = fake_explanation(6)
+    flat = dataclasses.replace(spread, importance=0.5 + 1e-3 * (spread.importance - 0.5))
+    wide, narrow = report.importance_figure(spread), report.importance_figure(flat)
+    assert "nearly flat" not in wide.axes[0].get_title()
+    assert "nearly flat" in narrow.axes[0].get_title()
+    reach = np.abs(flat.importance - 0.5).max()  # the layer rows reach furthest from 0.5
+    assert narrow.axes[0].images[0].norm.vmax == pytest.approx(0.5 + reach)
+    assert wide.axes[0].images[0].norm.vmax >= 0.55  # never narrower than +-0.05 otherwise

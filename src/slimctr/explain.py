@@ -290,15 +290,17 @@ def summarise(explanation: Explanation, top: int = TOP) -> str:
         lines.append(f"{e.model_name} has no gates: the interaction heatmap only.")
     else:
         mean = e.importance.mean(axis=0)
+        flat = np.ptp(mean) < FLAT_GATES
+        digits = 4 if flat else 3  # enough to tell nearly flat gates apart
         best = np.argsort(-mean, kind="stable")[:top]
-        closed = [f"{names[i]} {mean[i]:.3f}" for i in np.flatnonzero(mean < 0.5)]
+        closed = [f"{names[i]} {mean[i]:.{digits}f}" for i in np.flatnonzero(mean < 0.5)]
         lines += [
             f"Gates averaged over {e.num_instances:,} instances of the {e.split} split.",
             "Most important fields (mean gate, averaged over layers): "
-            + ", ".join(f"{names[i]} {mean[i]:.3f}" for i in best),
+            + ", ".join(f"{names[i]} {mean[i]:.{digits}f}" for i in best),
             "Fields with mean gate below 0.5: " + (", ".join(closed) or "none"),
         ]
-        if np.ptp(mean) < FLAT_GATES:
+        if flat:
             lines.append(
                 f"Caution: the mean gates differ by less than {FLAT_GATES} across fields, so "
                 "this ranking says little (tiny embeddings, e.g. N(0, 1e-4) ones, keep W_g c_l "

@@ -31,7 +31,13 @@ from matplotlib.figure import Figure
 
 from slimctr.data.store import publish, staging_dir
 from slimctr.errors import SlimctrError
-from slimctr.explain import DEFAULT_INSTANCES, Explanation, explain_model, pair_strengths
+from slimctr.explain import (
+    DEFAULT_INSTANCES,
+    FLAT_GATES,
+    Explanation,
+    explain_model,
+    pair_strengths,
+)
 
 GATE_COLOURS = "RdBu_r"  # blue (0) .. white (0.5) .. red (1)
 DPI = 110
@@ -166,20 +172,34 @@ def interaction_figure(e: Explanation, layer: int) -> Figure:
 
 
 def importance_figure(e: Explanation) -> Figure:
-    """Mean field-wise gate per layer (rows) and field (columns), plus the layer mean."""
+    """Mean field-wise gate per layer (rows) and field (columns), plus the layer mean.
+
+    Nearly flat gates (spread below ``FLAT_GATES``) would show as one blank colour, so their
+    colour scale is stretched to their own range and the title says so: the ranking is still
+    there to see, with the summary's caution beside it.
+    """
     assert e.importance is not None
     rows = np.vstack([e.importance, e.importance.mean(axis=0)])
     labels = [f"layer {k + 1}" for k in range(e.num_layers)] + ["mean"]
+    flat = float(np.ptp(rows[-1])) < FLAT_GATES
     size = _strip_size(len(e.field_names), len(labels))
     figure = Figure(figsize=size, dpi=DPI, layout="constrained")
     axes = figure.add_subplot()
-    image = axes.imshow(rows, cmap=GATE_COLOURS, norm=_gate_norm(rows), aspect="auto")
+    norm = _gate_norm(rows, floor=1e-6 if flat else 0.05)
+    image = axes.imshow(rows, cmap=GATE_COLOURS, norm=norm, aspect="auto")
     _field_ticks(axes, e.field_names, x=True, y=False)
     axes.set_yticks(range(len(labels)), labels)
     if len(e.field_names) <= 20:
         for (r, c), value in np.ndenumerate(rows):
-            axes.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=7)
-    axes.set_title(f"{e.model_name}: mean field-wise gate over {e.num_instances:,} instances")
+            text = f"{value:.4f}" if flat else f"{value:.2f}"
+            dark = abs(float(norm(value)) - 0.5) > 0.35  # white text on the strongest colours
+            colour = "white" if dark else "black"
+            axes.text(c, r, text, ha="center", va="center", fontsize=6 if flat else 7, color=colour)
+    title = f"{e.model_name}: mean field-wise gate over {e.num_instances:,} instances"
+    if flat:
+        spread = norm.vmax - 0.5
+        title += f"\nnearly flat: colours stretched to 0.5 +- {spread:.4f}"
+    axes.set_title(title)
     figure.colorbar(image, ax=axes, label="gate", shrink=0.9)
     return figure
 
@@ -243,9 +263,10 @@ def _strip_size(fields: int, rows: int) -> tuple[float, float]:
     return min(max(0.3 * fields + 3.0, 6.0), 20.0), 0.45 * rows + 1.8
 
 
-def _gate_norm(values: np.ndarray) -> TwoSlopeNorm:
-    """Centred at 0.5; symmetric about it, so equal distances from 0.5 get equal intensity."""
-    spread = max(float(np.abs(values - 0.5).max()), 0.05)
+def _gate_norm(values: np.ndarray, floor: float = 0.05) -> TwoSlopeNorm:
+    """Centred at 0.5; symmetric about it, so equal distances from 0.5 get equal intensity. The
+    scale reaches at least ``floor`` either side, so that noise does not look like a signal."""
+    spread = max(float(np.abs(values - 0.5).max()), floor)
     return TwoSlopeNorm(vcenter=0.5, vmin=0.5 - spread, vmax=0.5 + spread)
 
 
