@@ -4,6 +4,10 @@ Protocol (GDCN spec section 3): after every epoch the validation split is scored
 the best validation AUC is kept, the learning rate is divided by ``plateau_factor`` after
 ``plateau_patience`` epochs without improvement, training stops after
 ``early_stopping_patience`` such epochs, and the test split is scored once, at the best epoch.
+The two count improvement differently: the best model and early stopping take any rise in
+validation AUC, the plateau schedule (torch's ``ReduceLROnPlateau`` with its default relative
+threshold) only a rise of more than 1e-4 of the best value, so a run creeping up by less than that
+per epoch keeps training while its learning rate is cut.
 
 A run is resumable: at the end of every epoch ``last.pt`` holds the model, optimisers, scheduler,
 RNG state and history. Batches are drawn from ``(seed, epoch)``, so a run interrupted anywhere and
