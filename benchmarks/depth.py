@@ -41,15 +41,19 @@ RESULTS = ROOT / "docs" / "results"
 SYNTHETIC_LOG = ROOT / "benchmarks" / "results" / "depth_synthetic_runs.jsonl"
 MODELS = ("gcn", "gdcn_p", "dcnv2")
 COLOURS = {"gcn": "tab:blue", "gdcn_p": "tab:orange", "dcnv2": "tab:green"}  # same in every panel
-DEFAULT_DEPTH = 3  # every model's default: the run needs no override, and shares the table's log
+DEFAULT_DEPTH = 3  # every model's default depth
 SYNTHETIC = ["train.epochs=3", "train.early_stopping_patience=1"]
 
 
 def overrides(dataset: str, model: str, depth: int) -> list[str]:
+    """The table's settings (Frappe) or the short synthetic schedule, at ``depth`` cross layers;
+    the table's own depth adds no key, so those runs are shared with the table's log."""
     base = frappe_overrides(model) if dataset == "frappe" else list(SYNTHETIC)
-    if depth != DEFAULT_DEPTH:
-        base.append(f"model.num_cross_layers={depth}")
-    return base
+    layers = [o for o in base if o.startswith("model.num_cross_layers=")]
+    table_depth = int(layers[0].split("=")[1]) if layers else DEFAULT_DEPTH
+    if depth == table_depth:
+        return base
+    return [o for o in base if o not in layers] + [f"model.num_cross_layers={depth}"]
 
 
 def prepare_data(dataset: str, work: Path, frappe_path: Path) -> Path:

@@ -8,6 +8,7 @@ run folders themselves stay under runs/bench (not committed), where an interrupt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import statistics
@@ -22,8 +23,12 @@ def run_key(model: str, seed: int, overrides: list[str]) -> str:
 
 
 def run_folder(work: Path, model: str, seed: int, overrides: list[str]) -> Path:
-    """Where ``RunLog.train`` puts this run under ``work``."""
-    return work / run_key(model, seed, overrides).replace(" ", "_").replace("/", "_")[:200]
+    """Where ``RunLog.train`` puts this run under ``work``: named after its key, and a long key
+    cut short with a hash of the whole key, so that two runs never share a folder."""
+    name = run_key(model, seed, overrides).replace(" ", "_").replace("/", "_")
+    if len(name) > 200:
+        name = name[:180] + "-" + hashlib.sha256(name.encode()).hexdigest()[:16]
+    return work / name
 
 
 class RunLog:
