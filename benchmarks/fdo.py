@@ -203,8 +203,15 @@ def main() -> None:
             f"# FDO: full width against FDO plans, uniform width and the formula rule\n\n{stamp}; "
             f"command `{command}`; runs in `benchmarks/results/fdo_runs.jsonl`. Samples/s are "
             "means over runs on a shared 2-vCPU machine: compare within a row group only.\n\n"
-            + tables
-            + "\n"
+            "Source models: on Frappe, the Frappe table's settings and runs "
+            "(`benchmarks/frappe.py`); on the synthetic default, "
+            f"{', '.join(SYNTHETIC_SOURCE)}. Every FDO, uniform and formula model is trained "
+            "from scratch with the source's settings at its widths.\n\n"
+            "Reading the widths: a field's FDO width depends on the shape of its table's "
+            "spectrum, not on its size. PCA's explained-variance ratio does not change when a "
+            "table is scaled, so a field the model ignores, whose rows stay small but random "
+            "in every direction, needs as many dimensions as the most used one; fields whose "
+            "rows the model has pulled onto a few directions get small widths.\n\n" + tables + "\n"
         )
 
 
