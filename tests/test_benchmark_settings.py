@@ -1,0 +1,55 @@
+"""The studies' settings: every override a study passes is a real config key, and runs that are
+meant to be shared between the Frappe table and the depth study have the same key."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import depth
+import frappe
+from runlog import run_folder, run_key
+
+from slimctr.models import MODELS
+from slimctr.training import run
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_table_setting_is_a_key_of_the_model_and_set_once(model):
+    overrides = frappe.overrides_for(model)
+    config = run.resolve_config(model, overrides=overrides, seed=0)  # unknown keys raise
+    keys = [o.split("=")[0] for o in overrides]
+    assert len(keys) == len(set(keys))
+    assert config.train.epochs == 30
+    if model in frappe.BARS_TUNED:
+        for override in frappe.BARS_TUNED[model]:
+            assert override in overrides
+
+
+def test_bars_settings_win_over_the_common_ones():
+    config = run.resolve_config("wide_deep", overrides=frappe.overrides_for("wide_deep"), seed=0)
+    assert config.train.embedding_l2 == 0.1  # BARS's, not the common 0.05
+    assert config.model.dropout == 0.6
+
+
+@pytest.mark.parametrize("model", depth.MODELS)
+def test_depth_study_shares_the_table_run_at_the_table_depth(model):
+    table = frappe.overrides_for(model)
+    table_depth = run.resolve_config(model, overrides=table, seed=0).model.num_cross_layers
+    for layers in (1, 2, 3, 4, 6, 8):
+        overrides = depth.overrides("frappe", model, layers)
+        config = run.resolve_config(model, overrides=overrides, seed=0)
+        assert config.model.num_cross_layers == layers
+        shared = run_key(model, 0, overrides) == run_key(model, 0, table)
+        assert shared == (layers == table_depth)
+
+
+def test_long_run_keys_get_distinct_folders(tmp_path):
+    long = [f"model.key_{k}=value" for k in range(20)]
+    first = run_folder(tmp_path, "dcnv2", 0, [*long, "train.epochs=1"])
+    second = run_folder(tmp_path, "dcnv2", 0, [*long, "train.epochs=2"])
+    assert first != second and len(first.name) <= 200 and len(second.name) <= 200
