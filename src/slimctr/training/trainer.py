@@ -155,21 +155,9 @@ class Trainer:
             bf16=self.config.bf16,
         )
 
-    # -- internals ---------------------------------------------------------------------------
-
-    def _train_epoch(self) -> float:
-        self.model.train()
-        self.loader.set_epoch(self.epoch)
-        total, count, started = 0.0, 0, time.perf_counter()
-        for step, batch in enumerate(self.loader):
-            loss = self._step(batch)
-            total, count = total + loss * len(batch), count + len(batch)
-            if self.progress:
-                elapsed = time.perf_counter() - started
-                self.progress(self.epoch, step + 1, len(self.loader), total / count, elapsed)
-        return total / max(count, 1)
-
-    def _step(self, batch: Batch) -> float:
+    def step(self, batch: Batch) -> float:
+        """One optimisation step on ``batch`` (with the embedding L2, if any); returns the loss.
+        ``fit`` calls it for every batch; benchmarks time it alone."""
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
@@ -182,6 +170,20 @@ class Trainer:
         for optimizer in self.optimizers:
             optimizer.step()
         return float(loss.detach())
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _train_epoch(self) -> float:
+        self.model.train()
+        self.loader.set_epoch(self.epoch)
+        total, count, started = 0.0, 0, time.perf_counter()
+        for step, batch in enumerate(self.loader):
+            loss = self.step(batch)
+            total, count = total + loss * len(batch), count + len(batch)
+            if self.progress:
+                elapsed = time.perf_counter() - started
+                self.progress(self.epoch, step + 1, len(self.loader), total / count, elapsed)
+        return total / max(count, 1)
 
     def _after_epoch(self, loss: float, valid: dict[str, float], seconds: float) -> None:
         improved = valid["auc"] > self.best["auc"]
