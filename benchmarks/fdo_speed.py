@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import statistics
 import sys
@@ -100,9 +101,9 @@ def main() -> None:
     if args.write:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         command = "python benchmarks/fdo_speed.py " + " ".join(sys.argv[1:])
-        machine = f"{platform.machine()} {platform.processor() or ''}".strip()
+        machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
         text = (
-            f"# FDO speed: {config.model_name} from `{args.run_dir.name}`\n\n"
+            f"# FDO speed: {config.model_name}, source run `{args.run_dir}`\n\n"
             f"{stamp}; {machine}, {args.threads} thread(s); command `{command}`.\n\n"
             f"Medians over {args.rounds} interleaved rounds of {args.steps} batches of "
             f"{config.train.batch_size}; ratios are against the full-width model in the same "
