@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runlog import RunLog
+from runlog import RunLog, run_key
 
 from slimctr.data.datasets import locate
 from slimctr.data.prepare import prepare
@@ -168,6 +168,37 @@ def summary_row(
     )
 
 
+def other_runs(log: RunLog, models: list[str], seeds: int) -> str:
+    """The logged runs the table does not use (other settings, other schedules), grouped by
+    model and settings, each group's settings shown as they differ from the table's."""
+    used = {run_key(m, s, overrides_for(m)) for m in models for s in range(seeds)}
+    groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for key, record in log.records().items():
+        if key not in used and record["model"] in models:
+            groups.setdefault((record["model"], tuple(record["overrides"])), []).append(record)
+    lines = [
+        "Other logged runs, with their settings as they differ from the table's row (default: "
+        "the model's or trainer's own):\n",
+        "| model | settings | seeds | test AUC | best epoch |",
+        "|---|---|---|---|---|",
+    ]
+    for (model, overrides), runs in sorted(groups.items()):
+        table = dict(o.split("=", 1) for o in overrides_for(model))
+        mine = dict(o.split("=", 1) for o in overrides)
+        changed = [
+            f"{k}={mine[k]}" if k in mine else f"{k} default"
+            for k in sorted(table.keys() | mine.keys())
+            if table.get(k) != mine.get(k)
+        ]
+        aucs = [r["test"]["auc"] for r in runs]
+        lines.append(
+            f"| {model} | {', '.join(changed) or '-'} | {len(runs)} | "
+            f"{statistics.mean(aucs):.4f} +- {spread(aucs):.4f} | "
+            f"{statistics.mean(r['best_epoch'] for r in runs):.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -208,7 +239,7 @@ def main() -> None:
         "best epoch | s per epoch | BARS test AUC | BARS 5-run mean |\n"
         "|---|---|---|---|---|---|---|---|---|---|"
     )
-    table = header + "\n" + "\n".join(rows)
+    table = header + "\n" + "\n".join(rows) + "\n\n" + other_runs(log, models, args.seeds)
     print(table)
     if args.write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
