@@ -12,6 +12,7 @@ from slimctr.nn.cross import (
     CrossNetwork,
     GatedCrossLayer,
     GatedCrossNetwork,
+    padded_width,
 )
 
 X0 = torch.tensor([[1.0, 2.0]])
@@ -203,3 +204,47 @@ def test_gated_matrix_accessors_are_detached_views() -> None:
 def test_gated_network_needs_a_layer() -> None:
     with pytest.raises(SlimctrError, match="num_layers must be >= 1"):
         GatedCrossNetwork(4, 0)
+
+
+@pytest.mark.parametrize(("dim", "width"), [(7, 7), (127, 127), (128, 128), (129, 144), (489, 496)])
+def test_padded_width_rounds_up_to_16_from_128_on(dim: int, width: int) -> None:
+    assert padded_width(dim) == width
+
+
+def _by_hand(net: torch.nn.Module, x0: torch.Tensor, gated: bool) -> torch.Tensor:
+    """The layers' formulas at width D, without any padding."""
+    x = x0
+    for layer in net.layers:
+        if gated:
+            gate = torch.sigmoid(x @ layer.gate.weight.T)
+            x = x0 * (x @ layer.cross.weight.T + layer.bias) * gate + x
+        else:
+            x = x0 * (x @ layer.project.weight.T + layer.project.bias) + x
+    return x
+
+
+@pytest.mark.parametrize("gated", [True, False])
+def test_padded_networks_compute_the_unpadded_formulas_and_gradients(gated: bool) -> None:
+    """D = 150 computes in 160 columns; outputs, gates and gradients are those of width 150."""
+    torch.manual_seed(0)
+    net = GatedCrossNetwork(150, 3) if gated else CrossNetwork(150, 3, "v2")
+    with torch.no_grad():
+        for layer in net.layers:  # non-zero biases, so a leak into the padding would show
+            (layer.bias if gated else layer.project.bias).uniform_(0.5, 1.0)
+    x0 = torch.randn(32, 150)
+    output = net(x0)
+    assert output.shape == (32, 150)
+    output.square().sum().backward()
+    padded_grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    expected = _by_hand(net, x0, gated)
+    expected.square().sum().backward()
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
+    for got, want in zip(padded_grads, [p.grad for p in net.parameters()], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    if gated:
+        _, gates = net.forward_with_gates(x0)
+        assert [g.shape for g in gates] == [(32, 150)] * 3
+        want_gate = torch.sigmoid(x0 @ net.layers[0].gate.weight.T)
+        torch.testing.assert_close(gates[0], want_gate, rtol=1e-5, atol=1e-5)
+    assert all(p.shape in {(150, 150), (150,)} for p in net.parameters())
