@@ -202,7 +202,9 @@ def main() -> None:
         RESULTS.write_text(
             f"# FDO: full width against FDO plans, uniform width and the formula rule\n\n{stamp}; "
             f"command `{command}`; runs in `benchmarks/results/fdo_runs.jsonl`. Samples/s are "
-            "means over runs on a shared 2-vCPU machine: compare within a row group only.\n\n"
+            "means over runs on a shared 2-vCPU machine, indicative only; same-process speed "
+            "ratios against the full model are in `benchmarks/results/fdo_speed_*.md` "
+            "(`benchmarks/fdo_speed.py`).\n\n"
             "Source models: on Frappe, the Frappe table's settings and runs "
             "(`benchmarks/frappe.py`); on the synthetic default, "
             f"{', '.join(SYNTHETIC_SOURCE)}. Every FDO, uniform and formula model is trained "
