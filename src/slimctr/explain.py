@@ -310,7 +310,7 @@ def summarise(explanation: Explanation, top: int = TOP) -> str:
     kind = "normalised" if e.normalised else "raw"
     lines.append(
         f"Strongest interactions (layer 1, sqrt(S_ij^2 + S_ji^2) of {kind} block norms): "
-        + ", ".join(f"{names[i]} x {names[j]} {value:.3f}" for i, j, value in pairs)
+        + ", ".join(f"{names[i]} x {names[j]} {value:.3g}" for i, j, value in pairs)
     )
     if e.correlations:
         text = {k: "n/a" if r is None else f"{r:.2f}" for k, r in e.correlations.items()}
