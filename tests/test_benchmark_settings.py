@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import depth
+import fdo
 import frappe
 from runlog import run_folder, run_key
 
@@ -53,3 +54,14 @@ def test_long_run_keys_get_distinct_folders(tmp_path):
     first = run_folder(tmp_path, "dcnv2", 0, [*long, "train.epochs=1"])
     second = run_folder(tmp_path, "dcnv2", 0, [*long, "train.epochs=2"])
     assert first != second and len(first.name) <= 200 and len(second.name) <= 200
+
+
+@pytest.mark.parametrize("model", ["gdcn_p", "dcnv2"])
+def test_fdo_frappe_sources_are_the_table_settings_on_bars_schedule(model):
+    overrides = fdo.source_overrides("frappe", model)
+    config = run.resolve_config(model, overrides=overrides, seed=0)
+    table = run.resolve_config(model, overrides=frappe.overrides_for(model), seed=0)
+    assert config.model == table.model
+    assert config.train.embedding_l2 == table.train.embedding_l2
+    assert (config.train.epochs, config.train.plateau_patience) == (100, 0)
+    assert config.train.early_stopping_patience == 2
