@@ -42,6 +42,7 @@ from frappe import SHARED
 from frappe import overrides_for as frappe_overrides
 from runlog import RunLog, run_folder
 
+from slimctr.data.synthetic import SyntheticConfig, generate
 from slimctr.fdo import fdo
 from slimctr.training import run
 from slimctr.training.trainer import score
@@ -91,10 +92,43 @@ def record(key: str, dataset: str, model: str, seed: int, plan: str, run_dir: Pa
         "train_samples_per_s": metrics["train_samples_per_s"],
         "infer_samples_per_s": infer_samples_per_s(run_dir),
         "revision": json.loads((run_dir / "versions.json").read_text())["git_revision"],
+        "widths": plan_widths(run_dir),
     }
     LOG.parent.mkdir(parents=True, exist_ok=True)
     with open(LOG, "a") as handle:
         handle.write(json.dumps(entry) + "\n")
+
+
+def plan_widths(run_dir: Path) -> dict[str, int] | None:
+    """The per-field widths an FDO, uniform or formula run was trained with (None: full)."""
+    plan = run_dir / "fdo_plan.json"
+    return json.loads(plan.read_text())["widths"] if plan.is_file() else None
+
+
+def planted_widths(records: list[dict[str, Any]]) -> str:
+    """Synthetic default: mean width of the planted important fields against the others."""
+    truth, _ = generate(SyntheticConfig(seed=0))  # the study's data; the rows are not drawn
+    important = set(truth.important_fields)
+    groups: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for r in records:
+        if r["dataset"] == "synthetic" and r.get("widths") and r["plan"] != f"uniform-{UNIFORM}":
+            inside = [w for f, w in r["widths"].items() if f in important]
+            outside = [w for f, w in r["widths"].items() if f not in important]
+            means = (statistics.mean(inside), statistics.mean(outside))
+            groups.setdefault((r["model"], r["plan"]), []).append(means)
+    lines = [
+        f"Mean FDO width of the {len(important)} planted important fields "
+        f"({', '.join(truth.important_fields)}) and of the other "
+        f"{len(truth.unimportant_fields)} fields (source width 16):\n",
+        "| model | plan | seeds | planted important | others |",
+        "|---|---|---|---|---|",
+    ]
+    for model, plan in sorted(groups, key=lambda g: (g[0], PLANS.index(g[1]))):
+        pairs = groups[model, plan]
+        inside = statistics.mean(p[0] for p in pairs)
+        outside = statistics.mean(p[1] for p in pairs)
+        lines.append(f"| {model} | {plan} | {len(pairs)} | {inside:.1f} | {outside:.1f} |")
+    return "\n".join(lines)
 
 
 PLANS = ["full", *map(str, RATIOS), "formula", f"uniform-{UNIFORM}"]  # in table order
@@ -213,6 +247,8 @@ def main() -> None:
     records = list(logged().values())
     earlier = sorted({r["dataset"] for r in records} - set(args.datasets))  # e.g. frappe-cap30
     tables = "\n\n".join(f"## {d}\n\n" + table(records, d) for d in args.datasets + earlier)
+    if "synthetic" in args.datasets:
+        tables += "\n\n## Widths of the planted fields (synthetic)\n\n" + planted_widths(records)
     print(tables)
     if args.write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
