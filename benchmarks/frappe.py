@@ -106,6 +106,10 @@ BARS_MEAN_AUC = {
     "dnn": 0.984045,
 }
 FIRST = ["gdcn_p", "dcnv2"]  # the comparison the table exists for: all its seeds run first
+# Then the others, seed by seed, cheapest first (seconds per epoch here), so that a study cut
+# short has as many rows as it can; models not listed come last.
+BY_COST = ["lr", "fm", "fwfm", "dnn", "wide_deep", "deepfm", "dcn", "gcn", "finalmlp", "gdcn_s"]
+BY_COST += ["fibinet", "masknet", "xdeepfm", "autoint"]
 BARS_NAMES = {
     "lr": "LR",
     "fm": "FM",
@@ -213,7 +217,8 @@ def main() -> None:
         "--logged-only", action="store_true", help="train nothing: tabulate the logged runs"
     )
     args = parser.parse_args()
-    models = args.models or FIRST + [m for m in MODELS if m not in FIRST]
+    ranked = FIRST + [m for m in BY_COST if m not in FIRST]
+    models = args.models or ranked + sorted(m for m in MODELS if m not in ranked)
     bars = bars_numbers(SHARED / "bars_leaderboard" / "frappe_x1.csv")
     log = RunLog(LOG)
     rows = []
