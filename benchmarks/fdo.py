@@ -6,12 +6,11 @@ plus the uniform-8 and formula plans, retraining each from scratch. Writes docs/
 test AUC and logloss (mean +- std over seeds), embedding and total parameters, training samples/s
 (from each run's epochs) and inference samples/s (scoring the test split once, timed here).
 
-Settings: Frappe as in benchmarks/frappe.py (width 10, embedding L2 0.05, N(0, 1e-4) embeddings,
-BARS's tuned settings for DCNv2) but with BARS's schedule (`FRAPPE_SCHEDULE`: up to 100 epochs,
-the learning rate cut tenfold after every epoch without improvement, stop after 2), so that every
-run ends by early stopping: under the table's 30-epoch cap the full and the FDO models were all
-still improving, and when each happened to get its learning-rate cut decided the ranking (runs
-kept in the log as `frappe-cap30`). Synthetic: width 16, at most 3 epochs with early stopping
+Settings: Frappe as in benchmarks/frappe.py, whose full-width runs are reused (width 10,
+embedding L2 0.05, N(0, 1e-4) embeddings, BARS's tuned settings for DCNv2, BARS's schedule), so
+that every run ends by early stopping. The runs of an earlier version, under a 30-epoch cap where
+the full and the FDO models were all still improving and the cap decided the ranking, stay in
+the log as `frappe-cap30`. Synthetic: width 16, at most 3 epochs with early stopping
 patience 1 (as in benchmarks/depth.py), plus N(0, 1e-4) embeddings, embedding L2 0.01 and
 weight decay 1e-4, so that the rows the data does not move stay near zero and PCA sees what was
 learned (GDCN's xavier initialisation leaves rare rows at their random start, which PCA reads as
@@ -52,11 +51,6 @@ RESULTS = ROOT / "docs" / "results" / "fdo.md"
 LOG = ROOT / "benchmarks" / "results" / "fdo_runs.jsonl"
 RATIOS = (0.7, 0.8, 0.9, 0.95, 0.98)
 UNIFORM = 8
-FRAPPE_SCHEDULE = [
-    "train.epochs=100",
-    "train.plateau_patience=0",
-    "train.early_stopping_patience=2",
-]
 SYNTHETIC_SOURCE = [
     *SYNTHETIC,
     "model.embedding_init_std=0.0001",
@@ -140,8 +134,7 @@ def source_overrides(dataset: str, model: str) -> list[str]:
     """The full-width source model's settings; every plan is retrained with them."""
     if dataset == "synthetic":
         return list(SYNTHETIC_SOURCE)
-    table = [o for o in frappe_overrides(model) if not o.startswith("train.epochs=")]
-    return table + FRAPPE_SCHEDULE
+    return frappe_overrides(model)
 
 
 def plan_kwargs(plan: str) -> dict[str, Any]:
@@ -260,10 +253,9 @@ def main() -> None:
             "means over runs on a shared 2-vCPU machine, indicative only; same-process speed "
             "ratios against the full model are in `benchmarks/results/fdo_speed_*.md` "
             "(`benchmarks/fdo_speed.py`).\n\n"
-            "Source models: on Frappe, the Frappe table's settings (`benchmarks/frappe.py`) "
-            f"with BARS's schedule ({', '.join(FRAPPE_SCHEDULE)}; `frappe-cap30`: the table's "
-            "30-epoch cap, under which every model was still improving); on the synthetic "
-            "default, "
+            "Source models: on Frappe, the Frappe table's settings and runs "
+            "(`benchmarks/frappe.py`; `frappe-cap30`: an earlier 30-epoch cap, under which "
+            "every model was still improving); on the synthetic default, "
             f"{', '.join(SYNTHETIC_SOURCE)}. Every FDO, uniform and formula model is trained "
             "from scratch with the source's settings at its widths.\n\n"
             "Reading the widths: a field's FDO width depends on the shape of its table's "

@@ -25,7 +25,7 @@ def test_every_table_setting_is_a_key_of_the_model_and_set_once(model):
     config = run.resolve_config(model, overrides=overrides, seed=0)  # unknown keys raise
     keys = [o.split("=")[0] for o in overrides]
     assert len(keys) == len(set(keys))
-    assert config.train.epochs == 30
+    assert (config.train.epochs, config.train.plateau_patience) == (100, 0)  # BARS schedule
     if model in frappe.BARS_TUNED:
         for override in frappe.BARS_TUNED[model]:
             assert override in overrides
