@@ -197,7 +197,7 @@ def importance_figure(e: Explanation) -> Figure:
             axes.text(c, r, text, ha="center", va="center", fontsize=6 if flat else 7, color=colour)
     title = f"{e.model_name}: mean field-wise gate over {e.num_instances:,} instances"
     if flat:
-        spread = norm.vmax - 0.5
+        spread = max(float(np.abs(rows - 0.5).max()), 1e-6)  # what the colour scale spans
         title += f"\nnearly flat: colours stretched to 0.5 +- {spread:.4f}"
     axes.set_title(title)
     figure.colorbar(image, ax=axes, label="gate", shrink=0.9)
