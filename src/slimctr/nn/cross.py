@@ -41,6 +41,11 @@ def _padded(weight: Tensor, width: int) -> Tensor:
     return pad(weight, (0, extra, 0, extra) if weight.dim() == 2 else (0, extra))
 
 
+def _widened(x: Tensor, width: int) -> Tensor:
+    """``x`` (B, D) with zero columns up to ``width`` (``x`` itself when D = width)."""
+    return x if x.shape[-1] == width else pad(x, (0, width - x.shape[-1]))
+
+
 class CrossLayerV1(nn.Module):
     """DCN cross layer (Wang et al., ADKDD 2017): x_{l+1} = x0 * (x_l^T w) + b + x_l.
 
@@ -128,19 +133,15 @@ class CrossNetwork(nn.Module):
         else:
             raise SlimctrError(f"cross network kind must be 'v1' or 'v2', got {kind!r}")
         self.layers = nn.ModuleList(layers)
+        self._padded = kind == "v2" and low_rank is None  # only D x D layers gain from padding
 
     def forward(self, x0: Tensor) -> Tensor:
         dim = x0.shape[-1]
-        full_rank = all(
-            isinstance(layer, CrossLayerV2) and isinstance(layer.project, nn.Linear)
-            for layer in self.layers
-        )
-        width = padded_width(dim) if full_rank else dim
-        x0 = pad(x0, (0, width - dim)) if width != dim else x0
+        x0 = _widened(x0, padded_width(dim) if self._padded else dim)
         x = x0
         for layer in self.layers:
             x = layer(x0, x)
-        return x[:, :dim] if width != dim else x  # (B, D)
+        return x[:, :dim]  # (B, D)
 
     def cross_matrices(self) -> list[Tensor]:
         """W_l of each DCN-V2 layer, (D, D), without gradient (``CrossLayerV2.matrix``).
@@ -214,13 +215,12 @@ class GatedCrossNetwork(nn.Module):
     def forward_with_gates(self, x0: Tensor) -> tuple[Tensor, list[Tensor]]:
         """c_L, (B, D), and each layer's gate values sigmoid(W_g c_l), (B, D), in layer order."""
         dim = x0.shape[-1]
-        width = padded_width(dim)
-        x0 = pad(x0, (0, width - dim)) if width != dim else x0
+        x0 = _widened(x0, padded_width(dim))
         x, gates = x0, []
         for layer in self._gated_layers():
             x, gate = layer.forward_with_gate(x0, x)
-            gates.append(gate[:, :dim] if width != dim else gate)
-        return (x[:, :dim] if width != dim else x), gates
+            gates.append(gate[:, :dim])
+        return x[:, :dim], gates
 
     def cross_matrices(self) -> list[Tensor]:
         """W_c of each layer, (D, D), detached views of the parameters (no copy, no gradient)."""
