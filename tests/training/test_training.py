@@ -11,6 +11,7 @@ from slimctr.data.prepare import prepare
 from slimctr.data.synthetic import SyntheticConfig, write_synthetic
 from slimctr.errors import SlimctrError
 from slimctr.training import run
+from slimctr.training.trainer import Trainer
 
 FAST = [
     "model.hidden_dims=[32,32]",
@@ -123,6 +124,42 @@ def test_plateau_divides_the_learning_rate(store, tmp_path):
     run.train(store.path, tmp_path / "r", config)
     history = json.loads((tmp_path / "r" / "history.json").read_text())
     assert [h["lr"] for h in history] == pytest.approx([1e-12, 1e-12, 1e-12, 5e-13, 5e-13])
+
+
+@pytest.mark.parametrize(
+    ("threshold", "expected"),
+    [
+        # any rise is an improvement, however small: the rate is cut only after the flat epoch
+        (0.0, [1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-4]),
+        # with a margin, the rises of 1e-5 do not count: cut after every epoch but the first
+        (1e-4, [1e-3, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7]),
+    ],
+)
+def test_plateau_counts_any_rise_unless_given_a_threshold(
+    store, tmp_path, monkeypatch, threshold, expected
+):
+    # validation AUC scripted per epoch: three tiny rises, then one flat epoch
+    scripted = iter([0.9, 0.90001, 0.90002, 0.90003, 0.90003, 0.90003])
+    monkeypatch.setattr(Trainer, "_train_epoch", lambda self: 0.5)
+    monkeypatch.setattr(
+        Trainer, "evaluate", lambda self, split: {"auc": next(scripted), "logloss": 0.5}
+    )
+    config = run.resolve_config(
+        "lr",
+        overrides=[
+            "train.epochs=6",
+            "train.plateau_patience=0",
+            "train.early_stopping_patience=10",
+            f"train.plateau_threshold={threshold}",
+        ],
+        threads=1,
+    )
+    model = run.build_model(config, store.schema)
+    trainer = Trainer(model, store, config.train, seed=0, checkpoint=tmp_path / "last.pt")
+    trainer.fit()
+    # the rate each epoch trained with: the schedule acts after an epoch's score, on the next
+    assert [h["lr"] for h in trainer.history] == pytest.approx(expected)
+    assert trainer.best["epoch"] == 3  # the best epoch takes any rise, whatever the threshold
 
 
 def test_refuses_to_overwrite_a_run_and_a_foreign_schema(store, tmp_path):
