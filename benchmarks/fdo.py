@@ -8,9 +8,10 @@ test AUC and logloss (mean +- std over seeds), embedding and total parameters, t
 
 Settings: Frappe as in benchmarks/frappe.py, whose full-width runs are reused (width 10,
 embedding L2 0.05, N(0, 1e-4) embeddings, BARS's tuned settings for DCNv2, BARS's schedule), so
-that every run ends by early stopping. The runs of an earlier version, under a 30-epoch cap where
-the full and the FDO models were all still improving and the cap decided the ranking, stay in
-the log as `frappe-cap30`. Synthetic: width 16, at most 3 epochs with early stopping
+that every run ends by early stopping. Runs of earlier versions stay in the log under their own
+names: `frappe-cap30` (a 30-epoch cap, where the full and the FDO models were all still improving
+and the cap decided the ranking) and `frappe-plateau-rel` (the trainer's old plateau rule, which
+cut the learning rate unless validation AUC rose by more than 1e-4 of its best). Synthetic: width 16, at most 3 epochs with early stopping
 patience 1 (as in benchmarks/depth.py), plus N(0, 1e-4) embeddings, embedding L2 0.01 and
 weight decay 1e-4, so that the rows the data does not move stay near zero and PCA sees what was
 learned (GDCN's xavier initialisation leaves rare rows at their random start, which PCA reads as
@@ -255,7 +256,9 @@ def main() -> None:
             "(`benchmarks/fdo_speed.py`).\n\n"
             "Source models: on Frappe, the Frappe table's settings and runs "
             "(`benchmarks/frappe.py`; `frappe-cap30`: an earlier 30-epoch cap, under which "
-            "every model was still improving); on the synthetic default, "
+            "every model was still improving; `frappe-plateau-rel`: the trainer's old plateau "
+            "rule, which cut the learning rate unless validation AUC rose by more than 1e-4 of "
+            "its best); on the synthetic default, "
             f"{', '.join(SYNTHETIC_SOURCE)}. Every FDO, uniform and formula model is trained "
             "from scratch with the source's settings at its widths.\n\n"
             "Reading the widths: a field's FDO width depends on the shape of its table's "

@@ -11,8 +11,10 @@ tuned Frappe_x1 settings (`BARS_TUNED`: layers, widths, dropout, batch norm and 
 L2, read from the reczoo/BARS run logs); GDCN's models, which BARS lacks, get their paper
 defaults and BARS's most common embedding L2, 0.05. An earlier version of this table capped
 training at 30 epochs with the GDCN paper's schedule; there the best epoch of GDCN-P, DCNv2, LR,
-FM and FwFM was at or near the cap, so the cap decided their numbers (those runs stay in the log
-and are listed under the table).
+FM and FwFM was at or near the cap, so the cap decided their numbers. Until 2026-11-27 the
+trainer's plateau cut the learning rate unless validation AUC rose by more than 1e-4 of its best,
+which stalled FM and FwFM at 0.936 (BARS: 0.967 and 0.978, never cut); the table now uses BARS's
+rule, any rise. Runs under both older protocols stay in the log and are listed under the table.
 
 Finished runs go to benchmarks/results/frappe_runs.jsonl; a rerun skips them, and resumes a run
 left unfinished under --work (default runs/bench/frappe), so the study can be stopped and
