@@ -182,9 +182,7 @@ def main() -> None:
             f"`{OLD_PLATEAU}`: Frappe runs under the trainer's old plateau rule, which cut the "
             "learning rate unless validation AUC rose by more than 1e-4 of its best (GCN, whose "
             "AUC creeps up, was cut early; the synthetic runs stop before any cut).\n\n"
-            "![depth](depth.png)\n\n"
-            + tables
-            + "\n"
+            "![depth](depth.png)\n\n" + tables + "\n"
         )
 
 

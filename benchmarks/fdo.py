@@ -11,9 +11,10 @@ embedding L2 0.05, N(0, 1e-4) embeddings, BARS's tuned settings for DCNv2, BARS'
 that every run ends by early stopping. Runs of earlier versions stay in the log under their own
 names: `frappe-cap30` (a 30-epoch cap, where the full and the FDO models were all still improving
 and the cap decided the ranking) and `frappe-plateau-rel` (the trainer's old plateau rule, which
-cut the learning rate unless validation AUC rose by more than 1e-4 of its best). Synthetic: width 16, at most 3 epochs with early stopping
-patience 1 (as in benchmarks/depth.py), plus N(0, 1e-4) embeddings, embedding L2 0.01 and
-weight decay 1e-4, so that the rows the data does not move stay near zero and PCA sees what was
+cut the learning rate unless validation AUC rose by more than 1e-4 of its best).
+
+Synthetic: width 16, at most 3 epochs with early stopping patience 1 (as in benchmarks/depth.py),
+plus N(0, 1e-4) embeddings, embedding L2 0.01 and weight decay 1e-4, so that the rows the data does not move stay near zero and PCA sees what was
 learned (GDCN's xavier initialisation leaves rare rows at their random start, which PCA reads as
 needing every width).
 
