@@ -14,9 +14,9 @@ and the cap decided the ranking) and `frappe-plateau-rel` (the trainer's old pla
 cut the learning rate unless validation AUC rose by more than 1e-4 of its best).
 
 Synthetic: width 16, at most 3 epochs with early stopping patience 1 (as in benchmarks/depth.py),
-plus N(0, 1e-4) embeddings, embedding L2 0.01 and weight decay 1e-4, so that the rows the data does not move stay near zero and PCA sees what was
-learned (GDCN's xavier initialisation leaves rare rows at their random start, which PCA reads as
-needing every width).
+plus N(0, 1e-4) embeddings, embedding L2 0.01 and weight decay 1e-4, so that the rows the data
+does not move stay near zero and PCA sees what was learned (GDCN's xavier initialisation leaves
+rare rows at their random start, which PCA reads as needing every width).
 
 Run directories are kept under --work (default runs/bench-fdo, not committed) so that an
 interrupted study resumes where it stopped; finished rows are logged to
