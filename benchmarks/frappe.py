@@ -165,6 +165,12 @@ def overrides_for(model: str) -> list[str]:
     return common + tuned
 
 
+def with_settings(overrides: list[str], extra: list[str]) -> list[str]:
+    """``overrides`` with ``extra`` added, an extra setting replacing one of the same key."""
+    replaced = {o.split("=")[0] for o in extra}
+    return [o for o in overrides if o.split("=")[0] not in replaced] + extra
+
+
 def spread(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -222,6 +228,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=None, help="default: all registered")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="train with these settings on top of the table's (listed under it as other runs)",
+    )
     parser.add_argument("--data", type=Path, default=SHARED / "frappe")
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
     parser.add_argument(
@@ -246,7 +259,7 @@ def main() -> None:
         order = [(m, s) for m in first for s in range(args.seeds)]
         order += [(m, s) for s in range(args.seeds) for m in models if m not in FIRST]
         for model, seed in order:
-            keys = overrides_for(model)
+            keys = with_settings(overrides_for(model), args.set)
             log.train(store.path, model, seed, keys, args.work, threads=args.threads)
     for model in models:
         found = (log.get(model, seed, overrides_for(model)) for seed in range(args.seeds))

@@ -37,6 +37,16 @@ def test_bars_settings_win_over_the_common_ones():
     assert config.model.dropout == 0.6
 
 
+def test_extra_settings_replace_the_tables_own_and_keep_the_rest():
+    table = frappe.overrides_for("gdcn_p")
+    extra = frappe.with_settings(table, ["model.dropout=0.4", "model.batch_norm=false"])
+    config = run.resolve_config("gdcn_p", overrides=extra, seed=0)
+    assert (config.model.dropout, config.model.batch_norm) == (0.4, False)
+    assert set(table) < set(extra) and len(extra) == len(table) + 2
+    again = frappe.with_settings(extra, ["model.dropout=0.2"])
+    assert "model.dropout=0.4" not in again and "model.dropout=0.2" in again
+
+
 @pytest.mark.parametrize("model", depth.MODELS)
 def test_depth_study_shares_the_table_run_at_the_table_depth(model):
     table = frappe.overrides_for(model)
