@@ -129,7 +129,7 @@ def test_plateau_divides_the_learning_rate(store, tmp_path):
 @pytest.mark.parametrize(
     ("threshold", "expected"),
     [
-        # any rise is an improvement, however small: the rate is cut only after the flat epoch
+        # any rise is an improvement, however small: the rate is cut after the first flat epoch
         (0.0, [1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-4]),
         # with a margin, the rises of 1e-5 do not count: cut after every epoch but the first
         (1e-4, [1e-3, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7]),
@@ -138,7 +138,7 @@ def test_plateau_divides_the_learning_rate(store, tmp_path):
 def test_plateau_counts_any_rise_unless_given_a_threshold(
     store, tmp_path, monkeypatch, threshold, expected
 ):
-    # validation AUC scripted per epoch: three tiny rises, then one flat epoch
+    # validation AUC scripted per epoch: a start, three rises of 1e-5, then two flat epochs
     scripted = iter([0.9, 0.90001, 0.90002, 0.90003, 0.90003, 0.90003])
     monkeypatch.setattr(Trainer, "_train_epoch", lambda self: 0.5)
     monkeypatch.setattr(
@@ -159,7 +159,9 @@ def test_plateau_counts_any_rise_unless_given_a_threshold(
     trainer.fit()
     # the rate each epoch trained with: the schedule acts after an epoch's score, on the next
     assert [h["lr"] for h in trainer.history] == pytest.approx(expected)
-    assert trainer.best["epoch"] == 3  # the best epoch takes any rise, whatever the threshold
+    assert (
+        trainer.best["epoch"] == 3
+    )  # the 4th (0-based 3): any rise counts, whatever the threshold
 
 
 def test_refuses_to_overwrite_a_run_and_a_foreign_schema(store, tmp_path):

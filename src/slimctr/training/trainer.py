@@ -4,11 +4,11 @@ Protocol (GDCN spec section 3): after every epoch the validation split is scored
 the best validation AUC is kept, the learning rate is divided by ``plateau_factor`` after
 ``plateau_patience`` epochs without improvement, training stops after
 ``early_stopping_patience`` such epochs, and the test split is scored once, at the best epoch.
-An improvement is any rise of the best validation AUC, for all three; the plateau schedule can be
-made stricter with ``plateau_threshold`` (an absolute AUC margin; FuxiCTR uses 1e-6). Before
-2026-11-27 the schedule used torch's default, a rise of more than 1e-4 of the best value, and cut
-the learning rate of models that creep up slowly every epoch (FM on Frappe stalled at 0.936
-where BARS's FM, never cut, reaches 0.967).
+An improvement is any rise of the best validation AUC, for the best epoch, early stopping and the
+plateau alike; the plateau can be made stricter with ``plateau_threshold`` (an absolute AUC
+margin; FuxiCTR uses 1e-6). Before 2026-11-27 the plateau used torch's default, a rise of more
+than 1e-4 of the best value, and cut the learning rate of models that creep up slowly every epoch
+(FM on Frappe stalled at 0.936 where BARS's FM, never cut, reaches 0.967).
 
 A run is resumable: at the end of every epoch ``last.pt`` holds the model, optimisers, scheduler,
 RNG state and history. Batches are drawn from ``(seed, epoch)``, so a run interrupted anywhere and
