@@ -180,8 +180,8 @@ def main() -> None:
             f"{', '.join(SYNTHETIC)}, model defaults otherwise (runs in "
             "`benchmarks/results/depth_synthetic_runs.jsonl`). "
             f"`{OLD_PLATEAU}`: Frappe runs under the trainer's old plateau rule, which cut the "
-            "learning rate unless validation AUC rose by more than 1e-4 of its best (GCN, whose "
-            "AUC creeps up, was cut early; the synthetic runs stop before any cut).\n\n"
+            "learning rate unless validation AUC rose by more than 1e-4 of its best, shown "
+            "for comparison. The synthetic runs stop before any cut can happen.\n\n"
             "![depth](depth.png)\n\n" + tables + "\n"
         )
 
