@@ -27,8 +27,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from frappe import ANY_RISE, SHARED
 from frappe import LOG as FRAPPE_LOG
-from frappe import SHARED
 from frappe import overrides_for as frappe_overrides
 from runlog import RunLog
 
@@ -54,7 +54,7 @@ def overrides(dataset: str, model: str, depth: int) -> list[str]:
     """The table's settings (Frappe) or the short synthetic schedule, at ``depth`` cross layers;
     the table's own depth adds no key, so those runs are shared with the table's log."""
     if dataset == OLD_PLATEAU:
-        return [o for o in overrides("frappe", model, depth) if o != "train.plateau_threshold=0"]
+        return [o for o in overrides("frappe", model, depth) if o != ANY_RISE]
     base = frappe_overrides(model) if dataset == "frappe" else list(SYNTHETIC)
     layers = [o for o in base if o.startswith("model.num_cross_layers=")]
     table_depth = int(layers[0].split("=")[1]) if layers else DEFAULT_DEPTH
@@ -149,6 +149,7 @@ def main() -> None:
         "--datasets",
         nargs="+",
         default=["frappe", "synthetic"],
+        choices=["frappe", "synthetic", OLD_PLATEAU],
         help=f"frappe, synthetic, and {OLD_PLATEAU} (the old plateau rule's runs, logged only)",
     )
     parser.add_argument("--data", type=Path, default=SHARED / "frappe", help="Frappe folder")

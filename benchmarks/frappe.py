@@ -47,10 +47,11 @@ LOG = ROOT / "benchmarks" / "results" / "frappe_runs.jsonl"
 # plateau_threshold=0 (any rise is an improvement, as in BARS's runs) is the trainer's default
 # since 2026-11-27; it is spelled out so that runs under the old rule (a rise of more than 1e-4 of
 # the best, which stalled FM at 0.936) keep their own keys in the log.
+ANY_RISE = "train.plateau_threshold=0"
 SCHEDULE = [
     "train.epochs=100",
     "train.plateau_patience=0",
-    "train.plateau_threshold=0",
+    ANY_RISE,
     "train.early_stopping_patience=2",
 ]
 # How a logged run without a key was trained, where the trainer's default has since changed.

@@ -164,6 +164,11 @@ def test_plateau_counts_any_rise_unless_given_a_threshold(
     )  # the 4th (0-based 3): any rise counts, whatever the threshold
 
 
+def test_a_negative_plateau_threshold_is_refused():
+    with pytest.raises(SlimctrError, match=r"^train.plateau_threshold must be >= 0, got -1e-06$"):
+        run.resolve_config("lr", overrides=["train.plateau_threshold=-1e-6"])
+
+
 def test_refuses_to_overwrite_a_run_and_a_foreign_schema(store, tmp_path):
     run.train(store.path, tmp_path / "r", _config(extra=["train.epochs=1"]))
     with pytest.raises(SlimctrError, match="already holds files"):
