@@ -71,6 +71,45 @@ def test_fwfm_parametercount_params() -> None:
     assert model(tiny_batch()).shape == (8,)
 
 
+def test_fwfm_felv_adds_inner_products_with_a_vector_per_id() -> None:
+    torch.manual_seed(0)
+    model = FwFM(tiny_schema(), FwFMConfig(embedding_init_std=0.3, linear_type="felv"))
+    batch = tiny_batch()
+    embeddings, vectors = model.embedding(batch), model.linear_vectors(batch)
+    with torch.no_grad():
+        model.linear_bias.fill_(0.7)
+    first = sum((embeddings[:, i] * vectors[:, i]).sum(dim=1) for i in range(NUM_FIELDS)) + 0.7
+    pairs = field_weighted_interactions(embeddings, model.pair_weights)
+    torch.testing.assert_close(model(batch), first + pairs)
+    assert model.linear is None and model.field_vectors is None
+    d = 16  # a second table as wide as the first, one bias, and r
+    assert count_params(model) == 2 * d * ROWS + 1 + NUM_FIELDS * (NUM_FIELDS - 1) // 2
+
+
+def test_fwfm_filv_adds_inner_products_with_a_vector_per_field() -> None:
+    torch.manual_seed(0)
+    model = FwFM(tiny_schema(), FwFMConfig(embedding_init_std=0.3, linear_type="filv"))
+    batch = tiny_batch()
+    embeddings = model.embedding(batch)
+    field_vectors = model.field_vectors
+    first = sum(embeddings[:, i] @ field_vectors[i] for i in range(NUM_FIELDS))
+    pairs = field_weighted_interactions(embeddings, model.pair_weights)
+    torch.testing.assert_close(model(batch), first + model.linear_bias + pairs)
+    assert model.linear is None and model.linear_vectors is None
+    d = 16
+    assert count_params(model) == d * ROWS + NUM_FIELDS * d + 1 + NUM_FIELDS * (NUM_FIELDS - 1) // 2
+
+
+@pytest.mark.parametrize("linear_type", ["felv", "filv"])
+def test_fwfm_linear_vectors_all_learn(linear_type: str) -> None:
+    torch.manual_seed(0)
+    model = FwFM(tiny_schema(), FwFMConfig(embedding_init_std=0.3, linear_type=linear_type))
+    batch = tiny_batch()
+    torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch.labels).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
 # -- DCN -------------------------------------------------------------------------------------
 
 
@@ -153,6 +192,7 @@ def test_xdeepfm_parameter_count_and_sum_of_parts() -> None:
         (WideDeepConfig, "dropout", 1.0),
         (FwFMConfig, "embedding_dim", {"c0": 4, "c1": 8}),  # stacked: one width for all fields
         (FwFMConfig, "embedding_init_std", 0.0),
+        (FwFMConfig, "linear_type", "FeLV"),  # BARS's spelling: ours is lower case
         (XDeepFMConfig, "cin_layer_sizes", ()),
         (XDeepFMConfig, "cin_layer_sizes", (16, 0)),
         (XDeepFMConfig, "embedding_dim", {"c0": 4, "c1": 8}),

@@ -43,6 +43,7 @@ INVALID: dict[str, object] = {
     "num_blocks": 0,
     "block_dim": 0,
     "excitation_activation": "tanh",
+    "linear_type": "scalar",
 }
 
 
