@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from slimctr.data.datasets import locate
 from slimctr.data.prepare import prepare
@@ -167,6 +168,55 @@ def test_plateau_counts_any_rise_unless_given_a_threshold(
 def test_a_negative_plateau_threshold_is_refused():
     with pytest.raises(SlimctrError, match=r"^train.plateau_threshold must be >= 0, got -1e-06$"):
         run.resolve_config("lr", overrides=["train.plateau_threshold=-1e-6"])
+
+
+def test_min_lr_floors_the_plateau_cuts(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(Trainer, "_train_epoch", lambda self: 0.5)
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, split: {"auc": 0.9, "logloss": 0.5})
+    overrides = ["train.epochs=6", "train.plateau_patience=0", "train.early_stopping_patience=10"]
+    config = run.resolve_config("lr", overrides=[*overrides, "train.min_lr=1e-5"], threads=1)
+    trainer = Trainer(
+        run.build_model(config, store.schema),
+        store,
+        config.train,
+        seed=0,
+        checkpoint=tmp_path / "last.pt",
+    )
+    trainer.fit()
+    # AUC never rises after the first epoch: each later one cuts the rate tenfold, down to the
+    # floor and no further
+    expected = [1e-3, 1e-3, 1e-4, 1e-5, 1e-5, 1e-5]
+    assert [h["lr"] for h in trainer.history] == pytest.approx(expected)
+
+
+def test_grad_clip_norm_bounds_the_gradient_norm(store, tmp_path):
+    def gradient_norm(extra):
+        config = run.resolve_config("dcnv2", overrides=list(extra), threads=1)
+        model = run.build_model(config, store.schema)
+        trainer = Trainer(model, store, config.train, seed=0, checkpoint=tmp_path / "c.pt")
+        trainer.step(next(iter(trainer.loader)))
+        return torch.stack([p.grad.norm() for p in model.parameters()]).norm().item()
+
+    assert gradient_norm([]) > 1e-3  # so clipping at 1e-3 has something to do
+    assert gradient_norm(["train.grad_clip_norm=1e-3"]) == pytest.approx(1e-3, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.min_lr=-1", r"^train.min_lr must be >= 0, got -1.0$"),
+        ("train.grad_clip_norm=0", r"^train.grad_clip_norm must be > 0, got 0.0$"),
+    ],
+)
+def test_bad_min_lr_and_grad_clip_norm_are_refused(override, message):
+    with pytest.raises(SlimctrError, match=message):
+        run.resolve_config("lr", overrides=[override])
+
+
+def test_grad_clip_norm_needs_dense_embedding_gradients():
+    overrides = ["train.grad_clip_norm=10", "train.sparse_embeddings=true"]
+    with pytest.raises(SlimctrError, match=r"^train.grad_clip_norm scales every gradient"):
+        run.resolve_config("lr", overrides=overrides)
 
 
 def test_refuses_to_overwrite_a_run_and_a_foreign_schema(store, tmp_path):

@@ -59,6 +59,8 @@ class TrainConfig:
     plateau_patience: int = 3
     plateau_factor: float = 0.1
     plateau_threshold: float = 0.0  # a rise of more than this (absolute AUC) is an improvement
+    min_lr: float = 0.0  # the plateau cuts never take the learning rate below this
+    grad_clip_norm: float | None = None  # clip the global gradient norm to this; None: never
     bf16: bool = False  # autocast the forward pass to bfloat16 (the loss stays float32)
     eval_batch_size: int = 16384
 
@@ -67,16 +69,24 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise SlimctrError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "weight_decay", "embedding_l2", "plateau_patience", "plateau_threshold"):
+        non_negative = ("lr", "weight_decay", "embedding_l2", "plateau_patience")
+        for name in (*non_negative, "plateau_threshold", "min_lr"):
             if getattr(self, name) < 0:
                 raise SlimctrError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.embedding_lr is not None and self.embedding_lr <= 0:
             raise SlimctrError(f"train.embedding_lr must be > 0, got {self.embedding_lr}")
         if not 0 < self.plateau_factor <= 1:
             raise SlimctrError(f"train.plateau_factor must be in (0, 1], got {self.plateau_factor}")
+        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
+            raise SlimctrError(f"train.grad_clip_norm must be > 0, got {self.grad_clip_norm}")
         if self.sparse_embeddings and self.embedding_l2:
             raise SlimctrError(
                 "train.embedding_l2 penalises whole tables, which needs dense "
+                "embedding gradients: set train.sparse_embeddings=false"
+            )
+        if self.sparse_embeddings and self.grad_clip_norm is not None:
+            raise SlimctrError(
+                "train.grad_clip_norm scales every gradient, which needs dense "
                 "embedding gradients: set train.sparse_embeddings=false"
             )
 
@@ -126,6 +136,7 @@ class Trainer:
                 patience=config.plateau_patience,
                 threshold=config.plateau_threshold,
                 threshold_mode="abs",
+                min_lr=config.min_lr,
             )
             for optimizer in self.optimizers
         ]
@@ -171,6 +182,8 @@ class Trainer:
             penalty = sum(table.pow(2).sum() for table in self.embedding_tables)
             loss = loss + self.config.embedding_l2 / 2 * penalty
         loss.backward()
+        if self.config.grad_clip_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm)
         for optimizer in self.optimizers:
             optimizer.step()
         return float(loss.detach())
