@@ -99,6 +99,8 @@ BARS_TUNED = {
         "model.block_dim=50",
         "model.reduction_ratio=2",
         "model.dropout=0.1",
+        "model.block_dropout=0.1",  # FuxiCTR's net_dropout acts in the blocks and the MLP
+        "model.embedding_norm=false",
         "model.batch_norm=false",
         "train.embedding_l2=0.1",
     ],
@@ -293,7 +295,6 @@ def main() -> None:
             "FM (0.9342 there, 0.9687 now). Some of BARS's tuned settings have no equivalent "
             "here: AutoInt+'s layer norm, "
             "score scaling and attention dropout, "
-            "MaskNet's dropout inside its blocks and its embedding layer norm (off in BARS), "
             "and FinalMLP's user- and item-conditioned feature gates. "
             "FuxiCTR's gradient clipping at norm 10 and learning-rate floor of 1e-6 exist "
             "(`train.grad_clip_norm`, `train.min_lr`) but are off in these runs.\n\n"

@@ -178,6 +178,37 @@ def test_masknet_serial_feeds_each_block_the_previous_output() -> None:
     torch.testing.assert_close(model(batch), model.mlp(hidden).squeeze(1))
 
 
+def test_masknet_without_embedding_norm_feeds_the_blocks_raw_embeddings() -> None:
+    torch.manual_seed(0)
+    config = MaskNetConfig(num_blocks=2, block_dim=4, hidden_dims=(), embedding_norm=False)
+    model = MaskNet(tiny_schema(), config).eval()
+    batch = tiny_batch()
+    v_emb = model.embedding(batch).flatten(1)
+    hidden = torch.cat([block(v_emb, v_emb) for block in model.blocks], dim=1)
+    torch.testing.assert_close(model(batch), model.mlp(hidden).squeeze(1))
+    assert model.embedding_norm is None
+    with_norm = MaskNet(tiny_schema(), MaskNetConfig(num_blocks=2, block_dim=4, hidden_dims=()))
+    assert count_params(with_norm) - count_params(model) == 2 * 16  # LN_EMB's scale and shift
+
+
+def test_masknet_block_dropout_acts_in_training_only() -> None:
+    torch.manual_seed(0)
+    plain = MaskNet(tiny_schema(), MaskNetConfig(num_blocks=2, block_dim=64))
+    dropped = MaskNet(tiny_schema(), MaskNetConfig(num_blocks=2, block_dim=64, block_dropout=0.5))
+    dropped.load_state_dict(plain.state_dict())  # dropout has no parameters: same weights
+    batch = tiny_batch()
+    plain.eval()
+    dropped.eval()
+    torch.testing.assert_close(dropped(batch), plain(batch))
+    block = dropped.blocks[0].train()
+    out = block(torch.ones(8, D), torch.ones(8, D))
+    kept = block.eval()(torch.ones(8, D), torch.ones(8, D))
+    # in training, dropout zeroes some positive outputs and doubles the rest (1 / (1 - 0.5))
+    positive = kept > 0
+    assert (out[positive] == 0).any()
+    torch.testing.assert_close(out[out > 0], 2 * kept[out > 0])
+
+
 # -- configs ---------------------------------------------------------------------------------
 
 
@@ -195,6 +226,8 @@ def test_masknet_serial_feeds_each_block_the_previous_output() -> None:
         (MaskNetConfig, "structure", "stacked"),
         (MaskNetConfig, "block_dim", 0),
         (MaskNetConfig, "reduction_ratio", 1.5),
+        (MaskNetConfig, "block_dropout", 1.0),
+        (MaskNetConfig, "embedding_norm", "no"),
     ],
 )
 def test_bad_config_raises(config_class: type, key: str, value: Any) -> None:

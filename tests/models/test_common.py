@@ -44,6 +44,8 @@ INVALID: dict[str, object] = {
     "block_dim": 0,
     "excitation_activation": "tanh",
     "linear_type": "scalar",
+    "block_dropout": -0.1,
+    "embedding_norm": "yes",
 }
 
 

@@ -13,6 +13,9 @@ feeds a layer-normalised hidden layer:
     on a block output V_o: V_out = ReLU(LN_HID(W_i (V_mask ⊙ V_o)))
 
 LN_EMB normalises each field's embedding separately; W_i has no bias (LN_HID re-centres).
+``embedding_norm=false`` drops LN_EMB (the blocks see V_emb itself, as in BARS's tuned runs), and
+``block_dropout`` adds dropout after each block's ReLU (FuxiCTR's MaskBlock has it; the paper
+does not mention it).
 Serial MaskNet stacks MaskBlocks (the first on the embeddings, every mask from V_emb); parallel
 MaskNet runs ``num_blocks`` MaskBlocks on the embeddings and concatenates their outputs. Either
 result passes an MLP and logit = w^T MLP(.) + b (with ``hidden_dims=()`` only the output layer).
@@ -49,14 +52,20 @@ from slimctr.schema import Schema
 
 
 class MaskBlock(nn.Module):
-    """V_out = ReLU(LN(W_i (V_mask ⊙ x))), V_mask = W_d2 ReLU(W_d1 V_emb + b_1) + b_2 (Eq. 1, 6-9).
+    """V_out = ReLU(LN(W_i (V_mask ⊙ x))), V_mask = W_d2 ReLU(W_d1 V_emb + b_1) + b_2 (Eq. 1, 6-9),
+    then dropout at rate ``dropout`` in training (none at 0).
 
     ``forward(x, v_emb)``: x (B, input_dim) is already layer-normalised (LN_EMB(V_emb) or a block
     output); v_emb (B, mask_input_dim) is the raw V_emb. Returns (B, output_dim).
     """
 
     def __init__(
-        self, input_dim: int, mask_input_dim: int, output_dim: int, reduction_ratio: int
+        self,
+        input_dim: int,
+        mask_input_dim: int,
+        output_dim: int,
+        reduction_ratio: int,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.mask = nn.Sequential(
@@ -66,9 +75,11 @@ class MaskBlock(nn.Module):
         )
         self.hidden = nn.Linear(input_dim, output_dim, bias=False)  # W_i
         self.norm = nn.LayerNorm(output_dim)  # LN_HID
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor, v_emb: Tensor) -> Tensor:
-        return torch.relu(self.norm(self.hidden(self.mask(v_emb) * x)))  # (B, output_dim)
+        out = torch.relu(self.norm(self.hidden(self.mask(v_emb) * x)))
+        return self.dropout(out)  # (B, output_dim)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +91,9 @@ class MaskNetConfig:
     block_dim: int = 64  # output width of every MaskBlock
     reduction_ratio: int = 1  # r: aggregation width / projection width of each mask
     hidden_dims: tuple[int, ...] = (400, 400, 400)  # MLP after the blocks; () : output layer only
-    dropout: float = 0.0
+    dropout: float = 0.0  # in the MLP
+    block_dropout: float = 0.0  # after each MaskBlock
+    embedding_norm: bool = True  # LN_EMB on the blocks' input; false: V_emb as it is
     batch_norm: bool = True
     embedding_init_std: float | None = 1e-4  # N(0, std^2) for all embeddings; None: xavier
 
@@ -94,6 +107,8 @@ class MaskNetConfig:
         check_int("reduction_ratio", self.reduction_ratio, minimum=1)
         check_hidden_dims("hidden_dims", self.hidden_dims, allow_empty=True)
         check_dropout("dropout", self.dropout)
+        check_dropout("block_dropout", self.block_dropout)
+        check_bool("embedding_norm", self.embedding_norm)
         check_bool("batch_norm", self.batch_norm)
         check_init_std("embedding_init_std", self.embedding_init_std)
 
@@ -110,12 +125,16 @@ class MaskNet(nn.Module):
             align_dim=config.embedding_align_dim,
         )
         width = self.embedding.output_dim  # D
-        self.embedding_norm = nn.LayerNorm(width // self.embedding.num_fields)  # LN_EMB
+        field_width = width // self.embedding.num_fields
+        self.embedding_norm = nn.LayerNorm(field_width) if config.embedding_norm else None  # LN_EMB
         self.serial = config.structure == "serial"
         blocks = []
         for index in range(config.num_blocks):
             block_input = config.block_dim if self.serial and index > 0 else width
-            blocks.append(MaskBlock(block_input, width, config.block_dim, config.reduction_ratio))
+            block = MaskBlock(
+                block_input, width, config.block_dim, config.reduction_ratio, config.block_dropout
+            )
+            blocks.append(block)
         self.blocks = nn.ModuleList(blocks)
         mlp_input = config.block_dim * (1 if self.serial else config.num_blocks)
         self.mlp = MLP(
@@ -125,11 +144,13 @@ class MaskNet(nn.Module):
     def forward(self, batch: Batch) -> Tensor:
         embeddings = self.embedding(batch)  # (B, F, d)
         v_emb = embeddings.flatten(1)  # (B, D)
-        normed = self.embedding_norm(embeddings).flatten(1)  # LN_EMB(V_emb): (B, D)
+        block_input = v_emb  # LN_EMB(V_emb) unless embedding_norm is off: (B, D)
+        if self.embedding_norm is not None:
+            block_input = self.embedding_norm(embeddings).flatten(1)
         if self.serial:
-            hidden = normed
+            hidden = block_input
             for block in self.blocks:
                 hidden = block(hidden, v_emb)  # (B, block_dim)
         else:
-            hidden = torch.cat([block(normed, v_emb) for block in self.blocks], dim=1)
+            hidden = torch.cat([block(block_input, v_emb) for block in self.blocks], dim=1)
         return self.mlp(hidden).squeeze(1)  # (B,)
