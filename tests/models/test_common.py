@@ -46,6 +46,10 @@ INVALID: dict[str, object] = {
     "linear_type": "scalar",
     "block_dropout": -0.1,
     "embedding_norm": "yes",
+    "identity_residual": 1,
+    "scale_scores": "no",
+    "attention_dropout": 1.0,
+    "layer_norm": "yes",
 }
 
 

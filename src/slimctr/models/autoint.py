@@ -10,7 +10,9 @@ and AutoInt+ (Sec. 5.5) adds a feed-forward network on the concatenated embeddin
 logit = logit_att + MLP(e_1 || ... || e_F). With ``hidden_dims=()`` there is no MLP: plain AutoInt.
 
 Defaults: 3 interacting layers, 2 heads of d' = 32 each and residual connections, the setting
-the paper reports (Sec. 5.1.3); ``attention_dim`` is the per-head width d'. The MLP is the deep
+the paper reports (Sec. 5.1.3); ``attention_dim`` is the per-head width d'. ``scale_scores``,
+``attention_dropout``, ``identity_residual`` and ``layer_norm`` switch on FuxiCTR's variant of
+the layer (``slimctr.nn.attention``), the one BARS tunes. The MLP is the deep
 part of ``dcnv2`` and ``xdeepfm`` (400-400-400 with BatchNorm, dropout 0, embeddings
 N(0, 1e-4^2)) so that the models compare on one footing. All fields need one width, or
 ``embedding_align_dim=K`` to project each to width K (``slimctr.nn.align``).
@@ -47,6 +49,10 @@ class AutoIntConfig:
     num_heads: int = 2  # H
     attention_dim: int = 32  # d', the width of one head
     use_residual: bool = True  # W_Res e_m in Eq. 8
+    identity_residual: bool = False  # e_m itself instead of W_Res e_m where the widths match
+    scale_scores: bool = False  # divide the attention scores by sqrt(d')
+    attention_dropout: float = 0.0  # on attention weights and on each layer's output
+    layer_norm: bool = False  # LayerNorm before each layer's ReLU
     hidden_dims: tuple[int, ...] = (400, 400, 400)  # () : AutoInt without the "+" MLP
     dropout: float = 0.0
     batch_norm: bool = True
@@ -60,6 +66,10 @@ class AutoIntConfig:
         check_int("num_heads", self.num_heads, minimum=1)
         check_int("attention_dim", self.attention_dim, minimum=1)
         check_bool("use_residual", self.use_residual)
+        check_bool("identity_residual", self.identity_residual)
+        check_bool("scale_scores", self.scale_scores)
+        check_dropout("attention_dropout", self.attention_dropout)
+        check_bool("layer_norm", self.layer_norm)
         check_hidden_dims("hidden_dims", self.hidden_dims, allow_empty=True)
         check_dropout("dropout", self.dropout)
         check_bool("batch_norm", self.batch_norm)
@@ -82,7 +92,14 @@ class AutoInt(nn.Module):
         self.attention = nn.ModuleList()
         for _ in range(config.attention_layers):
             layer = InteractingLayer(
-                width, config.attention_dim, config.num_heads, config.use_residual
+                width,
+                config.attention_dim,
+                config.num_heads,
+                config.use_residual,
+                scale_scores=config.scale_scores,
+                dropout=config.attention_dropout,
+                identity_residual=config.identity_residual,
+                layer_norm=config.layer_norm,
             )
             self.attention.append(layer)
             width = layer.output_dim

@@ -8,9 +8,15 @@ The input stacks the F field embeddings, (B, F, d). For head h, field m attends 
     e~_m = e~^(1)_m || ... || e~^(H)_m                                                    (Eq. 7)
     e^Res_m = ReLU(e~_m + W_Res e_m)                                                      (Eq. 8)
 
-with W_Q^(h), W_K^(h), W_V^(h) in R^{d' x d} and W_Res in R^{d'H x d}. The score is the plain
-inner product of Eq. 5 (no 1/sqrt(d') scaling). All heads are computed at once with batched
-matrix products over (B, H, F, F) score tensors.
+with W_Q^(h), W_K^(h), W_V^(h) in R^{d' x d} and W_Res in R^{d'H x d}. By default the score is
+the plain inner product of Eq. 5. All heads are computed at once with batched matrix products
+over (B, H, F, F) score tensors.
+
+Four switches, all off by default, give the layer FuxiCTR's form, which BARS's tuned AutoInt+
+runs use: ``scale_scores`` divides the scores by sqrt(d'); ``dropout`` drops attention weights
+(after the softmax) and the concatenated heads (before the residual); ``identity_residual``
+adds e_m itself instead of W_Res e_m when d = d'H; ``layer_norm`` normalises the sum before
+the ReLU.
 """
 
 from __future__ import annotations
@@ -30,7 +36,16 @@ class InteractingLayer(nn.Module):
     """
 
     def __init__(
-        self, input_dim: int, head_dim: int, num_heads: int, use_residual: bool = True
+        self,
+        input_dim: int,
+        head_dim: int,
+        num_heads: int,
+        use_residual: bool = True,
+        *,
+        scale_scores: bool = False,
+        dropout: float = 0.0,
+        identity_residual: bool = False,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         if min(input_dim, head_dim, num_heads) < 1:
@@ -43,7 +58,13 @@ class InteractingLayer(nn.Module):
         self.query = nn.Linear(input_dim, width, bias=False)
         self.key = nn.Linear(input_dim, width, bias=False)
         self.value = nn.Linear(input_dim, width, bias=False)
-        self.residual = nn.Linear(input_dim, width, bias=False) if use_residual else None
+        self.residual: nn.Module | None = None  # W_Res, the identity, or no residual at all
+        if use_residual:
+            identity = identity_residual and input_dim == width
+            self.residual = nn.Identity() if identity else nn.Linear(input_dim, width, bias=False)
+        self.score_scale = head_dim**-0.5 if scale_scores else 1.0
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.norm = nn.LayerNorm(width) if layer_norm else nn.Identity()
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -59,9 +80,9 @@ class InteractingLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         query, key, value = (self._heads(proj(x)) for proj in (self.query, self.key, self.value))
-        scores = query @ key.transpose(2, 3)  # (B, H, F, F): <W_Q e_m, W_K e_k>
-        attended = torch.softmax(scores, dim=3) @ value  # (B, H, F, d')
-        out = attended.transpose(1, 2).flatten(2)  # (B, F, H d'): heads concatenated, Eq. 7
+        scores = query @ key.transpose(2, 3) * self.score_scale  # (B, H, F, F): <W_Q e_m, W_K e_k>
+        attended = self.dropout(torch.softmax(scores, dim=3)) @ value  # (B, H, F, d')
+        out = self.dropout(attended.transpose(1, 2).flatten(2))  # (B, F, H d'): Eq. 7
         if self.residual is not None:
             out = out + self.residual(x)
-        return torch.relu(out)
+        return torch.relu(self.norm(out))
