@@ -82,6 +82,40 @@ def test_finalmlp_logit_and_gates() -> None:
     torch.testing.assert_close(model(batch), expected)
 
 
+def test_finalmlp_gates_conditioned_on_context_fields() -> None:
+    torch.manual_seed(0)
+    config = FinalMLPConfig(
+        stream1_dims=(6,),
+        stream2_dims=(4,),
+        gate1_context=("c1",),
+        gate2_context=("n0", "c0"),
+        gate_hidden_dims=(5,),
+    )
+    model = FinalMLP(tiny_schema(), config).eval()
+    batch = tiny_batch()
+    e = model.embedding.flat(batch)  # fields c0, n0, c1, c2, n1, 16 wide each
+    contexts = [e[:, 32:48], torch.cat([e[:, 16:32], e[:, 0:16]], dim=1)]
+    for gate, context in zip(model.gates, contexts, strict=True):
+        weights = 2 * torch.sigmoid(gate.linear(gate.hidden(context)))  # (B, D): one per sample
+        torch.testing.assert_close(gate(e), weights * e)
+        assert gate.context is None and not torch.allclose(weights[0], weights[1])
+    gate_params = [16 * 5 + 5 + 5 * D + D, 32 * 5 + 5 + 5 * D + D]
+    plain = FinalMLP(tiny_schema(), FinalMLPConfig(stream1_dims=(6,), stream2_dims=(4,)))
+    plain_gates = 2 * (16 + 16 * D + D)
+    assert count_params(model) - count_params(plain) == sum(gate_params) - plain_gates
+
+
+def test_finalmlp_context_must_name_fields_of_the_data() -> None:
+    config = FinalMLPConfig(gate2_context=("c0", "user"))
+    with pytest.raises(SlimctrError, match=r"^model.gate2_context names user, not a field"):
+        FinalMLP(tiny_schema(), config)
+
+
+def test_finalmlp_context_needs_the_gates() -> None:
+    with pytest.raises(SlimctrError, match=r"^model.gate1_context conditions a gate"):
+        FinalMLPConfig(feature_gating=False, gate1_context=("c0",))
+
+
 @pytest.mark.parametrize("gating", [True, False])
 def test_finalmlp_parametercount_params(gating: bool) -> None:
     hidden = (400, 400, 400)
@@ -221,6 +255,9 @@ def test_masknet_block_dropout_acts_in_training_only() -> None:
         (FinalMLPConfig, "num_heads", 3),  # does not divide 400
         (FinalMLPConfig, "stream1_dims", ()),
         (FinalMLPConfig, "feature_gating", "no"),
+        (FinalMLPConfig, "gate1_context", "user"),  # a list of names, not one name
+        (FinalMLPConfig, "gate2_context", ("item", "item")),
+        (FinalMLPConfig, "gate_hidden_dims", (400, 0)),
         (FiBiNETConfig, "reduction_ratio", 0),
         (FiBiNETConfig, "excitation_activation", "tanh"),
         (MaskNetConfig, "structure", "stacked"),

@@ -50,6 +50,9 @@ INVALID: dict[str, object] = {
     "scale_scores": "no",
     "attention_dropout": 1.0,
     "layer_norm": "yes",
+    "gate1_context": "c0",
+    "gate2_context": ["c0", "c0"],
+    "gate_hidden_dims": (0,),
 }
 
 

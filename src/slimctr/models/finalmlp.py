@@ -3,10 +3,15 @@
 Both streams read the concatenated field embeddings e = [e_1 || ... || e_F] in R^D. With
 ``feature_gating``, stream k first re-weights e with its own gate (Sec. 3.2, Eq. 5-6),
 
-    h_k = 2 sigmoid(W_k c_k + b_k) ⊙ e,        c_k in R^d a learned context vector
+    h_k = 2 sigmoid(MLP_gk(c_k)) ⊙ e
 
-the paper's choice when no conditioning features are given (the gate input is then a learned
-embedding, so the gate is the same for every sample). Then o_k = MLP_k(h_k). The streams are
+where c_k is the concatenated embeddings of stream k's context fields (``gate1_context``,
+``gate2_context``; BARS's Frappe run conditions stream 1 on the user and stream 2 on the item),
+or, with no context fields, a learned vector (the paper's choice when none are given: the gate is
+then the same for every sample). MLP_gk has ``gate_hidden_dims`` ReLU layers (none: one linear
+map W_k c_k + b_k). The context embeddings are the model's own e_f, so the gates train them too;
+FuxiCTR gives each gate separate tables for its context fields instead (on Frappe, 50,400 more
+parameters for user and item). Then o_k = MLP_k(h_k). The streams are
 fused by multi-head bilinear fusion (Sec. 3.3, Eq. 7-8): o_1 and o_2 are cut into H heads
 o_1^j, o_2^j and
 
@@ -24,6 +29,7 @@ part of ``dcnv2`` (400-400-400 with BatchNorm, dropout 0, embeddings N(0, 1e-4^2
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +68,9 @@ class FinalMLPConfig:
     stream2_dims: tuple[int, ...] = (400, 400, 400)
     num_heads: int = 1  # H heads of the bilinear fusion
     feature_gating: bool = True
+    gate1_context: tuple[str, ...] = ()  # fields conditioning stream 1's gate; (): learned vector
+    gate2_context: tuple[str, ...] = ()  # likewise for stream 2
+    gate_hidden_dims: tuple[int, ...] = ()  # ReLU layers inside each gate; (): one linear map
     dropout: float = 0.0
     batch_norm: bool = True
     embedding_init_std: float | None = 1e-4  # N(0, std^2) for all embeddings; None: xavier
@@ -77,23 +86,44 @@ class FinalMLPConfig:
                 f"{self.num_heads} for {self.stream1_dims[-1]} and {self.stream2_dims[-1]}"
             )
         check_bool("feature_gating", self.feature_gating)
+        for key in ("gate1_context", "gate2_context"):
+            fields = getattr(self, key)
+            if not isinstance(fields, tuple | list) or not all(isinstance(f, str) for f in fields):
+                raise SlimctrError(f"model.{key} must be a list of field names, got {fields!r}")
+            if len(set(fields)) < len(fields):
+                raise SlimctrError(f"model.{key} names a field twice: {list(fields)}")
+            if fields and not self.feature_gating:
+                raise SlimctrError(f"model.{key} conditions a gate: set model.feature_gating=true")
+        check_hidden_dims("gate_hidden_dims", self.gate_hidden_dims, allow_empty=True)
         check_dropout("dropout", self.dropout)
         check_bool("batch_norm", self.batch_norm)
         check_init_std("embedding_init_std", self.embedding_init_std)
 
 
 class FeatureGate(nn.Module):
-    """h = 2 sigmoid(W c + b) ⊙ e with a learned context c (FinalMLP Eq. 5-6): (B, D) -> (B, D)."""
+    """h = 2 sigmoid(MLP(c)) ⊙ e (FinalMLP Eq. 5-6): (B, D) -> (B, D).
 
-    def __init__(self, width: int) -> None:
+    ``columns`` picks c out of e (the context fields' embeddings); empty, c is a learned vector.
+    The MLP's last layer is ``linear`` (xavier weights, zero bias), after ``hidden_dims`` ReLU
+    layers, if any.
+    """
+
+    def __init__(self, width: int, columns: Tensor, hidden_dims: tuple[int, ...]) -> None:
         super().__init__()
-        self.context = nn.Parameter(0.01 * torch.randn(CONTEXT_DIM))  # c
-        self.linear = nn.Linear(CONTEXT_DIM, width)
+        self.columns: Tensor
+        self.register_buffer("columns", columns, persistent=False)
+        self.context = None if len(columns) else nn.Parameter(0.01 * torch.randn(CONTEXT_DIM))
+        context_dim = len(columns) or CONTEXT_DIM
+        self.hidden = MLP(context_dim, hidden_dims) if hidden_dims else None
+        self.linear = nn.Linear(hidden_dims[-1] if hidden_dims else context_dim, width)
         nn.init.xavier_uniform_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return 2 * torch.sigmoid(self.linear(self.context)) * x  # (B, D)
+        context = x[:, self.columns] if self.context is None else self.context  # (B, c) or (c,)
+        if self.hidden is not None:
+            context = self.hidden(context)
+        return 2 * torch.sigmoid(self.linear(context)) * x  # (B, D)
 
 
 @register("finalmlp", FinalMLPConfig, "FinalMLP (Mao et al. 2023): two gated MLPs, bilinear fusion")
@@ -107,7 +137,9 @@ class FinalMLP(nn.Module):
         width = self.embedding.output_dim  # D
         self.gates = nn.ModuleList()
         if config.feature_gating:
-            self.gates.extend([FeatureGate(width), FeatureGate(width)])
+            for key in ("gate1_context", "gate2_context"):
+                columns = _columns(self.embedding, key, getattr(config, key))
+                self.gates.append(FeatureGate(width, columns, config.gate_hidden_dims))
         self.streams = nn.ModuleList(
             MLP(width, dims, config.dropout, config.batch_norm)
             for dims in (config.stream1_dims, config.stream2_dims)
@@ -123,3 +155,19 @@ class FinalMLP(nn.Module):
         o1, o2 = (stream(h) for stream, h in zip(self.streams, inputs, strict=True))  # (B, d_k)
         linear = (self.linear1(o1) + self.linear2(o2)).squeeze(1)  # (B,)
         return linear + bilinear_fusion(o1, o2, self.bilinear)  # (B,)
+
+
+def _columns(embedding: FieldEmbedding, key: str, fields: tuple[str, ...]) -> Tensor:
+    """Where ``fields``' embeddings sit in ``embedding.flat``'s output, in the given order."""
+    names = embedding.field_names
+    unknown = [f for f in fields if f not in names]
+    if unknown:
+        raise SlimctrError(
+            f"model.{key} names {', '.join(unknown)}, not a field of the data "
+            f"(fields: {', '.join(names)})"
+        )
+    if not fields:
+        return torch.zeros(0, dtype=torch.long)
+    starts = dict(zip(names, itertools.accumulate(embedding.field_dims, initial=0), strict=False))
+    widths = dict(zip(names, embedding.field_dims, strict=True))
+    return torch.cat([torch.arange(starts[f], starts[f] + widths[f]) for f in fields]).long()
