@@ -55,8 +55,9 @@ class MaskBlock(nn.Module):
     """V_out = ReLU(LN(W_i (V_mask ⊙ x))), V_mask = W_d2 ReLU(W_d1 V_emb + b_1) + b_2 (Eq. 1, 6-9),
     then dropout at rate ``dropout`` in training (none at 0).
 
-    ``forward(x, v_emb)``: x (B, input_dim) is already layer-normalised (LN_EMB(V_emb) or a block
-    output); v_emb (B, mask_input_dim) is the raw V_emb. Returns (B, output_dim).
+    ``forward(x, v_emb)``: x (B, input_dim) is what the block masks (LN_EMB(V_emb), V_emb itself
+    without the embedding norm, or a block output); v_emb (B, mask_input_dim) is the raw V_emb.
+    Returns (B, output_dim).
     """
 
     def __init__(
