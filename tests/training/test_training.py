@@ -90,11 +90,31 @@ def test_resume_after_an_interruption_mid_epoch_ends_identically(store, tmp_path
 
     with pytest.raises(KeyboardInterrupt):
         run.train(store.path, tmp_path / "cut", config, progress=interrupt)
-    history = json.loads(json.dumps([]))
-    assert not (tmp_path / "cut" / "metrics.json").exists() and history == []
+    assert not (tmp_path / "cut" / "metrics.json").exists()
     resumed = run.train(store.path, tmp_path / "cut", config, resume=True)
     assert resumed["test"] == whole["test"] and resumed["valid"] == whole["valid"]
     assert resumed["best_epoch"] == whole["best_epoch"]
+
+
+def test_resume_accepts_keys_added_since_at_their_defaults_and_refuses_real_changes(
+    store, tmp_path
+):
+    config = _config(extra=["train.epochs=2"])
+
+    def stop_after_first_epoch(epoch, done, total, loss, elapsed):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run.train(store.path, tmp_path / "r", config, progress=stop_after_first_epoch)
+    saved = tmp_path / "r" / "config.yaml"
+    text = saved.read_text()
+    # a run started before train.min_lr existed: its config.yaml has no such key
+    saved.write_text("".join(line for line in text.splitlines(True) if "min_lr" not in line))
+    other = _config(extra=["train.epochs=2", "train.lr=0.01"])
+    with pytest.raises(SlimctrError, match="was started with another configuration"):
+        run.train(store.path, tmp_path / "r", other, resume=True)
+    assert run.train(store.path, tmp_path / "r", config, resume=True)["best_epoch"] >= 1
 
 
 def test_early_stopping_stops_after_patience(store, tmp_path):

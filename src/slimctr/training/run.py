@@ -240,7 +240,7 @@ def _write_run_files(out: Path, config: RunConfig, store: Store) -> None:
 def _check_resumable(out: Path, config: RunConfig, store: Store) -> None:
     if not (out / "config.yaml").is_file():
         raise SlimctrError(f"nothing to resume in {out} (no config.yaml)")
-    if load_yaml(out / "config.yaml") != to_dict(config):
+    if _saved_config(out) != to_dict(config):
         raise SlimctrError(
             f"{out} was started with another configuration; resume it with the "
             "same --model, --config and --set options"
@@ -248,6 +248,17 @@ def _check_resumable(out: Path, config: RunConfig, store: Store) -> None:
     saved = json.loads((out / "data.json").read_text())
     if saved["recipe_id"] != store.manifest["recipe_id"]:
         raise SlimctrError(f"{out} was trained on another store than {store.path}")
+
+
+def _saved_config(out: Path) -> dict[str, Any] | None:
+    """The config a run was started with, keys added to slimctr since then at their defaults
+    (which is how that run behaves), or None if it no longer reads as a config."""
+    saved = load_yaml(out / "config.yaml")
+    try:
+        entry = _model_entry(saved.get("model_name", ""))
+        return to_dict(from_dict(RunConfig, saved, types={"model": entry.config}))
+    except SlimctrError:
+        return None
 
 
 @functools.cache
