@@ -111,9 +111,16 @@ def test_finalmlp_context_must_name_fields_of_the_data() -> None:
         FinalMLP(tiny_schema(), config)
 
 
-def test_finalmlp_context_needs_the_gates() -> None:
+def test_finalmlp_gate_keys_need_the_gates() -> None:
     with pytest.raises(SlimctrError, match=r"^model.gate1_context conditions a gate"):
         FinalMLPConfig(feature_gating=False, gate1_context=("c0",))
+    with pytest.raises(SlimctrError, match=r"^model.gate_hidden_dims shapes the gates"):
+        FinalMLPConfig(feature_gating=False, gate_hidden_dims=(400,))
+
+
+def test_autoint_identity_residual_needs_a_residual() -> None:
+    with pytest.raises(SlimctrError, match=r"^model.identity_residual shapes the residual"):
+        AutoIntConfig(use_residual=False, identity_residual=True)
 
 
 @pytest.mark.parametrize("gating", [True, False])

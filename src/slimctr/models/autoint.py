@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from slimctr.data.batch import Batch
+from slimctr.errors import SlimctrError
 from slimctr.models.checks import (
     check_bool,
     check_dropout,
@@ -67,6 +68,10 @@ class AutoIntConfig:
         check_int("attention_dim", self.attention_dim, minimum=1)
         check_bool("use_residual", self.use_residual)
         check_bool("identity_residual", self.identity_residual)
+        if self.identity_residual and not self.use_residual:
+            raise SlimctrError(
+                "model.identity_residual shapes the residual: set model.use_residual=true"
+            )
         check_bool("scale_scores", self.scale_scores)
         check_dropout("attention_dropout", self.attention_dropout)
         check_bool("layer_norm", self.layer_norm)

@@ -95,6 +95,10 @@ class FinalMLPConfig:
             if fields and not self.feature_gating:
                 raise SlimctrError(f"model.{key} conditions a gate: set model.feature_gating=true")
         check_hidden_dims("gate_hidden_dims", self.gate_hidden_dims, allow_empty=True)
+        if self.gate_hidden_dims and not self.feature_gating:
+            raise SlimctrError(
+                "model.gate_hidden_dims shapes the gates: set model.feature_gating=true"
+            )
         check_dropout("dropout", self.dropout)
         check_bool("batch_norm", self.batch_norm)
         check_init_std("embedding_init_std", self.embedding_init_std)
