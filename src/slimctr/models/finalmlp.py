@@ -174,4 +174,4 @@ def _columns(embedding: FieldEmbedding, key: str, fields: tuple[str, ...]) -> Te
         return torch.zeros(0, dtype=torch.long)
     starts = dict(zip(names, itertools.accumulate(embedding.field_dims, initial=0), strict=False))
     widths = dict(zip(names, embedding.field_dims, strict=True))
-    return torch.cat([torch.arange(starts[f], starts[f] + widths[f]) for f in fields]).long()
+    return torch.cat([torch.arange(starts[f], starts[f] + widths[f]) for f in fields])

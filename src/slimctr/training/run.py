@@ -143,9 +143,7 @@ def load_run(run_dir: Path, data_dir: Path | None = None) -> tuple[RunConfig, nn
     """A finished run's config, its best model (eval mode) and its store (or ``data_dir``)."""
     if not (run_dir / "best.pt").is_file() or not (run_dir / "config.yaml").is_file():
         raise SlimctrError(f"{run_dir} is not a finished slimctr run (no best.pt / config.yaml)")
-    saved = load_yaml(run_dir / "config.yaml")
-    name = saved.get("model_name", "")
-    config = from_dict(RunConfig, saved, types={"model": _model_entry(name).config})
+    config = _read_config(run_dir)
     store = open_store(data_dir or Path(json.loads((run_dir / "data.json").read_text())["path"]))
     trained = Schema.from_dict(json.loads((run_dir / "schema.json").read_text()))
     if store.schema != trained:
@@ -240,7 +238,11 @@ def _write_run_files(out: Path, config: RunConfig, store: Store) -> None:
 def _check_resumable(out: Path, config: RunConfig, store: Store) -> None:
     if not (out / "config.yaml").is_file():
         raise SlimctrError(f"nothing to resume in {out} (no config.yaml)")
-    if _saved_config(out) != to_dict(config):
+    try:
+        started = to_dict(_read_config(out))
+    except SlimctrError:  # no longer reads as a config (a model or key since removed)
+        started = None
+    if started != to_dict(config):
         raise SlimctrError(
             f"{out} was started with another configuration; resume it with the "
             "same --model, --config and --set options"
@@ -250,15 +252,12 @@ def _check_resumable(out: Path, config: RunConfig, store: Store) -> None:
         raise SlimctrError(f"{out} was trained on another store than {store.path}")
 
 
-def _saved_config(out: Path) -> dict[str, Any] | None:
-    """The config a run was started with, keys added to slimctr since then at their defaults
-    (which is how that run behaves), or None if it no longer reads as a config."""
-    saved = load_yaml(out / "config.yaml")
-    try:
-        entry = _model_entry(saved.get("model_name", ""))
-        return to_dict(from_dict(RunConfig, saved, types={"model": entry.config}))
-    except SlimctrError:
-        return None
+def _read_config(run_dir: Path) -> RunConfig:
+    """The config a run was started with; keys added to slimctr since then take their defaults,
+    which is how that run behaves."""
+    saved = load_yaml(run_dir / "config.yaml")
+    entry = _model_entry(saved.get("model_name", ""))
+    return from_dict(RunConfig, saved, types={"model": entry.config})
 
 
 @functools.cache

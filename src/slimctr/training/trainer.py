@@ -69,8 +69,15 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise SlimctrError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        non_negative = ("lr", "weight_decay", "embedding_l2", "plateau_patience")
-        for name in (*non_negative, "plateau_threshold", "min_lr"):
+        non_negative = (
+            "lr",
+            "weight_decay",
+            "embedding_l2",
+            "plateau_patience",
+            "plateau_threshold",
+            "min_lr",
+        )
+        for name in non_negative:
             if getattr(self, name) < 0:
                 raise SlimctrError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.embedding_lr is not None and self.embedding_lr <= 0:
