@@ -1,12 +1,15 @@
-"""Writing files so that a reader never sees half of one."""
+"""Writing files so that a reader never sees half of one, and one writer per destination."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from slimctr.errors import SlimctrError
 
 
 @contextmanager
@@ -18,3 +21,35 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def exclusive(path: Path, what: str) -> Iterator[None]:
+    """Hold the exclusive lock of ``path`` (a file or folder, existing or not) or refuse at once.
+
+    The lock is ``flock`` on a hidden sibling, ``.NAME.lock``, removed on release. A process that
+    opened the lock file just before it was removed would lock a dead file, so after locking, the
+    file at the path must still be the one locked; otherwise locking starts over. A killed holder
+    releases its lock with its file descriptors, so a stale lock file never blocks anyone.
+    """
+    lock = path.with_name(f".{path.name}.lock")
+    while True:
+        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise SlimctrError(
+                f"another slimctr process is writing {what} {path}; wait for it to finish"
+            ) from None
+        try:
+            if os.stat(lock).st_ino == os.fstat(handle).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(handle)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(handle)
