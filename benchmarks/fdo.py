@@ -45,6 +45,8 @@ from runlog import RunLog, run_folder
 
 from slimctr.data.synthetic import SyntheticConfig, generate
 from slimctr.fdo import fdo
+from slimctr.runconfig import resolve_config
+from slimctr.rundir import RunDir, RunState
 from slimctr.training import run
 from slimctr.training.trainer import score
 
@@ -73,7 +75,7 @@ def infer_samples_per_s(run_dir: Path) -> float:
 
 
 def record(key: str, dataset: str, model: str, seed: int, plan: str, run_dir: Path) -> None:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = RunDir(run_dir).metrics()
     entry = {
         "key": key,
         "dataset": dataset,
@@ -87,7 +89,7 @@ def record(key: str, dataset: str, model: str, seed: int, plan: str, run_dir: Pa
         "embedding_bytes": metrics["embedding_bytes"],
         "train_samples_per_s": metrics["train_samples_per_s"],
         "infer_samples_per_s": infer_samples_per_s(run_dir),
-        "revision": json.loads((run_dir / "versions.json").read_text())["git_revision"],
+        "revision": RunDir(run_dir).versions()["git_revision"],
         "widths": plan_widths(run_dir),
     }
     LOG.parent.mkdir(parents=True, exist_ok=True)
@@ -97,8 +99,8 @@ def record(key: str, dataset: str, model: str, seed: int, plan: str, run_dir: Pa
 
 def plan_widths(run_dir: Path) -> dict[str, int] | None:
     """The per-field widths an FDO, uniform or formula run was trained with (None: full)."""
-    plan = run_dir / "fdo_plan.json"
-    return json.loads(plan.read_text())["widths"] if plan.is_file() else None
+    plan = RunDir(run_dir).plan()
+    return plan["widths"] if plan else None
 
 
 def planted_widths(records: list[dict[str, Any]]) -> str:
@@ -157,7 +159,8 @@ def harvest(args: argparse.Namespace) -> None:
                 for plan in PLANS:
                     key = f"{dataset} {model} seed={seed} {plan}"
                     run_dir = folder / ("full" if plan == "full" else f"fdo/run-{plan}")
-                    if key not in logged() and (run_dir / "metrics.json").is_file():
+                    finished = RunDir(run_dir).state is RunState.FINISHED
+                    if key not in logged() and finished:
                         record(key, dataset, model, seed, plan, run_dir)
                         print(key, flush=True)
 
@@ -173,16 +176,12 @@ def study(args: argparse.Namespace) -> None:
                 data = data or prepare_data(dataset, args.work, args.data)
                 folder = args.work / "runs" / dataset / f"{model}-{seed}"
                 overrides = source_overrides(dataset, model)
-                config = run.resolve_config(
-                    model, overrides=overrides, seed=seed, threads=args.threads
-                )
+                config = resolve_config(model, overrides=overrides, seed=seed, threads=args.threads)
                 if dataset == "frappe" and not (folder / "full").exists():
                     table_run = run_folder(args.table_work, model, seed, overrides)
-                    if (table_run / "metrics.json").is_file():  # the Frappe table trained it
+                    if RunDir(table_run).state is RunState.FINISHED:  # the Frappe table trained it
                         shutil.copytree(table_run, folder / "full")
-                if not (folder / "full" / "metrics.json").is_file():
-                    resume = (folder / "full" / "config.yaml").is_file()
-                    run.train(data, folder / "full", config, resume=resume)
+                run.train(data, folder / "full", config, resume=True)
                 for plan in TRAINING_ORDER[1:]:
                     if keys[plan] not in logged():
                         fdo(folder / "full", out=folder / "fdo", retrain=True, **plan_kwargs(plan))

@@ -21,7 +21,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 
 from slimctr.data.loader import BatchLoader
 from slimctr.fdo import config_for_plan, plan_from_run, uniform_plan
+from slimctr.runconfig import build_model
 from slimctr.training import run
 from slimctr.training.trainer import Trainer
 
@@ -63,27 +63,25 @@ def main() -> None:
     train: dict[str, list[float]] = {name: [] for name in configs}
     infer: dict[str, list[float]] = {name: [] for name in configs}
     params: dict[str, int] = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        trainers = {}
-        for name, cfg in configs.items():
-            model = run.build_model(cfg, store.schema)
-            params[name] = sum(p.numel() for p in model.parameters())
-            checkpoint = Path(scratch) / name / "last.pt"
-            trainers[name] = Trainer(model, store, cfg.train, seed=0, checkpoint=checkpoint)
-            trainers[name].step(batches[0])  # warm-up: allocate Adam state and buffers
-        for _ in range(args.rounds):
-            for name, trainer in trainers.items():
-                trainer.model.train()
-                started = time.perf_counter()
+    trainers = {}
+    for name, cfg in configs.items():
+        model = build_model(cfg, store.schema)
+        params[name] = sum(p.numel() for p in model.parameters())
+        trainers[name] = Trainer(model, store, cfg.train, seed=0)
+        trainers[name].step(batches[0])  # warm-up: allocate Adam state and buffers
+    for _ in range(args.rounds):
+        for name, trainer in trainers.items():
+            trainer.model.train()
+            started = time.perf_counter()
+            for batch in batches:
+                trainer.step(batch)
+            train[name].append(len(batches) * len(batches[0]) / (time.perf_counter() - started))
+            trainer.model.eval()
+            started = time.perf_counter()
+            with torch.no_grad():
                 for batch in batches:
-                    trainer.step(batch)
-                train[name].append(len(batches) * len(batches[0]) / (time.perf_counter() - started))
-                trainer.model.eval()
-                started = time.perf_counter()
-                with torch.no_grad():
-                    for batch in batches:
-                        trainer.model(batch)
-                infer[name].append(len(batches) * len(batches[0]) / (time.perf_counter() - started))
+                    trainer.model(batch)
+            infer[name].append(len(batches) * len(batches[0]) / (time.perf_counter() - started))
 
     full_train, full_infer = statistics.median(train["full"]), statistics.median(infer["full"])
     lines = [

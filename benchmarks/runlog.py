@@ -15,6 +15,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from slimctr.runconfig import resolve_config
+from slimctr.rundir import RunDir
 from slimctr.training import run
 
 
@@ -65,11 +67,10 @@ class RunLog:
         found = self.get(model, seed, overrides)
         if found is not None:
             return found
-        config = run.resolve_config(model, overrides=overrides, seed=seed, threads=threads)
+        config = resolve_config(model, overrides=overrides, seed=seed, threads=threads)
         out = run_folder(work, model, seed, overrides)
-        started = (out / "config.yaml").is_file()
-        metrics = run.train(data, out, config, resume=started)
-        history = json.loads((out / "history.json").read_text())
+        metrics = run.train(data, out, config, resume=True)
+        history = RunDir(out).history()
         record = {
             "key": run_key(model, seed, overrides),
             "model": model,
@@ -84,7 +85,7 @@ class RunLog:
             "embedding_bytes": metrics["embedding_bytes"],
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "threads": config.threads,
-            "revision": json.loads((out / "versions.json").read_text())["git_revision"],
+            "revision": RunDir(out).versions()["git_revision"],
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as handle:

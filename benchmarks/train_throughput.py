@@ -33,10 +33,11 @@ MODEL_SETTINGS = {
 CHILD = """
 import json, sys, time, resource
 from pathlib import Path
+from slimctr.runconfig import resolve_config
 from slimctr.training import run
 from slimctr.training.trainer import score
 data, out, model, overrides = sys.argv[1], Path(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
-config = run.resolve_config(model, overrides=overrides, threads=2)
+config = resolve_config(model, overrides=overrides, threads=2)
 metrics = run.train(Path(data), out, config)
 _, trained, store = run.load_run(out)
 started = time.perf_counter()

@@ -16,13 +16,13 @@ import frappe
 from runlog import run_folder, run_key
 
 from slimctr.models import MODELS
-from slimctr.training import run
+from slimctr.runconfig import resolve_config
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_every_table_setting_is_a_key_of_the_model_and_set_once(model):
     overrides = frappe.overrides_for(model)
-    config = run.resolve_config(model, overrides=overrides, seed=0)  # unknown keys raise
+    config = resolve_config(model, overrides=overrides, seed=0)  # unknown keys raise
     keys = [o.split("=")[0] for o in overrides]
     assert len(keys) == len(set(keys))
     assert (config.train.epochs, config.train.plateau_patience) == (100, 0)  # BARS schedule
@@ -32,7 +32,7 @@ def test_every_table_setting_is_a_key_of_the_model_and_set_once(model):
 
 
 def test_bars_settings_win_over_the_common_ones():
-    config = run.resolve_config("wide_deep", overrides=frappe.overrides_for("wide_deep"), seed=0)
+    config = resolve_config("wide_deep", overrides=frappe.overrides_for("wide_deep"), seed=0)
     assert config.train.embedding_l2 == 0.1  # BARS's, not the common 0.05
     assert config.model.dropout == 0.6
 
@@ -40,7 +40,7 @@ def test_bars_settings_win_over_the_common_ones():
 def test_extra_settings_replace_the_tables_own_and_keep_the_rest():
     table = frappe.overrides_for("gdcn_p")
     extra = frappe.with_settings(table, ["model.dropout=0.4", "model.batch_norm=false"])
-    config = run.resolve_config("gdcn_p", overrides=extra, seed=0)
+    config = resolve_config("gdcn_p", overrides=extra, seed=0)
     assert (config.model.dropout, config.model.batch_norm) == (0.4, False)
     assert set(table) < set(extra) and len(extra) == len(table) + 2
     again = frappe.with_settings(extra, ["model.dropout=0.2"])
@@ -50,10 +50,10 @@ def test_extra_settings_replace_the_tables_own_and_keep_the_rest():
 @pytest.mark.parametrize("model", depth.MODELS)
 def test_depth_study_shares_the_table_run_at_the_table_depth(model):
     table = frappe.overrides_for(model)
-    table_depth = run.resolve_config(model, overrides=table, seed=0).model.num_cross_layers
+    table_depth = resolve_config(model, overrides=table, seed=0).model.num_cross_layers
     for layers in (1, 2, 3, 4, 6, 8):
         overrides = depth.overrides("frappe", model, layers)
-        config = run.resolve_config(model, overrides=overrides, seed=0)
+        config = resolve_config(model, overrides=overrides, seed=0)
         assert config.model.num_cross_layers == layers
         shared = run_key(model, 0, overrides) == run_key(model, 0, table)
         assert shared == (layers == table_depth)
@@ -69,8 +69,8 @@ def test_long_run_keys_get_distinct_folders(tmp_path):
 @pytest.mark.parametrize("model", ["gdcn_p", "dcnv2"])
 def test_fdo_frappe_sources_are_the_table_settings_on_bars_schedule(model):
     overrides = fdo.source_overrides("frappe", model)
-    config = run.resolve_config(model, overrides=overrides, seed=0)
-    table = run.resolve_config(model, overrides=frappe.overrides_for(model), seed=0)
+    config = resolve_config(model, overrides=overrides, seed=0)
+    table = resolve_config(model, overrides=frappe.overrides_for(model), seed=0)
     assert config.model == table.model
     assert config.train.embedding_l2 == table.train.embedding_l2
     assert (config.train.epochs, config.train.plateau_patience) == (100, 0)

@@ -21,6 +21,7 @@ from slimctr.explain import Explanation
 from slimctr.models import MODELS
 from slimctr.models.dcnv2 import DCNv2, DCNv2Config
 from slimctr.models.gdcn import GCN, GDCNP, GCNConfig, GDCNConfig
+from slimctr.runconfig import build_model, resolve_config
 from slimctr.training import run
 from tests.models.make_golden import tiny_batch, tiny_schema
 
@@ -307,7 +308,7 @@ def planted(tmp_path_factory):
     truth = write_synthetic(PLANTED, tmp / "s.parquet")
     located = locate("synthetic", [tmp / "s.parquet"])
     store, _ = prepare(located.sources, tmp / "data", located.options, attach=located.attach)
-    config = run.resolve_config("gcn", overrides=BRIEF_TRAINING, threads=1, seed=0)
+    config = resolve_config("gcn", overrides=BRIEF_TRAINING, threads=1, seed=0)
     run.train(store.path, tmp / "run", config)
     explanation = report.explain_run(tmp / "run", tmp / "report", instances=4_000)
     return tmp, truth, explanation
@@ -367,7 +368,7 @@ def test_the_criteria_fail_for_the_same_model_before_training(planted):
     """A control: the explanations of the run's initial weights (same seed) do not pass."""
     tmp, truth, _ = planted
     config, _, store = run.load_run(tmp / "run")
-    untrained = run.build_model(config, store.schema).eval()
+    untrained = build_model(config, store.schema).eval()
     e = explain.explain_model(untrained, store, model_name="gcn", instances=4_000)
     recall, auc, shown = field_scores(e, truth)
     assert not (recall >= 0.8 and auc >= 0.9), shown

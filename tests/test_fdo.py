@@ -27,9 +27,9 @@ from slimctr.fdo import (
     uniform_plan,
 )
 from slimctr.models import MODELS
+from slimctr.runconfig import RunConfig, resolve_config
 from slimctr.schema import FieldSpec, Schema
 from slimctr.training import run
-from slimctr.training.run import RunConfig
 from tests.models.test_gdcn import CRITEO_SIZES, CRITEO_WIDTHS_95
 
 RATIOS = (0.05, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999999, 1.0)
@@ -131,7 +131,7 @@ def test_formula_and_uniform_plans():
 def test_criteo_plans_give_the_specs_numbers():
     """Spec 4.5 and 4.7: D̄, K̄, embedding and GCN-3 parameter counts on Criteo's field sizes."""
     schema = _schema(*CRITEO_SIZES)
-    gcn = run.resolve_config("gcn")
+    gcn = resolve_config("gcn")
     reference = formula_plan(schema, 1.0, rounding="floor")
     assert sum(reference.widths.values()) == 255 and round(reference.d_bar, 2) == 18.66
     assert implied_params(gcn, schema, reference.widths) == 20_673_636
@@ -149,7 +149,7 @@ def test_gcn_parameter_formula():
     """GCN params = Σ d_f n_f + L (2 D² + D) + D + 1 (spec 2.7), numeric fields as n_f = 1."""
     schema = _schema(7, 30, 4, numeric=2)
     widths = {"I0": 1, "I1": 3, "C0": 2, "C1": 5, "C2": 4}
-    config = run.resolve_config("gcn", overrides=["model.num_cross_layers=2"])
+    config = resolve_config("gcn", overrides=["model.num_cross_layers=2"])
     plan = DimensionPlan(
         rule="formula", widths=widths, field_sizes={"I0": 1, "I1": 1, "C0": 7, "C1": 30, "C2": 4}
     )
@@ -216,7 +216,7 @@ def test_pca_plan_leaves_the_pad_row_out_and_gives_numeric_fields_width_one():
 
 def test_models_without_field_tables_are_refused():
     schema = _schema(5, 9)
-    lr = run.resolve_config("lr")
+    lr = resolve_config("lr")
     with pytest.raises(SlimctrError, match="LR has no per-field embedding tables"):
         pca_plan(MODELS["lr"].model(schema, lr.model), schema, 0.9)
     with pytest.raises(SlimctrError, match="'lr' has no embedding_dim"):
@@ -226,7 +226,7 @@ def test_models_without_field_tables_are_refused():
 def test_config_for_plan_sets_widths_and_alignment():
     schema = _schema(5, 9)
     unequal = {"C0": 2, "C1": 5}
-    gcn = config_for_plan(run.resolve_config("gcn"), unequal)
+    gcn = config_for_plan(resolve_config("gcn"), unequal)
     assert gcn.model.embedding_dim == unequal
     assert config_for_plan(gcn, uniform_plan(schema, 3)).model.embedding_dim == 3
 
@@ -247,7 +247,7 @@ def test_config_for_plan_sets_widths_and_alignment():
 def test_implied_params_of_an_aligned_model_count_the_alignment():
     """Spec 10.13: FM with unequal widths gets an alignment layer to the source width, and the
     implied size includes it (a per-field map d_f -> K has at least d_f K parameters)."""
-    fm = run.resolve_config("fm")
+    fm = resolve_config("fm")
     if not hasattr(fm.model, "embedding_align_dim"):
         pytest.skip("the models have no embedding_align_dim yet")
     schema = _schema(10, 5, numeric=1)
@@ -274,7 +274,7 @@ def source(tmp_path_factory):
     options = PrepareOptions(numeric=("I1", "I2"), numeric_encoding="standardize")
     store, _ = prepare(Sources(train=(raw,)), tmp / "data", options)
     overrides = ["model.embedding_dim=8", "train.batch_size=256", "train.epochs=2"]
-    run.train(store.path, tmp / "source", run.resolve_config("gcn", overrides=overrides, threads=1))
+    run.train(store.path, tmp / "source", resolve_config("gcn", overrides=overrides, threads=1))
     return tmp / "source"
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from slimctr.data.datasets import locate
 from slimctr.data.prepare import prepare
+from slimctr.runconfig import resolve_config
 from slimctr.training import run
 from tests.conftest import shared_data
 
@@ -23,7 +24,7 @@ SETTINGS = ["model.embedding_dim=10", "train.embedding_l2=0.05", "train.epochs=3
 def test_frappe_x1_test_auc(model, tmp_path):
     located = locate("frappe", [shared_data("frappe")])
     store, _ = prepare(located.sources, tmp_path / "frappe", located.options)
-    config = run.resolve_config(model, overrides=SETTINGS, seed=0)
+    config = resolve_config(model, overrides=SETTINGS, seed=0)
     metrics = run.train(store.path, tmp_path / model, config)
     print(model, metrics["best_epoch"], metrics["test"])
     assert metrics["test"]["auc"] >= 0.980

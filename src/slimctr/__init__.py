@@ -1,14 +1,14 @@
 """slimctr: deeper, lighter and explainable click-through-rate models in PyTorch.
 
-The Python API (``slimctr.synth``, ``prepare``, ``train``, ``evaluate``, ``predict``) mirrors the
-command line; see ``slimctr.api``. It is imported on first use so that ``import slimctr`` stays
+The Python API (``slimctr.synth``, ``prepare``, ``train``, ``evaluate``, ``predict``, ``export``,
+``load_model``) mirrors the command line; see ``slimctr.api``. It is imported on first use so that ``import slimctr`` stays
 light.
 """
 
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["evaluate", "predict", "prepare", "synth", "train"]
+__all__ = ["evaluate", "export", "load_model", "predict", "prepare", "synth", "train"]
 
 
 def __getattr__(name: str) -> Any:

@@ -13,19 +13,27 @@
 True
 >>> slimctr.predict(work / "run", work / "clicks.parquet", work / "p.csv")
 5000
+>>> model = slimctr.load_model(slimctr.export(work / "run", work / "bundle"))
+>>> rows = {"C1": ["a", "b"], "I1": [3.0, None]}  # by name; absent fields are an error
+>>> model.predict(rows)
+Traceback (most recent call last):
+slimctr.errors.SlimctrError: the rows lack the columns 'I2', 'I3', ...
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slimctr.data.datasets import locate
 from slimctr.data.prepare import PrepareOptions, Sources
 from slimctr.data.prepare import prepare as _prepare
 from slimctr.data.store import Store
 from slimctr.data.synthetic import GroundTruth, SyntheticConfig, write_synthetic
+
+if TYPE_CHECKING:
+    from slimctr.bundle import Bundle
 
 
 def synth(path: str | Path, *, rows: int = SyntheticConfig.rows, seed: int = 0) -> GroundTruth:
@@ -69,10 +77,11 @@ def train(
     threads: int | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
-    """``slimctr train``: returns the run's metrics (also written to ``out/metrics.json``)."""
+    """``slimctr train``: returns the run's metrics (also recorded in the run folder ``out``)."""
+    from slimctr.runconfig import resolve_config
     from slimctr.training import run
 
-    config = run.resolve_config(
+    config = resolve_config(
         model,
         config_file=Path(config_file) if config_file else None,
         overrides=overrides,
@@ -83,16 +92,50 @@ def train(
 
 
 def evaluate(
-    run_dir: str | Path, *, data_dir: str | Path | None = None, split: str = "test"
+    path: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    split: str = "test",
+    source: str | Path | None = None,
+    columns: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """``slimctr evaluate``: AUC and logloss of a finished run's best model on a split."""
+    """``slimctr evaluate``: AUC and logloss of a finished run or bundle, on a split of its store
+    (or of ``data_dir``) or on the labelled file ``source``."""
     from slimctr.training import run
 
-    return run.evaluate(Path(run_dir), Path(data_dir) if data_dir else None, split)
+    return run.evaluate(
+        Path(path),
+        data_dir=Path(data_dir) if data_dir else None,
+        split=split,
+        source=Path(source) if source else None,
+        columns=columns,
+    )
 
 
-def predict(run_dir: str | Path, source: str | Path, out: str | Path) -> int:
+def predict(
+    path: str | Path,
+    source: str | Path,
+    out: str | Path,
+    *,
+    columns: Sequence[str] | None = None,
+) -> int:
     """``slimctr predict``: one probability per row of ``source``, in order; returns the count."""
     from slimctr.training import run
 
-    return run.predict(Path(run_dir), Path(source), Path(out))
+    return run.predict(Path(path), Path(source), Path(out), columns=columns).rows
+
+
+def load_model(path: str | Path) -> Bundle:
+    """The model of a finished run or an exported bundle: ``.predict(frame)`` gives click
+    probabilities for a polars or pandas DataFrame (or a mapping of columns), matched by name;
+    ``.schema`` and ``.config`` describe it."""
+    from slimctr.training import run
+
+    return run.load_model(path)
+
+
+def export(run_dir: str | Path, out: str | Path, *, format: str = "bundle") -> Path:
+    """``slimctr export``: copy a finished run's model bundle to the new folder ``out``."""
+    from slimctr.training import run
+
+    return run.export(Path(run_dir), Path(out), format=format)

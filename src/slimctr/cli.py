@@ -1,7 +1,8 @@
-"""The `slimctr` command line (contract: shared specs, cli.md).
+"""slimctr: deeper, lighter and explainable click-through-rate models.
 
-User errors print one line, ``slimctr: error: ...``, and exit 1; ``--json`` prints one JSON object
-on stdout while progress and logs go to stderr.
+The command line is a thin adapter over ``slimctr.api`` and the modules it names. User errors
+print one line, ``slimctr: error: ...``, and exit 1; ``--json`` prints one JSON object on stdout
+while progress and logs go to stderr.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from slimctr import __version__
-from slimctr.config import load_yaml
 from slimctr.data.datasets import DATASETS, data_root, locate, with_overrides
 from slimctr.data.prepare import PrepareOptions, Sources, prepare
 from slimctr.data.store import Store
 from slimctr.data.synthetic import SyntheticConfig, write_synthetic
-from slimctr.errors import SlimctrError
+from slimctr.errors import SlimctrError, shown
 
 
 class _Parser(argparse.ArgumentParser):
@@ -146,21 +146,29 @@ def _build_parser() -> _Parser:
         metavar="KEY=VALUE",
         help="override one setting, e.g. train.epochs=3 or model.num_cross_layers=4",
     )
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the unfinished run in RUN_DIR (a finished one is reused)",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_train)
 
-    p = commands.add_parser("evaluate", help="score a finished run on a split")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--data", type=Path, metavar="DATA_DIR", help="default: the run's own store")
+    p = commands.add_parser("evaluate", help="AUC and logloss of a finished run or bundle")
+    p.add_argument("model", type=Path, metavar="RUN_OR_BUNDLE")
     p.add_argument("--split", choices=("valid", "test"), default="test")
+    p.add_argument("--data", type=Path, metavar="DATA_DIR", help="default: the run's own store")
+    p.add_argument(
+        "--input", type=Path, metavar="LABELLED_FILE", help="score raw labelled rows instead"
+    )
+    _columns_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_evaluate)
 
     p = commands.add_parser("predict", help="click probabilities for raw rows, in input order")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("model", type=Path, metavar="RUN_OR_BUNDLE")
     p.add_argument("input", type=Path, metavar="INPUT")
     p.add_argument(
         "--out",
@@ -169,8 +177,21 @@ def _build_parser() -> _Parser:
         metavar="OUTPUT",
         help=".csv (one 'probability' column) or .parquet",
     )
+    _columns_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_predict)
+
+    p = commands.add_parser("export", help="copy a finished run's model out, to ship it")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR")
+    p.add_argument(
+        "--format",
+        default="bundle",
+        metavar="FORMAT",
+        help="bundle (default): the portable model folder that predict and evaluate read",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_export)
 
     p = commands.add_parser("fdo", help="field-level dimension optimisation of a finished run")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -226,6 +247,15 @@ def _build_parser() -> _Parser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_demo)
     return parser
+
+
+def _columns_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--columns",
+        type=_names,
+        metavar="COL,COL...",
+        help="the column names of a headerless CSV input, in order",
+    )
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -389,20 +419,21 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from slimctr.runconfig import resolve_config
     from slimctr.training import run
     from slimctr.training.trainer import ProgressBar
 
-    config = run.resolve_config(
+    config = resolve_config(
         args.model,
         config_file=args.config,
         overrides=args.overrides,
         seed=args.seed,
         threads=args.threads,
     )
-    progress = None if args.json else ProgressBar(config.train.batch_size)
+    progress = None if args.json else ProgressBar(title=config.model_name)
     metrics = run.train(args.data, args.out, config, resume=args.resume, progress=progress)
     text = (
-        f"{args.out}: best epoch {metrics['best_epoch']}, "
+        f"{args.out}: {config.model_name}, best epoch {metrics['best_epoch']}, "
         f"valid AUC {metrics['valid']['auc']:.4f} logloss {metrics['valid']['logloss']:.4f}, "
         f"test AUC {metrics['test']['auc']:.4f} logloss {metrics['test']['logloss']:.4f}, "
         f"{metrics['num_params']:,} parameters, "
@@ -420,19 +451,43 @@ def _report(args: argparse.Namespace, data: dict[str, Any], text: str) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from slimctr.training import run
 
-    scores = run.evaluate(args.run_dir, args.data, args.split)
-    text = (
-        f"{args.run_dir} on {args.split}: AUC {scores['auc']:.4f}, logloss {scores['logloss']:.4f}"
+    if args.columns and not args.input:
+        raise SlimctrError("--columns names the columns of an --input file; give one")
+    scores = run.evaluate(
+        args.model, data_dir=args.data, split=args.split, source=args.input, columns=args.columns
     )
+    what = args.input or args.split
+    text = f"{args.model} on {what}: AUC {scores['auc']:.4f}, logloss {scores['logloss']:.4f}"
     return _report(args, scores, text)
 
 
 def _predict(args: argparse.Namespace) -> int:
     from slimctr.training import run
 
-    rows = run.predict(args.run_dir, args.input, args.out)
-    text = f"wrote {rows:,} probabilities to {args.out}"
-    return _report(args, {"out": str(args.out), "rows": rows}, text)
+    written = run.predict(args.model, args.input, args.out, columns=args.columns)
+    if written.ignored:
+        print(
+            f"slimctr: ignored {len(written.ignored)} column{_s(written.ignored)} of "
+            f"{args.input} that the model does not read: "
+            f"{', '.join(shown(c) for c in written.ignored[:10])}"
+            f"{' ...' if len(written.ignored) > 10 else ''}",
+            file=sys.stderr,
+        )
+    noun = "probability" if written.rows == 1 else "probabilities"
+    text = f"wrote {written.rows:,} {noun} to {args.out}"
+    data = {"out": str(args.out), "rows": written.rows, "ignored_columns": written.ignored}
+    return _report(args, data, text)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from slimctr.training import run
+
+    out = run.export(args.run_dir, args.out, format=args.format)
+    return _report(args, {"out": str(out), "format": args.format}, f"exported to {out}")
+
+
+def _s(items: Sequence[object]) -> str:
+    return "" if len(items) == 1 else "s"
 
 
 def _fdo(args: argparse.Namespace) -> int:
@@ -441,10 +496,7 @@ def _fdo(args: argparse.Namespace) -> int:
 
     if not args.ratios and not args.formula and not args.uniform:
         raise SlimctrError("give at least one --ratio R (or --formula, --uniform W)")
-    progress = None
-    if args.retrain and not args.json and (args.run_dir / "config.yaml").is_file():
-        source = load_yaml(args.run_dir / "config.yaml")  # retraining keeps its batch size
-        progress = ProgressBar(source["train"]["batch_size"])
+    progress = ProgressBar() if args.retrain and not args.json else None
     summaries = fdo(
         args.run_dir,
         args.ratios,

@@ -143,15 +143,20 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise SlimctrError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise SlimctrError(f"cannot read config file {path}: {error}") from None
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, source: str | Path) -> dict[str, Any]:
+    """The mapping in YAML ``text`` read from ``source`` (named in errors); {} for no text."""
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as error:
-        raise SlimctrError(f"invalid YAML in {path}{_yaml_location(error)}") from None
+        raise SlimctrError(f"invalid YAML in {source}{_yaml_location(error)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise SlimctrError(
-            f"config file {path} must hold a mapping of keys to values, not {_show(data)}"
+            f"config file {source} must hold a mapping of keys to values, not {_show(data)}"
         )
     return data
 

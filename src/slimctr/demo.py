@@ -41,6 +41,7 @@ def run_demo(
     the prepared store (the CLI passes its own printer)."""
     from slimctr.fdo import fdo
     from slimctr.report import explain_run
+    from slimctr.runconfig import resolve_config
     from slimctr.training import run
     from slimctr.training.trainer import ProgressBar
 
@@ -54,14 +55,11 @@ def run_demo(
         f"{truth['bayes_auc']:.3f} (first-order part only {truth['first_order_auc']:.3f})"
     )
 
-    config = run.resolve_config(MODEL, overrides=OVERRIDES, seed=seed)
-    progress = ProgressBar(config.train.batch_size)
+    config = resolve_config(MODEL, overrides=OVERRIDES, seed=seed)
     full = out / "runs" / MODEL
-    if (full / "metrics.json").is_file():
-        metrics = {MODEL: json.loads((full / "metrics.json").read_text())}
-    else:
-        _say(f"training {MODEL} -> {full}")
-        metrics = {MODEL: run.train(store.path, full, config, progress=progress)}
+    _say(f"training {MODEL} -> {full} (a finished run there is reused)")
+    progress = ProgressBar(title=MODEL)
+    metrics = {MODEL: run.train(store.path, full, config, resume=True, progress=progress)}
 
     _say(f"FDO at variance ratios {', '.join(map(str, RATIOS))}, retraining each from scratch")
     plans = fdo(full, RATIOS, out / "fdo", retrain=True, progress=progress)

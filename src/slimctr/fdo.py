@@ -32,12 +32,11 @@ from slimctr.errors import SlimctrError
 from slimctr.models import MODELS
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.nn.fm import LinearTerm
+from slimctr.runconfig import RunConfig
 from slimctr.schema import PAD_ID, Schema
 from slimctr.training import run
-from slimctr.training.run import RunConfig
-from slimctr.training.trainer import Progress
+from slimctr.training.trainer import ProgressBar
 
-PLAN_FILE = "fdo_plan.json"  # the plan, saved in the run directory it was trained into
 _DERIVED = ("d_bar", "k_bar", "embedding_params")  # written for readers, checked on reading
 _SUMMARY = ("widths", "d_bar", "k_bar", "embedding_params", "model_params")
 _ZERO_VARIANCE = 1e-20  # centred energy below this share of the table's energy is rounding noise
@@ -268,17 +267,16 @@ def implied_params(config: RunConfig, schema: Schema, widths: Mapping[str, int])
 def plan_from_run(run_dir: Path, variance_ratio: float) -> DimensionPlan:
     """The FDO plan of a finished run's best model at ``variance_ratio``."""
     _check_ratio(variance_ratio)
-    config, model, store = _load_finished(Path(run_dir))
+    config, model, store = run.load_run(Path(run_dir))
     return _plan(config, model, store.schema, Path(run_dir), variance_ratio)
 
 
 def retrain(
-    plan: DimensionPlan, source_run_dir: Path, out: Path, *, progress: Progress | None = None
+    plan: DimensionPlan, source_run_dir: Path, out: Path, *, progress: ProgressBar | None = None
 ) -> dict[str, Any]:
     """Train a fresh model with ``plan``'s widths into ``out`` (the source run's data and config
-    otherwise; no weight is copied) and save the plan there as ``fdo_plan.json``. Returns the
-    run's metrics."""
-    config, _, store = _load_finished(Path(source_run_dir))
+    otherwise; no weight is copied), with the plan recorded in the run. Returns its metrics."""
+    config, _, store = run.load_run(Path(source_run_dir))
     return _train_plan(plan, config, store, Path(out), progress)
 
 
@@ -290,7 +288,7 @@ def fdo(
     retrain: bool = False,
     formula: bool = False,
     uniform: Sequence[int] = (),
-    progress: Progress | None = None,
+    progress: ProgressBar | None = None,
 ) -> list[dict[str, Any]]:
     """For each variance ratio r, write ``out/plan-<r>.json`` and, with ``retrain``, train it into
     ``out/run-<r>/``; ``formula`` and each ``uniform`` width add the baseline plans
@@ -310,7 +308,7 @@ def fdo(
         raise SlimctrError(f"a variance ratio is given more than once: {list(ratios)}")
     if len(set(uniform)) < len(uniform):
         raise SlimctrError(f"a uniform width is given more than once: {list(uniform)}")
-    config, model, store = _load_finished(run_dir)
+    config, model, store = run.load_run(run_dir)
     plans = {str(float(r)): _plan(config, model, store.schema, run_dir, r) for r in ratios}
     if formula:
         plans["formula"] = formula_plan(store.schema)
@@ -336,6 +334,8 @@ def fdo(
         summary |= {key: plan.to_dict()[key] for key in _SUMMARY}
         if retrain:
             summary["run"] = str(out / f"run-{name}")
+            if progress is not None:
+                progress.title = f"plan {name}"
             summary["metrics"] = _train_plan(plan, config, store, out / f"run-{name}", progress)
         summaries.append(summary)
     return summaries
@@ -387,12 +387,6 @@ def _field_embedding(model: nn.Module) -> FieldEmbedding:
     return found[0]
 
 
-def _load_finished(run_dir: Path) -> tuple[RunConfig, nn.Module, Store]:
-    if not (run_dir / "metrics.json").is_file():
-        raise SlimctrError(f"{run_dir} is not a finished run (no metrics.json)")
-    return run.load_run(run_dir)
-
-
 def _plan(
     config: RunConfig, model: nn.Module, schema: Schema, run_dir: Path, ratio: float
 ) -> DimensionPlan:
@@ -401,23 +395,16 @@ def _plan(
 
 
 def _train_plan(
-    plan: DimensionPlan, config: RunConfig, store: Store, out: Path, progress: Progress | None
+    plan: DimensionPlan, config: RunConfig, store: Store, out: Path, progress: ProgressBar | None
 ) -> dict[str, Any]:
-    """Check the plan against the data, train from scratch and save the plan beside the run.
+    """Check the plan against the data and train it from scratch, the plan recorded in the run.
 
-    A finished run of this plan in ``out`` is reused; an unfinished one with the same settings
-    is resumed from its last epoch (``run.train`` refuses one with other settings).
+    A finished run of this plan in ``out`` is reused and an unfinished one resumed from its last
+    epoch (``run.train`` refuses one with other settings: the widths are part of the config).
     """
     plan.check_schema(store.schema)
-    finished = (out / "metrics.json").is_file() and (out / PLAN_FILE).is_file()
-    if finished and DimensionPlan.load(out / PLAN_FILE).widths == plan.widths:
-        return dict(json.loads((out / "metrics.json").read_text()))
-    started = (out / "config.yaml").is_file() and not (out / "metrics.json").is_file()
-    metrics = run.train(
-        store.path, out, config_for_plan(config, plan), resume=started, progress=progress
-    )
-    plan.save(out / PLAN_FILE)
-    return metrics
+    resized = config_for_plan(config, plan)
+    return run.train(store.path, out, resized, resume=True, progress=progress, plan=plan.to_dict())
 
 
 def _widths(model: nn.Module) -> dict[str, int]:

@@ -1,13 +1,16 @@
-"""Writing files so that a reader never sees half of one, and one writer per destination."""
+"""Writing files so that a reader never sees half of one, one writer per destination, checksums."""
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from slimctr.errors import SlimctrError
 
@@ -53,3 +56,12 @@ def exclusive(path: Path, what: str) -> Iterator[None]:
     finally:
         lock.unlink(missing_ok=True)
         os.close(handle)
+
+
+def json_bytes(data: Any) -> bytes:
+    """``data`` as the indented JSON text slimctr writes, encoded."""
+    return (json.dumps(data, indent=2) + "\n").encode()
+
+
+def sha256_bytes(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()

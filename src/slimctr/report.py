@@ -66,8 +66,6 @@ def explain_run(
     run_dir, out = Path(run_dir), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SlimctrError(f"--out {out} already exists and is not empty; give a new folder")
-    if not (run_dir / "metrics.json").is_file():
-        raise SlimctrError(f"{run_dir} is not a finished slimctr run (no metrics.json)")
     config, model, store = load_run(run_dir, None if data_dir is None else Path(data_dir))
     explanation = explain_model(
         model,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -11,8 +12,10 @@ from slimctr.data.datasets import locate
 from slimctr.data.prepare import prepare
 from slimctr.data.synthetic import SyntheticConfig, write_synthetic
 from slimctr.errors import SlimctrError
+from slimctr.rundir import RunDir, RunState
+from slimctr.runconfig import build_model, resolve_config
 from slimctr.training import run
-from slimctr.training.trainer import Trainer
+from slimctr.training.trainer import Callback, Trainer
 
 FAST = [
     "model.hidden_dims=[32,32]",
@@ -33,23 +36,25 @@ def store(tmp_path_factory):
 
 
 def _config(model="dcnv2", extra=()):
-    return run.resolve_config(model, overrides=[*FAST, *extra], threads=1)
+    return resolve_config(model, overrides=[*FAST, *extra], threads=1)
 
 
 def test_run_directory_holds_everything(store, tmp_path):
     metrics = run.train(store.path, tmp_path / "r", _config())
+    folder = RunDir(tmp_path / "r")
+    assert folder.state is RunState.FINISHED
     names = {p.name for p in (tmp_path / "r").iterdir()}
-    assert {
+    assert names == {
+        "run.json",
         "config.yaml",
         "schema.json",
         "data.json",
         "versions.json",
         "history.json",
         "metrics.json",
-        "best.pt",
-        "last.pt",
-    } <= names
-    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
+        "bundle",
+    }  # no checkpoint once finished, no stray temporary file
+    saved = folder.metrics()
     assert saved == json.loads(json.dumps(metrics))
     for key in (
         "model",
@@ -67,50 +72,67 @@ def test_run_directory_holds_everything(store, tmp_path):
         0.5 < saved["test"]["auc"] <= 1
         and saved["embedding_bytes"] == 4 * saved["embedding_params"]
     )
-    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    history = folder.history()
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert history[saved["best_epoch"] - 1]["valid"] == saved["valid"]
-    assert "git_revision" in json.loads((tmp_path / "r" / "versions.json").read_text())
+    assert "git_revision" in folder.versions()
+    assert folder.config() == _config() and folder.schema() == store.schema
 
 
 def test_same_seed_same_result_and_evaluate_agrees(store, tmp_path):
     first = run.train(store.path, tmp_path / "a", _config())
     second = run.train(store.path, tmp_path / "b", _config())
     assert first["test"] == second["test"]
-    assert run.evaluate(tmp_path / "a", None, "test") == pytest.approx(first["test"])
+    assert run.evaluate(tmp_path / "a", split="test") == first["test"]
+
+
+class _Interrupt(Callback):
+    """Raises KeyboardInterrupt at ``(epoch, step)``, as Ctrl-C would."""
+
+    def __init__(self, epoch: int, step: int | None = None) -> None:
+        self.epoch, self.step, self.done = epoch, step, 0
+
+    def on_epoch_start(self, trainer):
+        self.done = 0
+
+    def on_step_end(self, trainer, batch, loss):
+        self.done += 1
+        step = len(trainer.loader) // 2 if self.step is None else self.step
+        if trainer.epoch == self.epoch and self.done == step:
+            raise KeyboardInterrupt
 
 
 def test_resume_after_an_interruption_mid_epoch_ends_identically(store, tmp_path):
     config = _config()
     whole = run.train(store.path, tmp_path / "whole", config)
-
-    def interrupt(epoch, done, total, loss, elapsed):
-        if epoch == 1 and done == total // 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        run.train(store.path, tmp_path / "cut", config, progress=interrupt)
-    assert not (tmp_path / "cut" / "metrics.json").exists()
+        run.train(store.path, tmp_path / "cut", config, progress=_Interrupt(epoch=1))
+    assert RunDir(tmp_path / "cut").state is RunState.STARTED
+    with pytest.raises(SlimctrError, match="continue it with --resume"):
+        run.train(store.path, tmp_path / "cut", config)
     resumed = run.train(store.path, tmp_path / "cut", config, resume=True)
     assert resumed["test"] == whole["test"] and resumed["valid"] == whole["valid"]
     assert resumed["best_epoch"] == whole["best_epoch"]
+    # a finished run is reused by --resume, and refused without it
+    assert run.train(store.path, tmp_path / "cut", config, resume=True) == resumed
+    with pytest.raises(SlimctrError, match="already holds a finished run"):
+        run.train(store.path, tmp_path / "cut", config)
 
 
 def test_resume_accepts_keys_added_since_at_their_defaults_and_refuses_real_changes(
     store, tmp_path
 ):
     config = _config(extra=["train.epochs=2"])
-
-    def stop_after_first_epoch(epoch, done, total, loss, elapsed):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        run.train(store.path, tmp_path / "r", config, progress=stop_after_first_epoch)
+        run.train(store.path, tmp_path / "r", config, progress=_Interrupt(epoch=1, step=1))
+    # a run started before train.min_lr existed: its config.yaml (and the checksum that older
+    # slimctr recorded for it) has no such key
     saved = tmp_path / "r" / "config.yaml"
-    text = saved.read_text()
-    # a run started before train.min_lr existed: its config.yaml has no such key
-    saved.write_text("".join(line for line in text.splitlines(True) if "min_lr" not in line))
+    text = "".join(line for line in saved.read_text().splitlines(True) if "min_lr" not in line)
+    saved.write_text(text)
+    record = json.loads((tmp_path / "r" / "run.json").read_text())
+    record["files"]["config.yaml"] = hashlib.sha256(text.encode()).hexdigest()
+    (tmp_path / "r" / "run.json").write_text(json.dumps(record))
     other = _config(extra=["train.epochs=2", "train.lr=0.01"])
     with pytest.raises(SlimctrError, match="was started with another configuration"):
         run.train(store.path, tmp_path / "r", other, resume=True)
@@ -119,19 +141,19 @@ def test_resume_accepts_keys_added_since_at_their_defaults_and_refuses_real_chan
 
 def test_early_stopping_stops_after_patience(store, tmp_path):
     # with a learning rate of 0, LR (no batch norm statistics) never improves after epoch 1
-    config = run.resolve_config(
+    config = resolve_config(
         "lr",
         overrides=["train.lr=0.0", "train.epochs=20", "train.early_stopping_patience=2"],
         threads=1,
     )
     metrics = run.train(store.path, tmp_path / "r", config)
-    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    history = RunDir(tmp_path / "r").history()
     assert metrics["best_epoch"] == 1 and len(history) == 3
 
 
 def test_plateau_divides_the_learning_rate(store, tmp_path):
     # LR with a learning rate far too small to move: no improvement after epoch 1
-    config = run.resolve_config(
+    config = resolve_config(
         "lr",
         overrides=[
             "train.lr=1e-12",
@@ -143,7 +165,7 @@ def test_plateau_divides_the_learning_rate(store, tmp_path):
         threads=1,
     )
     run.train(store.path, tmp_path / "r", config)
-    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    history = RunDir(tmp_path / "r").history()
     assert [h["lr"] for h in history] == pytest.approx([1e-12, 1e-12, 1e-12, 5e-13, 5e-13])
 
 
@@ -165,7 +187,7 @@ def test_plateau_counts_any_rise_unless_given_a_threshold(
     monkeypatch.setattr(
         Trainer, "evaluate", lambda self, split: {"auc": next(scripted), "logloss": 0.5}
     )
-    config = run.resolve_config(
+    config = resolve_config(
         "lr",
         overrides=[
             "train.epochs=6",
@@ -175,8 +197,8 @@ def test_plateau_counts_any_rise_unless_given_a_threshold(
         ],
         threads=1,
     )
-    model = run.build_model(config, store.schema)
-    trainer = Trainer(model, store, config.train, seed=0, checkpoint=tmp_path / "last.pt")
+    model = build_model(config, store.schema)
+    trainer = Trainer(model, store, config.train, seed=0)
     trainer.fit()
     # the rate each epoch trained with: the schedule acts after an epoch's score, on the next
     assert [h["lr"] for h in trainer.history] == pytest.approx(expected)
@@ -187,21 +209,15 @@ def test_plateau_counts_any_rise_unless_given_a_threshold(
 
 def test_a_negative_plateau_threshold_is_refused():
     with pytest.raises(SlimctrError, match=r"^train.plateau_threshold must be >= 0, got -1e-06$"):
-        run.resolve_config("lr", overrides=["train.plateau_threshold=-1e-6"])
+        resolve_config("lr", overrides=["train.plateau_threshold=-1e-6"])
 
 
 def test_min_lr_floors_the_plateau_cuts(store, tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "_train_epoch", lambda self: 0.5)
     monkeypatch.setattr(Trainer, "evaluate", lambda self, split: {"auc": 0.9, "logloss": 0.5})
     overrides = ["train.epochs=6", "train.plateau_patience=0", "train.early_stopping_patience=10"]
-    config = run.resolve_config("lr", overrides=[*overrides, "train.min_lr=1e-5"], threads=1)
-    trainer = Trainer(
-        run.build_model(config, store.schema),
-        store,
-        config.train,
-        seed=0,
-        checkpoint=tmp_path / "last.pt",
-    )
+    config = resolve_config("lr", overrides=[*overrides, "train.min_lr=1e-5"], threads=1)
+    trainer = Trainer(build_model(config, store.schema), store, config.train, seed=0)
     trainer.fit()
     # AUC never rises after the first epoch: each later one cuts the rate tenfold, down to the
     # floor and no further
@@ -211,9 +227,9 @@ def test_min_lr_floors_the_plateau_cuts(store, tmp_path, monkeypatch):
 
 def test_grad_clip_norm_bounds_the_gradient_norm(store, tmp_path):
     def gradient_norm(extra):
-        config = run.resolve_config("dcnv2", overrides=list(extra), threads=1)
-        model = run.build_model(config, store.schema)
-        trainer = Trainer(model, store, config.train, seed=0, checkpoint=tmp_path / "c.pt")
+        config = resolve_config("dcnv2", overrides=list(extra), threads=1)
+        model = build_model(config, store.schema)
+        trainer = Trainer(model, store, config.train, seed=0)
         trainer.step(next(iter(trainer.loader)))
         return torch.stack([p.grad.norm() for p in model.parameters()]).norm().item()
 
@@ -230,18 +246,18 @@ def test_grad_clip_norm_bounds_the_gradient_norm(store, tmp_path):
 )
 def test_bad_min_lr_and_grad_clip_norm_are_refused(override, message):
     with pytest.raises(SlimctrError, match=message):
-        run.resolve_config("lr", overrides=[override])
+        resolve_config("lr", overrides=[override])
 
 
 def test_grad_clip_norm_needs_dense_embedding_gradients():
     overrides = ["train.grad_clip_norm=10", "train.sparse_embeddings=true"]
     with pytest.raises(SlimctrError, match=r"^train.grad_clip_norm scales every gradient"):
-        run.resolve_config("lr", overrides=overrides)
+        resolve_config("lr", overrides=overrides)
 
 
 def test_refuses_to_overwrite_a_run_and_a_foreign_schema(store, tmp_path):
     run.train(store.path, tmp_path / "r", _config(extra=["train.epochs=1"]))
-    with pytest.raises(SlimctrError, match="already holds files"):
+    with pytest.raises(SlimctrError, match="already holds a finished run"):
         run.train(store.path, tmp_path / "r", _config(extra=["train.epochs=1"]))
     other_source = tmp_path / "other.parquet"
     write_synthetic(
@@ -258,15 +274,15 @@ def test_refuses_to_overwrite_a_run_and_a_foreign_schema(store, tmp_path):
     )
     located = locate("synthetic", [other_source])
     other, _ = prepare(located.sources, tmp_path / "other", located.options)
-    with pytest.raises(SlimctrError, match="different schema"):
-        run.evaluate(tmp_path / "r", other.path, "test")
+    with pytest.raises(SlimctrError, match="is not encoded like the data"):
+        run.evaluate(tmp_path / "r", data_dir=other.path)
 
 
 def test_unknown_model_and_mistyped_key_suggest_the_closest(store):
     with pytest.raises(SlimctrError, match="did you mean 'dcnv2'"):
-        run.resolve_config("dcnv")
+        resolve_config("dcnv")
     with pytest.raises(SlimctrError, match="num_cross_layers"):
-        run.resolve_config("dcnv2", overrides=["model.num_cros_layers=4"])
+        resolve_config("dcnv2", overrides=["model.num_cros_layers=4"])
 
 
 def test_sparse_embedding_gradients_train(store, tmp_path):
@@ -278,38 +294,38 @@ def test_sparse_embedding_gradients_train(store, tmp_path):
 def test_config_file_then_overrides_then_flags(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("seed: 3\nmodel:\n  embedding_dim: 8\ntrain:\n  epochs: 7\n  lr: 0.01\n")
-    config = run.resolve_config("dcnv2", config_file=path, overrides=["train.lr=0.002"], seed=5)
+    config = resolve_config("dcnv2", config_file=path, overrides=["train.lr=0.002"], seed=5)
     assert (config.seed, config.model.embedding_dim, config.train.epochs) == (5, 8, 7)
     assert config.train.lr == 0.002
     path.write_text("model_name: deepfm\n")
     with pytest.raises(SlimctrError, match="for model 'deepfm'"):
-        run.resolve_config("dcnv2", config_file=path)
+        resolve_config("dcnv2", config_file=path)
     path.write_text("train:\n  epoch: 3\n")
     with pytest.raises(SlimctrError, match=r"did you mean 'train\.epochs'"):
-        run.resolve_config("dcnv2", config_file=path)
+        resolve_config("dcnv2", config_file=path)
 
 
 def test_presets_fill_only_what_the_run_does_not_choose(tmp_path):
-    paper = run.resolve_config("gdcn_p").train
+    paper = resolve_config("gdcn_p").train
     assert (
         paper.preset,
         paper.early_stopping_patience,
         paper.plateau_patience,
         paper.weight_decay,
     ) == ("paper", 5, 3, 0.0)
-    reference = run.resolve_config("gdcn_p", overrides=["train.preset=reference_code"]).train
+    reference = resolve_config("gdcn_p", overrides=["train.preset=reference_code"]).train
     assert (
         reference.early_stopping_patience,
         reference.plateau_patience,
         reference.weight_decay,
     ) == (4, 5, 1e-6)
-    mixed = run.resolve_config(
+    mixed = resolve_config(
         "gdcn_p", overrides=["train.preset=reference_code", "train.plateau_patience=2"]
     ).train
     assert (mixed.early_stopping_patience, mixed.plateau_patience) == (4, 2)
     path = tmp_path / "run.yaml"
     path.write_text("train:\n  preset: reference_code\n  weight_decay: 0.0\n")
-    from_file = run.resolve_config("gdcn_p", config_file=path).train
+    from_file = resolve_config("gdcn_p", config_file=path).train
     assert (from_file.weight_decay, from_file.early_stopping_patience) == (0.0, 4)
     with pytest.raises(SlimctrError, match=r"train\.preset"):
-        run.resolve_config("gdcn_p", overrides=["train.preset=fast"])
+        resolve_config("gdcn_p", overrides=["train.preset=fast"])

@@ -10,9 +10,13 @@ margin; FuxiCTR uses 1e-6). Before 2026-11-27 the plateau used torch's default, 
 than 1e-4 of the best value, and cut the learning rate of models that creep up slowly every epoch
 (FM on Frappe stalled at 0.936 where BARS's FM, never cut, reaches 0.967).
 
-A run is resumable: at the end of every epoch ``last.pt`` holds the model, optimisers, scheduler,
-RNG state and history. Batches are drawn from ``(seed, epoch)``, so a run interrupted anywhere and
-resumed from that checkpoint ends with exactly the metrics of an uninterrupted run.
+Whatever acts inside training without being the optimisation itself is a ``Callback``: the
+progress bar, checkpointing and early stopping are, and so will be data parallelism, a search
+method's stages and tuning's pruning. A ``Checkpoint`` callback hands ``Trainer.state_dict()`` (the
+model, optimisers, schedulers, RNG state and history) to whoever keeps it at the end of every
+epoch; batches are drawn from ``(seed, epoch)``, so a run interrupted anywhere and resumed with
+``load_state_dict`` ends with exactly the metrics of an uninterrupted run. The trainer itself
+knows nothing about files.
 """
 
 from __future__ import annotations
@@ -20,9 +24,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import numpy as np
@@ -44,7 +47,7 @@ class TrainConfig:
     ``preset`` names the protocol (GDCN spec 3): ``paper`` (early stopping patience 5, plateau
     patience 3, no weight decay) or ``reference_code`` (4, 5 and weight decay 1e-6, as the GDCN
     reference code runs). The preset fills the keys of ``PRESETS`` that a run does not set itself
-    (``slimctr.training.run.resolve_config`` applies it); the resolved values are recorded.
+    (``slimctr.runconfig.resolve_config`` applies it); the resolved values are recorded.
     """
 
     preset: Literal["paper", "reference_code"] = "paper"
@@ -103,12 +106,67 @@ PRESETS: dict[str, dict[str, Any]] = {
     "reference_code": {"early_stopping_patience": 4, "plateau_patience": 5, "weight_decay": 1e-6},
 }
 
-# (epoch, batches done, batches in the epoch, mean loss so far, seconds since the epoch began)
-Progress = Callable[[int, int, int, float, float], None]
+
+class Callback:
+    """Acts inside ``Trainer.fit``; every hook does nothing unless a subclass overrides it.
+
+    Hooks run in the order the callbacks were given. A hook may read and change the trainer: its
+    ``model``, ``optimizers``, ``epoch``, ``best_epoch``, ``history``, and ``stop`` (set it to end
+    training after the current epoch).
+    """
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Before the first epoch of this ``fit`` (after ``load_state_dict`` when resuming)."""
+
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        """Before the first batch of epoch ``trainer.epoch`` (0-based)."""
+
+    def on_step_end(self, trainer: Trainer, batch: Batch, loss: float) -> None:
+        """After the optimiser step on ``batch``; ``loss`` is that batch's training loss."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """After validation; ``record`` is the epoch's history entry, ``trainer.epoch`` already
+        counts the epoch as done."""
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        """After the last epoch, before the best weights are restored."""
+
+
+class EarlyStopping(Callback):
+    """Stop once ``patience`` epochs have passed without a new best validation AUC.
+
+    Checked at the start of ``fit`` too, so a resumed run that had already stopped stays stopped.
+    """
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._check(trainer)
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: Trainer) -> None:
+        if trainer.epoch - trainer.best_epoch > self.patience:
+            trainer.stop = True
+
+
+class Checkpoint(Callback):
+    """Hands the trainer's whole state to ``save`` at the end of every epoch."""
+
+    def __init__(self, save: Callable[[dict[str, Any]], None]) -> None:
+        self.save = save
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self.save(trainer.state_dict())
 
 
 class Trainer:
-    """Fits one model on one store; knows nothing about files except its checkpoint path."""
+    """Fits one model on one store; what else happens during training is its callbacks'.
+
+    ``EarlyStopping`` with the config's patience always runs, after the given ``callbacks``.
+    """
 
     def __init__(
         self,
@@ -117,15 +175,13 @@ class Trainer:
         config: TrainConfig,
         *,
         seed: int,
-        checkpoint: Path,
-        progress: Progress | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         self.model = model
         self.store = store
         self.config = config
         self.seed = seed
-        self.checkpoint = checkpoint
-        self.progress = progress
+        self.callbacks = [*callbacks, EarlyStopping(config.early_stopping_patience)]
         if len(store.split("valid")) == 0:
             raise SlimctrError(
                 f"{store.path} has an empty validation split; early stopping and "
@@ -154,19 +210,28 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": -1, "auc": -math.inf, "state": None}
         self.epoch = 0
+        self.stop = False
+
+    @property
+    def best_epoch(self) -> int:
+        """0-based index of the best epoch so far; -1 before the first."""
+        return int(self.best["epoch"])
 
     def fit(self) -> dict[str, Any]:
-        """Train until early stopping or ``epochs``; returns the best epoch's scores."""
-        while self.epoch < self.config.epochs and not self._patience_exhausted():
+        """Train until a callback stops it or ``epochs``; returns the best epoch's scores."""
+        self._call("on_fit_start")
+        while self.epoch < self.config.epochs and not self.stop:
+            self._call("on_epoch_start")
             started = time.perf_counter()
             loss = self._train_epoch()
             seconds = time.perf_counter() - started
             valid = self.evaluate("valid")
-            self._after_epoch(loss, valid, seconds)
+            self._call("on_epoch_end", self._after_epoch(loss, valid, seconds))
+        self._call("on_fit_end")
         if self.best["state"] is None:
             raise SlimctrError("training ended before any epoch finished")
         self.model.load_state_dict(self.best["state"])
-        return {"best_epoch": self.best["epoch"] + 1, "history": self.history}
+        return {"best_epoch": self.best_epoch + 1, "history": self.history}
 
     def evaluate(self, split: str) -> dict[str, float]:
         return score(
@@ -195,51 +260,9 @@ class Trainer:
             optimizer.step()
         return float(loss.detach())
 
-    # -- internals ---------------------------------------------------------------------------
-
-    def _train_epoch(self) -> float:
-        self.model.train()
-        self.loader.set_epoch(self.epoch)
-        total, count, started = 0.0, 0, time.perf_counter()
-        for step, batch in enumerate(self.loader):
-            loss = self.step(batch)
-            total, count = total + loss * len(batch), count + len(batch)
-            if self.progress:
-                elapsed = time.perf_counter() - started
-                self.progress(self.epoch, step + 1, len(self.loader), total / count, elapsed)
-        return total / max(count, 1)
-
-    def _after_epoch(self, loss: float, valid: dict[str, float], seconds: float) -> None:
-        improved = valid["auc"] > self.best["auc"]
-        if improved:
-            state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self.best = {"epoch": self.epoch, "auc": valid["auc"], "state": state}
-        self.history.append(
-            {
-                "epoch": self.epoch + 1,
-                "train_loss": loss,
-                "valid": valid,
-                "lr": self.optimizers[0].param_groups[0]["lr"],
-                "seconds": seconds,
-                "train_samples_per_s": len(self.store.split("train")) / seconds,
-                "best": improved,
-            }
-        )
-        for scheduler in self.schedulers:
-            scheduler.step(valid["auc"])
-        self.epoch += 1
-        if improved:
-            torch.save(self.best["state"], self.checkpoint.with_name("best.pt"))
-        self.save()
-
-    def _patience_exhausted(self) -> bool:
-        return self.epoch - self.best["epoch"] > self.config.early_stopping_patience
-
-    # -- checkpoints -------------------------------------------------------------------------
-
-    def save(self) -> None:
-        """Everything needed to continue exactly where this epoch ended (atomic)."""
-        state = {
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where the last finished epoch ended."""
+        return {
             "model": self.model.state_dict(),
             "optimizers": [o.state_dict() for o in self.optimizers],
             "schedulers": [s.state_dict() for s in self.schedulers],
@@ -248,12 +271,8 @@ class Trainer:
             "best": self.best,
             "history": self.history,
         }
-        temporary = self.checkpoint.with_name(f".{self.checkpoint.name}.tmp")
-        torch.save(state, temporary)
-        temporary.replace(self.checkpoint)
 
-    def resume(self) -> None:
-        state = torch.load(self.checkpoint, weights_only=True)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
             optimizer.load_state_dict(saved)
@@ -262,29 +281,87 @@ class Trainer:
         torch.set_rng_state(state["rng"])
         self.epoch, self.best, self.history = state["epoch"], state["best"], state["history"]
 
+    # -- internals ---------------------------------------------------------------------------
 
-@torch.no_grad()
+    def _train_epoch(self) -> float:
+        self.model.train()
+        self.loader.set_epoch(self.epoch)
+        total, count = 0.0, 0
+        for batch in self.loader:
+            loss = self.step(batch)
+            total, count = total + loss * len(batch), count + len(batch)
+            self._call("on_step_end", batch, loss)
+        return total / max(count, 1)
+
+    def _after_epoch(self, loss: float, valid: dict[str, float], seconds: float) -> dict[str, Any]:
+        improved = valid["auc"] > self.best["auc"]
+        if improved:
+            state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best = {"epoch": self.epoch, "auc": valid["auc"], "state": state}
+        record = {
+            "epoch": self.epoch + 1,
+            "train_loss": loss,
+            "valid": valid,
+            "lr": self.optimizers[0].param_groups[0]["lr"],
+            "seconds": seconds,
+            "train_samples_per_s": len(self.store.split("train")) / seconds,
+            "best": improved,
+        }
+        self.history.append(record)
+        for scheduler in self.schedulers:
+            scheduler.step(valid["auc"])
+        self.epoch += 1
+        return record
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+
 def score(
     model: nn.Module, store: Store, split: str, *, batch_size: int = 16384, bf16: bool = False
 ) -> dict[str, float]:
     """AUC and logloss of ``model`` on one split of ``store`` (NaN for an empty split)."""
-    if len(store.split(split)) == 0:
-        return {"auc": math.nan, "logloss": math.nan}
-    model.eval()
     rows = store.split(split)
-    # Scores go straight into one array: keeping every batch's output tensor alive fragments
-    # the heap between the large per-batch temporaries and multiplies peak memory.
-    scores = np.empty(len(rows), dtype=np.float64)
+    if len(rows) == 0:
+        return {"auc": math.nan, "logloss": math.nan}
+    batches = BatchLoader(store, split, batch_size=batch_size)
+    logits = predict_logits(model, batches, len(rows), bf16=bf16)
+    return auc_logloss(
+        store.labels()[rows.start : rows.stop], logits, f"the {split} split of {store.path}"
+    )
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, batches: Iterable[Batch], rows: int | None = None, *, bf16: bool = False
+) -> np.ndarray:
+    """``model``'s logits (float64) for every row of ``batches``, in order, in eval mode.
+
+    With ``rows`` known, scores go straight into one array: keeping every batch's output tensor
+    alive fragments the heap between the large per-batch temporaries and multiplies peak memory.
+    """
+    model.eval()
+    parts: list[np.ndarray] = []
+    scores = np.empty(rows or 0, dtype=np.float64)
     done = 0
-    for batch in BatchLoader(store, split, batch_size=batch_size):
+    for batch in batches:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            scores[done : done + len(batch)] = model(batch).float().numpy()
+            logits = model(batch).float().numpy()
+        if rows is None:
+            parts.append(logits.astype(np.float64))
+        else:
+            scores[done : done + len(batch)] = logits
         done += len(batch)
-    y = store.labels()[rows.start : rows.stop]
+    return np.concatenate(parts) if rows is None and parts else scores[:done]
+
+
+def auc_logloss(labels: np.ndarray, logits: np.ndarray, what: str) -> dict[str, float]:
+    """AUC and logloss of ``logits`` against 0/1 ``labels``; ``what`` names the rows in errors."""
     try:
-        return {"auc": auc(y, scores), "logloss": logloss_from_logits(y, scores)}
-    except ValueError as exc:  # e.g. a split with one class only
-        raise SlimctrError(f"cannot score the {split} split of {store.path}: {exc}") from None
+        return {"auc": auc(labels, logits), "logloss": logloss_from_logits(labels, logits)}
+    except ValueError as exc:  # e.g. one class only, or NaN scores
+        raise SlimctrError(f"cannot score {what}: {exc}") from None
 
 
 def _split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -309,29 +386,39 @@ def _optimizers(
     return optimizers
 
 
-class ProgressBar:
+class ProgressBar(Callback):
     """One progress line per epoch on stderr: batches, loss, samples per second, time left.
 
     Redrawn at most twice a second, and only at the end of an epoch when stderr is not a terminal.
+    ``title`` (e.g. which plan is training) starts every line.
     """
 
-    def __init__(self, batch_size: int, stream: TextIO | None = None) -> None:
-        self.batch_size = batch_size
+    def __init__(self, stream: TextIO | None = None, title: str = "") -> None:
         self.stream = stream or sys.stderr
+        self.title = title
         self.live = self.stream.isatty()
-        self.shown = 0.0
 
-    def __call__(self, epoch: int, done: int, total: int, loss: float, elapsed: float) -> None:
-        last = done == total
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        self.started = time.perf_counter()
+        self.shown, self.done, self.rows, self.loss = 0.0, 0, 0, 0.0
+
+    def on_step_end(self, trainer: Trainer, batch: Batch, loss: float) -> None:
+        self.done, self.rows = self.done + 1, self.rows + len(batch)
+        self.loss += loss * len(batch)
+        total = len(trainer.loader)
+        elapsed = time.perf_counter() - self.started
+        last = self.done == total
         if not last and (not self.live or elapsed - self.shown < 0.5):
             return
         self.shown = 0.0 if last else elapsed
         width = 24
-        filled = width * done // total
-        rate = done * self.batch_size / max(elapsed, 1e-9)
-        left = elapsed / done * (total - done)
+        filled = width * self.done // total
+        rate = self.rows / max(elapsed, 1e-9)
+        left = elapsed / self.done * (total - self.done)
+        title = f"{self.title}: " if self.title else ""
         self.stream.write(
-            f"\repoch {epoch + 1} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-            f"loss {loss:.4f}  {rate:,.0f} samples/s  ETA {left:.0f}s " + ("\n" if last else "")
+            f"\r{title}epoch {trainer.epoch + 1} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{self.done}/{total} loss {self.loss / self.rows:.4f}  {rate:,.0f} samples/s  "
+            f"ETA {left:.0f}s " + ("\n" if last else "")
         )
         self.stream.flush()

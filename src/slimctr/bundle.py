@@ -1,0 +1,270 @@
+"""The model bundle: everything needed to score new raw rows, and nothing else.
+
+Layout of a bundle folder (a finished run's ``bundle/``, or wherever ``slimctr export`` copied it)::
+
+    manifest.json        format and version, what the bundle holds, the sha256 of every file
+    config.yaml          the resolved run configuration (``config_version`` in the manifest)
+    schema.json          the fields the model was built for
+    encoding.json        how raw rows become model inputs: the label, how the training files were
+                         read, each field's transform and numeric statistics
+    vocabulary.parquet   the kept values of every categorical field with their ids
+    weights.safetensors  the model's weights (safetensors: loading runs no code, unlike pickle)
+    versions.json        the versions and git revision that trained it
+    metrics.json         its validation and test scores at the best epoch, and its sizes
+
+Every file is checked against the manifest when the bundle is opened. The manifest's ``models``
+list and each model's ``storage`` leave room for what later work stores here (tables sliced to
+kept rows with their id maps, sparse or quantised tables with their decoding metadata, several
+group models with a router); a reader refuses any kind it does not know, naming it, rather than
+load something it would misread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from slimctr import __version__
+from slimctr.config import dump_yaml, parse_yaml, to_dict
+from slimctr.data.encoder import Encoder, encoding_of
+from slimctr.data.store import VOCABULARY, Store
+from slimctr.errors import SlimctrError
+from slimctr.files import atomic_path, json_bytes, sha256_bytes
+from slimctr.runconfig import CONFIG_VERSION, RunConfig, build_model, read_config
+from slimctr.schema import Schema
+from slimctr.training.trainer import auc_logloss, predict_logits
+
+BUNDLE_FORMAT = 1
+MANIFEST = "manifest.json"
+CONFIG = "config.yaml"
+SCHEMA = "schema.json"
+ENCODING = "encoding.json"
+WEIGHTS = "weights.safetensors"
+VERSIONS = "versions.json"
+METRICS = "metrics.json"
+_STORAGE = "dense"  # the only weight storage this version writes and reads
+
+
+def write_bundle(
+    folder: Path,
+    *,
+    config: RunConfig,
+    model: nn.Module,
+    store: Store,
+    metrics: dict[str, Any],
+    versions: dict[str, str],
+) -> None:
+    """Write the bundle of ``model`` (trained with ``config`` on ``store``) into ``folder``."""
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    files = {
+        CONFIG: dump_yaml(to_dict(config)).encode(),
+        SCHEMA: json_bytes(store.schema.to_dict()),
+        ENCODING: json_bytes(encoding_of(store)),
+        VOCABULARY: (store.path / VOCABULARY).read_bytes(),
+        WEIGHTS: save_safetensors(state),
+        VERSIONS: json_bytes(versions),
+        METRICS: json_bytes(metrics),
+    }
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    manifest = {
+        "format": "slimctr-bundle",
+        "format_version": BUNDLE_FORMAT,
+        "config_version": CONFIG_VERSION,
+        "slimctr_version": __version__,
+        "model_name": config.model_name,
+        "models": [{"config": CONFIG, "weights": WEIGHTS, "storage": _STORAGE}],
+        "router": None,
+        "files": {name: sha256_bytes(content) for name, content in files.items()},
+    }
+    (folder / MANIFEST).write_bytes(json_bytes(manifest))
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What ``Bundle.predict_file`` wrote: the row count and the input columns it ignored."""
+
+    rows: int
+    ignored: list[str]
+
+
+class Bundle:
+    """A loaded bundle: ``config``, ``schema``, the model (``module``, in eval mode) and the
+    encoder of raw rows; ``checksum`` identifies the bundle (the sha256 of its manifest)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        manifest_bytes = self._file(MANIFEST)
+        self.checksum = sha256_bytes(manifest_bytes)
+        self.manifest = self._manifest(manifest_bytes)
+        files = {name: self._verified(name) for name in self.manifest["files"]}
+        for name in (CONFIG, SCHEMA, ENCODING, VOCABULARY, WEIGHTS):
+            if name not in files:
+                raise SlimctrError(f"{self.path} is not a complete bundle: {name} is missing")
+        raw = parse_yaml(files[CONFIG].decode("utf-8"), self.path / CONFIG)
+        self.config = read_config(raw, self.manifest["config_version"], str(self.path / CONFIG))
+        self.schema = Schema.from_dict(self._json(files, SCHEMA))
+        self.metrics: dict[str, Any] = self._json(files, METRICS) if METRICS in files else {}
+        self.encoder = Encoder(
+            self._json(files, ENCODING), pl.read_parquet(pa.BufferReader(files[VOCABULARY]))
+        )
+        self.module = self._model(files[WEIGHTS])
+
+    def predict(self, rows: Any) -> np.ndarray:
+        """Click probabilities (float64) for ``rows``: a polars or pandas DataFrame or a mapping
+        of column name to values, matched by name."""
+        logits = predict_logits(self.module, self.encoder.frame_batches(rows), bf16=self._bf16)
+        return _sigmoid(logits)
+
+    def predict_file(
+        self, source: Path, out: Path, *, columns: Sequence[str] | None = None
+    ) -> Predictions:
+        """Write one probability per row of ``source``, in its order, to ``out`` (.csv with one
+        ``probability`` column, or .parquet), batch by batch, under a temporary name renamed at
+        the end."""
+        _check_output(out, source)
+        raw = self.encoder.open(source, columns)
+        schema = pa.schema([("probability", pa.float64())])
+        rows = 0
+        with atomic_path(out) as temporary:
+            if out.suffix == ".csv":
+                plain = pacsv.WriteOptions(quoting_style="none", quoting_header="none")
+                writer: Any = pacsv.CSVWriter(str(temporary), schema, write_options=plain)
+            else:
+                writer = pq.ParquetWriter(str(temporary), schema)
+            with writer:
+                for batch in self.encoder.batches(raw):
+                    probabilities = _sigmoid(predict_logits(self.module, [batch], bf16=self._bf16))
+                    writer.write_batch(pa.record_batch([pa.array(probabilities)], schema=schema))
+                    rows += len(batch)
+        return Predictions(rows, self.encoder.unused(raw.columns))
+
+    def evaluate_file(
+        self, source: Path, *, columns: Sequence[str] | None = None
+    ) -> dict[str, float]:
+        """AUC and logloss on the labelled rows of ``source``."""
+        raw = self.encoder.open(source, columns)
+        batches = list(self.encoder.batches(raw, labels=True))
+        logits = predict_logits(self.module, batches, bf16=self._bf16)
+        labels = np.concatenate([b.labels.numpy() for b in batches]) if batches else np.empty(0)
+        return auc_logloss(labels, logits, str(source))
+
+    def check_store(self, store: Store) -> None:
+        """Raise unless ``store`` is encoded as this model's training data was (same fields,
+        vocabularies and numeric statistics), so its ids mean what the model learned."""
+        same = (
+            store.schema == self.schema
+            and store.manifest["checksums"].get(VOCABULARY) == self.manifest["files"][VOCABULARY]
+            and encoding_of(store)["fields"] == [*self.encoder.fields.values()]
+        )
+        if not same:
+            raise SlimctrError(
+                f"{store.path} is not encoded like the data {self.path} was trained on "
+                "(its fields, vocabularies or numeric statistics differ)"
+            )
+
+    # -- internals -------------------------------------------------------------------------------
+
+    @property
+    def _bf16(self) -> bool:
+        return bool(self.config.train.bf16)
+
+    def _file(self, name: str) -> bytes:
+        try:
+            return (self.path / name).read_bytes()
+        except FileNotFoundError:
+            if name == MANIFEST:
+                raise SlimctrError(
+                    f"{self.path} is not a slimctr model bundle or finished run (no {MANIFEST})"
+                ) from None
+            raise SlimctrError(f"{self.path / name} is missing: the bundle is incomplete") from None
+        except IsADirectoryError:
+            raise SlimctrError(f"{self.path / name} is a folder, not a bundle file") from None
+        except NotADirectoryError:
+            raise SlimctrError(f"{self.path} is a file, not a bundle folder") from None
+
+    def _manifest(self, content: bytes) -> dict[str, Any]:
+        where = self.path / MANIFEST
+        try:
+            manifest = json.loads(content)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise SlimctrError(f"{where} is not valid JSON: the bundle is corrupt") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != "slimctr-bundle":
+            raise SlimctrError(f"{where} is not a slimctr bundle manifest")
+        if manifest.get("format_version") != BUNDLE_FORMAT:
+            raise SlimctrError(
+                f"{self.path} is a bundle of format {manifest.get('format_version')!r} (slimctr "
+                f"{manifest.get('slimctr_version')}); this slimctr reads format {BUNDLE_FORMAT}"
+            )
+        models = manifest.get("models")
+        if manifest.get("router") is not None or not (
+            isinstance(models, list) and len(models) == 1 and models[0].get("storage") == _STORAGE
+        ):
+            raise SlimctrError(
+                f"{self.path} holds models this slimctr cannot read (several models, a router, "
+                f"or weights stored as something other than {_STORAGE!r})"
+            )
+        if not isinstance(manifest.get("files"), dict):
+            raise SlimctrError(f"{where} lists no files")
+        return manifest
+
+    def _verified(self, name: str) -> bytes:
+        if Path(name).name != name:
+            raise SlimctrError(f"{self.path / MANIFEST} names a file outside the bundle")
+        content = self._file(name)
+        if sha256_bytes(content) != self.manifest["files"][name]:
+            raise SlimctrError(
+                f"{self.path / name} is corrupt or was changed (its checksum does not match "
+                f"{MANIFEST})"
+            )
+        return content
+
+    def _json(self, files: dict[str, bytes], name: str) -> Any:
+        try:
+            return json.loads(files[name])
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise SlimctrError(f"{self.path / name} is not valid JSON") from None
+
+    def _model(self, weights: bytes) -> nn.Module:
+        try:
+            state = load_safetensors(weights)
+        except SafetensorError as error:
+            raise SlimctrError(f"{self.path / WEIGHTS} is not readable ({error})") from None
+        with torch.random.fork_rng(devices=[]):  # loading must not move the caller's RNG
+            model = build_model(self.config, self.schema)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError:
+            raise SlimctrError(
+                f"{self.path / WEIGHTS} does not hold the weights of its {self.config.model_name} "
+                "configuration"
+            ) from None
+        return model.eval()
+
+
+def _check_output(out: Path, source: Path) -> None:
+    if out.suffix not in (".csv", ".parquet"):
+        raise SlimctrError(f"--out {out} must end in .csv or .parquet")
+    if not out.parent.is_dir():
+        raise SlimctrError(f"--out {out}: the folder {out.parent} does not exist")
+    if out.exists() and (out.is_dir() or (source.exists() and out.samefile(source))):
+        what = "a folder" if out.is_dir() else "the input file"
+        raise SlimctrError(f"--out {out} is {what}; give a new file name")
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return torch.sigmoid(torch.from_numpy(logits)).numpy()
