@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import math
 import subprocess
 import sys
 
+import polars as pl
 import pytest
 
+from slimctr.files import exclusive
 from tests.conftest import write_text
 
 HEADER = "label,a,b,n"
@@ -171,3 +174,131 @@ def test_output_that_is_a_file(cli, tmp_path):
     result = cli("prepare", source, "--out", tmp_path / "taken")
     assert result.code == 1 and "is a file" in result.err
     assert (tmp_path / "taken").read_text() == "mine"
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity", "nan", "NaN", "1e400"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--numeric", "n"],
+        ["--numeric", "n", "--numeric-encoding", "bucket"],
+        ["--order-by", "n", "--categorical", "n"],  # text keys of a categorical field
+        ["--order-by", "n", "--drop", "n"],
+    ],
+)
+def test_non_finite_numbers_are_refused(cli, tmp_path, value, options):
+    source = write_text(tmp_path / "bad.csv", [HEADER, "1,x,y,1.0", f"0,x,y,{value}", "1,x,y,2"])
+    out = tmp_path / "store"
+    result = cli("prepare", source, "--out", out, *options)
+    _assert_clean_failure(result, out, "bad.csv", "line 3", "non-finite", "column 'n'")
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e400"])
+def test_non_finite_labels_are_refused(cli, tmp_path, value):
+    source = write_text(tmp_path / "bad.csv", [HEADER, "1,x,y,1.0", f"{value},x,y,2"])
+    out = tmp_path / "store"
+    result = cli("prepare", source, "--out", out)
+    _assert_clean_failure(result, out, "bad.csv", "line 3", "non-finite", "column 'label'")
+
+
+@pytest.mark.parametrize(
+    ("column", "values"),
+    [
+        ("n", [1.0, float("nan"), 2.0]),
+        ("n", [1.0, 2.0, float("-inf")]),
+        ("label", [1.0, float("inf"), 0.0]),
+    ],
+)
+def test_non_finite_parquet_floats_are_refused(cli, tmp_path, column, values):
+    frame = pl.DataFrame({"label": [1.0, 0.0, 1.0], "a": ["x", "y", "x"], "n": [0.5, 1.5, 2.5]})
+    source = tmp_path / "bad.parquet"
+    frame.with_columns(pl.Series(column, values)).write_parquet(source)
+    out = tmp_path / "store"
+    row = 1 + next(i for i, v in enumerate(values) if not math.isfinite(v))
+    result = cli("prepare", source, "--out", out, "--numeric", "n")
+    _assert_clean_failure(result, out, "bad.parquet", f"row {row}", "non-finite", f"'{column}'")
+
+
+def test_null_and_empty_numbers_stay_missing(cli, tmp_path):
+    frame = pl.DataFrame({"label": [1, 0, 1], "n": [0.5, None, 2.5]})
+    frame.write_parquet(tmp_path / "x.parquet")
+    write_text(tmp_path / "x.csv", ["label,n", "1,0.5", "0,", "1,2.5"])
+    for source in ("x.parquet", "x.csv"):
+        out = tmp_path / f"store-{source}"
+        result = cli("prepare", tmp_path / source, "--out", out, "--split", "1,0,0")
+        assert result.code == 0, result.err
+        assert "mean 1.5, std 1" in result.out
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"label,a\r,b\n1,x,y\n0,z,w\n",  # a stray carriage return inside the header
+        b"label,a,b\r1,x,y\n0,z,w\n",  # the header ends in a lone carriage return
+    ],
+)
+def test_carriage_return_inside_the_first_line(cli, tmp_path, data):
+    source = tmp_path / "cr.csv"
+    source.write_bytes(data)
+    result = cli("prepare", source, "--out", tmp_path / "store")
+    _assert_clean_failure(result, tmp_path / "store", "cr.csv", "line 1", "carriage return")
+
+
+def test_quoted_header_name_with_a_line_break(cli, tmp_path):
+    source = tmp_path / "q.csv"
+    source.write_bytes(b'label,"two\nlines",b\n1,x,y\n')
+    result = cli("prepare", source, "--out", tmp_path / "store")
+    _assert_clean_failure(result, tmp_path / "store", "q.csv", "line 1", "quoted value")
+
+
+@pytest.mark.parametrize("gzip_it", [False, True])
+@pytest.mark.parametrize("piece_bytes", [None, *range(990, 1020, 3)])
+def test_quoted_value_with_a_line_break_is_refused(
+    cli, tmp_path, monkeypatch, gzip_it, piece_bytes
+):
+    """Refused with its line wherever the piece boundaries fall, never read as two rows."""
+    from slimctr.data import formats
+
+    if piece_bytes:
+        monkeypatch.setattr(formats, "PIECE_BYTES", piece_bytes)
+    lines = ["label,a,b"] + [f"{i % 2},v{i:04d},w" for i in range(200)]
+    lines[101] = '1,"x\ny",z'  # its line break is at byte 1004
+    source = write_text(tmp_path / "q.csv", lines, gzip_it=gzip_it)
+    result = cli("prepare", source, "--out", tmp_path / "store")
+    _assert_clean_failure(result, tmp_path / "store", "q.csv", "line 102", "quoted value")
+
+
+def test_header_without_line_end_in_gzip(cli, tmp_path):
+    source = tmp_path / "h.csv.gz"
+    source.write_bytes(gzip.compress(b"label,a"))
+    result = cli("prepare", source, "--out", tmp_path / "store")
+    _assert_clean_failure(result, tmp_path / "store", "h.csv.gz", "no data rows")
+
+
+LONG = "n" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("lines", "options"),
+    [
+        ([f"click,{LONG}", "1,2"], []),  # --label not found: the message lists the columns
+        ([f"label,{LONG}", "1,2", "0,inf"], ["--numeric", LONG]),
+        ([f"label,{LONG}", "1,2", "0,inf"], ["--order-by", LONG]),
+        (["label,n", "1,2", f"0,{LONG}"], ["--numeric", "n"]),  # a long cell value
+        (["label,n", f"{LONG},2"], []),
+        ([f"label,{LONG},{LONG}", "1,2,3"], []),  # duplicate names
+    ],
+)
+def test_long_names_and_values_are_cut_in_messages(cli, tmp_path, lines, options):
+    source = write_text(tmp_path / "long.csv", lines)
+    result = cli("prepare", source, "--out", tmp_path / "store", *options)
+    _assert_clean_failure(result, tmp_path / "store", "long.csv", "characters)")
+    assert len(result.err) < 400, result.err[:400]
+
+
+def test_a_second_prepare_into_the_same_store_is_refused(cli, tmp_path):
+    source = write_text(tmp_path / "x.csv", ["label,a", "1,x", "0,y"])
+    out = tmp_path / "store"
+    with exclusive(out, "the store"):  # another prepare is building it
+        result = cli("prepare", source, "--out", out, "--min-count", "2")
+    _assert_clean_failure(result, out, "another slimctr process", str(out))

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from slimctr.data.prepare import PrepareOptions, Sources, prepare
-from slimctr.data.store import open_store
+from slimctr.data.store import FORMAT_VERSION, open_store
 from slimctr.errors import SlimctrError
 from slimctr.schema import OOV_ID
 from tests.conftest import write_text
@@ -229,14 +229,21 @@ def test_manifest_records_schema_sources_split_and_checksums(files, tmp_path):
     train, valid, test = files
     _store, _ = prepare(Sources(train=(train,), valid=(valid,), test=(test,)), tmp_path / "d")
     manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == FORMAT_VERSION == 2
     assert manifest["oov_id"] == 1 and manifest["pad_id"] == 0
     assert [s["split"] for s in manifest["sources"]] == ["train", "valid", "test"]
+    # files are named by position, never by column name
+    assert [(f["name"], f["file"]) for f in manifest["fields"]] == [
+        ("color", "columns/field-0000.npy"),
+        ("size", "columns/field-0001.npy"),
+        ("price", "columns/field-0002.npy"),
+    ]
+    assert manifest["label_file"] == "columns/label.npy"
     assert set(manifest["checksums"]) == {
         "columns/label.npy",
-        "columns/color.npy",
-        "columns/size.npy",
-        "columns/price.npy",
+        "columns/field-0000.npy",
+        "columns/field-0001.npy",
+        "columns/field-0002.npy",
         "vocabulary.parquet",
     }
     assert manifest["split"]["method"] == "files"
@@ -287,7 +294,7 @@ def test_open_store_refuses_corruption_and_other_versions(files, tmp_path):
     train, valid, test = files
     prepare(Sources(train=(train,), valid=(valid,), test=(test,)), tmp_path / "d")
 
-    column = tmp_path / "d" / "columns" / "color.npy"
+    column = tmp_path / "d" / "columns" / "field-0000.npy"  # color
     data = bytearray(column.read_bytes())
     data[-1] ^= 1
     column.write_bytes(bytes(data))
@@ -295,10 +302,11 @@ def test_open_store_refuses_corruption_and_other_versions(files, tmp_path):
         open_store(tmp_path / "d")
     manifest_path = tmp_path / "d" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["format_version"] = 99
-    manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(SlimctrError, match="store format 99"):
-        open_store(tmp_path / "d")
+    for version in (1, 99):  # 1 named column files after the columns
+        manifest["format_version"] = version
+        manifest_path.write_text(json.dumps(manifest))
+        with pytest.raises(SlimctrError, match=f"store format {version}.*--overwrite"):
+            open_store(tmp_path / "d")
 
 
 @pytest.mark.parametrize("gzip_it", [False, True])

@@ -16,7 +16,7 @@ from typing import Any
 from slimctr.data.formats import RawSource, detect_format, first_line
 from slimctr.data.prepare import PrepareOptions, Sources
 from slimctr.data.synthetic import SyntheticConfig, write_synthetic
-from slimctr.errors import SlimctrError
+from slimctr.errors import SlimctrError, shown
 
 FRAPPE_FIELDS = (
     "user",
@@ -57,7 +57,7 @@ def data_root() -> Path:
 
 def locate(name: str, paths: list[Path], *, resplit: bool = False, seed: int = 0) -> Located:
     if name not in DATASETS:
-        raise SlimctrError(f"unknown dataset {name!r} (registered: {', '.join(DATASETS)})")
+        raise SlimctrError(f"unknown dataset {shown(name)} (registered: {', '.join(DATASETS)})")
     return DATASETS[name].locate(paths or [data_root() / name], resplit, seed)
 
 

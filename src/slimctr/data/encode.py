@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from slimctr.errors import SlimctrError
+from slimctr.errors import SlimctrError, shown
 
 Where = Callable[[int], str]
 Transform = Literal["token", "bucket", "standardize"]
@@ -30,18 +30,20 @@ def parse_labels(column: pa.Array, name: str, where: Where) -> np.ndarray:
     values = _to_float(column, name, where, what="label")
     missing = np.isnan(values)
     if missing.any():
-        raise SlimctrError(f"empty label in column {name!r}, {where(int(np.argmax(missing)))}")
+        row = int(np.argmax(missing))
+        raise SlimctrError(f"empty label in column {shown(name)}, {where(row)}")
     bad = (values != 0) & (values != 1) & (values != -1)
     if bad.any():
         row = int(np.argmax(bad))
         raise SlimctrError(
-            f"label {_shown(values[row])} is not 0/1 or -1/1 in column {name!r}, {where(row)}"
+            f"label {_number(values[row])} is not 0/1 or -1/1 in column {shown(name)}, {where(row)}"
         )
     return values
 
 
 def parse_numeric(column: pa.Array, name: str, where: Where) -> np.ndarray:
-    """Float64 values with NaN for missing (empty or null); a non-number is an error at its row."""
+    """Float64 values with NaN for missing (empty or null); a non-number, or a number that is
+    not finite (``inf``, ``nan``, an overflow such as ``1e400``), is an error at its row."""
     return _to_float(column, name, where, what="numeric")
 
 
@@ -92,35 +94,63 @@ def is_float_column(column: pa.Array) -> bool:
 
 
 def _to_float(array: pa.Array, name: str, where: Where, what: str) -> np.ndarray:
+    """Finite float64 values, NaN where missing; raises at the first bad row."""
     if pa.types.is_dictionary(array.type):  # a categorical field that also orders the split
         array = array.dictionary_decode()
+    present: np.ndarray | None  # None: every row holds a value
+    text: pl.Series | None = None  # the original text, quoted by the error
     if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
-        series = pl.Series(array).str.strip_chars()
-        present = series.is_not_null() & (series.str.len_chars() > 0)
-        parsed = series.cast(pl.Float64, strict=False)
-        bad = present & parsed.is_null()
-        if bad.any():
-            row = int(bad.arg_true()[0])
-            raise SlimctrError(
-                f"non-numeric value {series[row]!r} in {what} column {name!r}, {where(row)}"
-            )
-        return parsed.fill_null(np.nan).to_numpy()
+        values, present, text = _parse_text(array, name, where, what)
+    else:
+        values, present = _numbers(array, name, what)
+    not_finite = ~np.isfinite(values)
+    if present is not None:
+        not_finite &= present
+    if not_finite.any():
+        row = int(np.argmax(not_finite))
+        value = shown(text[row]) if text is not None else str(values[row])
+        raise SlimctrError(
+            f"non-finite value {value} in {what} column {shown(name)} "
+            f"(numbers must be finite), {where(row)}"
+        )
+    return values
+
+
+def _parse_text(
+    array: pa.Array, name: str, where: Where, what: str
+) -> tuple[np.ndarray, np.ndarray, pl.Series]:
+    """Text to float64 (NaN where empty), which rows hold a value, and the text itself."""
+    text = pl.Series(array).str.strip_chars()
+    present = text.is_not_null() & (text.str.len_chars() > 0)
+    parsed = text.cast(pl.Float64, strict=False)
+    bad = present & parsed.is_null()
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        raise SlimctrError(
+            f"non-numeric value {shown(text[row])} in {what} column {shown(name)}, {where(row)}"
+        )
+    return parsed.fill_null(np.nan).to_numpy(), present.to_numpy(), text
+
+
+def _numbers(array: pa.Array, name: str, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A numeric arrow array as float64 (NaN where null) and its validity (None: no nulls)."""
     if not (
         pa.types.is_integer(array.type)
         or pa.types.is_floating(array.type)
         or pa.types.is_boolean(array.type)
     ):
-        raise SlimctrError(f"{what} column {name!r} has type {array.type}, expected numbers")
+        raise SlimctrError(f"{what} column {shown(name)} has type {array.type}, expected numbers")
     floats = array.cast(pa.float64())
     values = _view(floats, np.float64)
     if not floats.null_count:
-        return values
+        return values, None
     bits = np.unpackbits(
         np.frombuffer(floats.buffers()[0], dtype=np.uint8),
         bitorder="little",
         count=floats.offset + len(floats),
     )
-    return np.where(bits[floats.offset :].view(bool), values, np.nan)
+    present = bits[floats.offset :].view(bool)
+    return np.where(present, values, np.nan), present
 
 
 def _view(array: pa.Array, dtype: type) -> np.ndarray:
@@ -135,5 +165,5 @@ def _view(array: pa.Array, dtype: type) -> np.ndarray:
     )
 
 
-def _shown(value: float) -> str:
+def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)

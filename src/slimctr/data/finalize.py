@@ -83,7 +83,7 @@ def finalize_numeric(
 ) -> dict[str, object]:
     """Standardise with the training rows' mean and std; missing values become 0 (the mean)."""
     total = square = count = 0.0
-    scratch = scan.file(column.name, "raw")
+    scratch = scan.file(column.stem, "raw")
     for (start, stop, _, _), values in zip(
         writer.spans, writer.read(scratch, np.float64), strict=True
     ):
@@ -123,11 +123,11 @@ def finalize_categorical(
     Every scan batch has its own dictionary; ``entries`` stacks them, so batch ``b``'s local id
     ``i`` is entry ``offsets[b] + i``.
     """
-    with pa.ipc.open_stream(scan.file(column.name, "dict")) as reader:
+    with pa.ipc.open_stream(scan.file(column.stem, "dict")) as reader:
         distinct = reader.read_all().column("value")
     sizes = np.array([len(chunk) for chunk in distinct.chunks], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    scratch = scan.file(column.name, "raw")
+    scratch = scan.file(column.stem, "raw")
 
     def entry_keys() -> Iterator[np.ndarray]:
         for (_, _, first, last), local in zip(

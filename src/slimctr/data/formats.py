@@ -4,6 +4,11 @@ Every reader yields arrow record batches of bounded size, so a file of any lengt
 memory proportional to one batch. Text (plain or gzip) is cut into newline-aligned pieces, each
 parsed by pyarrow with the column types the caller asks for (float64 numbers, dictionary-encoded
 categories, strings otherwise). Errors name the file and, where the format has lines, the line.
+
+Text as spreadsheets save it reads as expected: a UTF-8 byte-order mark is skipped, lines may end
+in ``\r\n``, values may be quoted (``"a,b"``, doubled quotes inside) or empty. Only an empty
+numeric value is missing (``NA`` or ``nan`` are not). A quoted value holding a line break is
+refused: a piece boundary could fall inside it, so it could not be read reliably.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import csv
 import mmap
 import re
 from collections import deque
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +25,11 @@ from typing import Literal
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from slimctr.errors import SlimctrError
+from slimctr.errors import SlimctrError, shown
 
 FORMATS = ("auto", "csv", "tsv", "parquet", "libfm")
 PIECE_BYTES = 32 << 20  # text parsed at a time (bounds memory)
@@ -34,6 +40,13 @@ SAMPLE_ROWS = 10_000  # Parquet rows read to infer column kinds
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _LIBFM_SUFFIXES = (".libfm", ".libsvm", ".svm")
 _LIBFM_TOKEN = r"^[0-9]+:[^:]+$"
+_BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark, written by Excel and LibreOffice
+LISTED_NAMES = 12  # column names a message quotes before it counts the rest
+_HEADER_PROBLEMS = {  # Python's csv errors, in words that say what to fix
+    "end of data": "a quoted value runs past the end of the line (line breaks inside quoted "
+    "values are not supported)",
+    "new-line": "a carriage return inside the line (lines must end with \\n or \\r\\n)",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +69,7 @@ def detect_format(
 ) -> SourceFormat:
     """Pick the reader from ``requested`` or, for ``auto``, from the suffix and the first line."""
     if requested not in FORMATS:
-        raise SlimctrError(f"unknown format {requested!r} (choose from {', '.join(FORMATS)})")
+        raise SlimctrError(f"unknown format {shown(requested)} (choose from {', '.join(FORMATS)})")
     suffix = Path(path.name.removesuffix(".gz")).suffix.lower()
     if requested == "parquet" or (requested == "auto" and suffix in _PARQUET_SUFFIXES):
         return SourceFormat(kind="parquet")
@@ -68,7 +81,7 @@ def detect_format(
     if delimiter is None:
         delimiter = "\t" if requested == "tsv" or suffix == ".tsv" else _sniff_delimiter(line)
     if len(delimiter) != 1:
-        raise SlimctrError(f"delimiter must be one character, got {delimiter!r}")
+        raise SlimctrError(f"delimiter must be one character, got {shown(delimiter)}")
     return SourceFormat(kind="csv", delimiter=delimiter, header=header, names=names)
 
 
@@ -111,6 +124,8 @@ class RawSource:
             for batch in self._arrow_batches(types):
                 if batch.num_rows == 0:
                     continue
+                if self.format.kind != "parquet":
+                    self._refuse_line_breaks(batch, rows)
                 if self.format.kind == "libfm":
                     batch = self._libfm_fields(batch, rows)
                 yield rows, batch
@@ -139,11 +154,12 @@ class RawSource:
     def _read_columns(self) -> tuple[str, ...]:
         if self.format.kind == "parquet":
             try:
-                return tuple(pq.read_schema(self.path).names)
+                names = pq.read_schema(self.path).names
             except (pa.ArrowInvalid, OSError) as exc:
                 raise SlimctrError(
                     f"{self.path} is not a readable Parquet file ({_arrow_message(exc)})"
                 ) from None
+            return _unique(names, self.path)
         first = first_line(self.path)
         if not first.strip():
             raise SlimctrError(f"{self.path} is empty")
@@ -151,21 +167,28 @@ class RawSource:
             fields = first.split()
             generated = ("label", *(f"f{i}" for i in range(1, len(fields))))
         else:
-            fields = next(csv.reader([first], delimiter=self.format.delimiter))
+            fields = self._first_fields(first)
             generated = tuple(f"c{i}" for i in range(len(fields)))
         if self.format.names is not None:
             if len(self.format.names) != len(fields):
                 raise SlimctrError(
                     f"{self.path} has {len(fields)} columns, expected "
-                    f"{len(self.format.names)} ({', '.join(self.format.names)})"
+                    f"{len(self.format.names)} ({listed(self.format.names)})"
                 )
             return self.format.names
         if not self.format.header:
             return generated
-        duplicates = sorted({name for name in fields if fields.count(name) > 1})
-        if duplicates:
-            raise SlimctrError(f"{self.path}: duplicate column names {', '.join(duplicates)}")
-        return tuple(fields)
+        return _unique(fields, self.path)
+
+    def _first_fields(self, first: str) -> list[str]:
+        """The delimited fields of the first line, read as pyarrow will read the data lines."""
+        try:
+            return next(csv.reader([first], delimiter=self.format.delimiter, strict=True))
+        except csv.Error as exc:
+            problem = next(
+                (text for key, text in _HEADER_PROBLEMS.items() if key in str(exc)), str(exc)
+            )
+            raise SlimctrError(f"cannot read {self.path}, line 1: {problem}") from None
 
     # -- batches ---------------------------------------------------------------------------------
 
@@ -179,7 +202,7 @@ class RawSource:
         # The next piece is parsed in the background while the caller works on this one.
         with ThreadPoolExecutor(max_workers=1) as pool:
             parsing: deque[tuple[int, memoryview, Future[pa.Table]]] = deque()
-            for offset, piece in self._text_pieces():
+            for offset, piece in self._text_pieces(PIECE_BYTES):
                 parsing.append((offset, piece, pool.submit(self._parse, piece, types, True)))
                 if len(parsing) > 1:
                     yield from self._parsed(*parsing.popleft(), types)
@@ -207,7 +230,7 @@ class RawSource:
             raise self._parse_error(piece, offset, types) from None
         yield from table.to_batches()
 
-    def _text_pieces(self, size: int = PIECE_BYTES) -> Iterator[tuple[int, memoryview]]:
+    def _text_pieces(self, size: int) -> Iterator[tuple[int, memoryview]]:
         """The decompressed text in newline-aligned pieces, each with its offset in the text.
 
         pyarrow's one-shot parser on a piece is several times faster than its streaming reader,
@@ -221,7 +244,7 @@ class RawSource:
         with pa.input_stream(str(self.path), compression="gzip") as stream:
             while data := stream.read(size):
                 data = carry + data if carry else data
-                start = data.index(b"\n") + 1 if offset == 0 and self.format.header else 0
+                start = self._data_start(data) if offset == 0 else 0
                 cut = max(data.rfind(b"\n") + 1, start)
                 if cut > start:
                     yield offset + start, memoryview(data)[start:cut]
@@ -229,11 +252,16 @@ class RawSource:
         if carry.strip() and not (offset == 0 and self.format.header):
             yield offset, memoryview(carry)
 
+    def _data_start(self, text: bytes | mmap.mmap) -> int:
+        """Where the data lines of ``text`` (the file's start) begin: after the header line, if
+        any. (pyarrow skips a byte-order mark at the start of headerless text itself.)"""
+        return (text.find(b"\n") + 1 or len(text)) if self.format.header else 0
+
     def _mapped_pieces(self, size: int) -> Iterator[tuple[int, memoryview]]:
         with open(self.path, "rb") as handle:
             # Not closed explicitly: pieces handed out may still be referenced; GC unmaps it.
             text = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        start = (text.find(b"\n") + 1 or len(text)) if self.format.header else 0
+        start = self._data_start(text)
         done: deque[tuple[int, int]] = deque()
         while start < len(text):
             end = text.rfind(b"\n", start, start + size) + 1
@@ -266,9 +294,13 @@ class RawSource:
             read_options=pacsv.ReadOptions(
                 column_names=list(self.columns), block_size=BLOCK_BYTES, use_threads=use_threads
             ),
-            parse_options=pacsv.ParseOptions(delimiter=self.format.delimiter),
+            # Quote-aware block cuts: a quoted line break is then read whole and refused by name.
+            parse_options=pacsv.ParseOptions(
+                delimiter=self.format.delimiter, newlines_in_values=True
+            ),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: types.get(name, pa.string()) for name in self.columns},
+                null_values=[""],  # pyarrow's default list makes "nan" and "NA" missing numbers
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
@@ -282,31 +314,49 @@ class RawSource:
             self._parse(piece, types, use_threads=False)
             return SlimctrError(f"cannot parse {self.path} near line {self._lines_before(offset)}")
         except pa.ArrowInvalid as exc:
-            message = _arrow_message(exc)
+            message, summary = str(exc), _arrow_message(exc)
         line = re.search(r"Row #(\d+)", message)
         where = (
             f"{self.path}, line {self._lines_before(offset) + int(line.group(1))}"
             if line
             else str(self.path)
         )
-        ragged = re.search(r"Expected (\d+) columns, got (\d+)", message)
+        ragged = re.search(r"Expected (\d+) columns, got (\d+): (.*)", message, re.DOTALL)
         if ragged:
+            open_quote = ragged.group(3).count('"') % 2  # the row may stop inside a quoted value
+            hint = " (a quoted value spanning lines? that is not supported)" if open_quote else ""
             return SlimctrError(
                 f"ragged row: {ragged.group(2)} fields where {ragged.group(1)} "
-                f"were expected, {where}"
+                f"were expected{hint}, {where}"
             )
-        invalid = re.search(r"CSV column #(\d+).*invalid value '(.*)'", message)
+        invalid = re.search(r"CSV column #(\d+).*invalid value '(.*)'", message, re.DOTALL)
         if invalid:
             column = self.columns[int(invalid.group(1))]
             return SlimctrError(
-                f"non-numeric value {invalid.group(2)!r} in column {column!r} "
+                f"non-numeric value {shown(invalid.group(2))} in column {shown(column)} "
                 f"(a number was expected), {where}"
             )
         not_utf8 = re.search(r"CSV column #(\d+).*invalid UTF8", message)
         if not_utf8:
             column = self.columns[int(not_utf8.group(1))]
-            return SlimctrError(f"text that is not UTF-8 in column {column!r}, {where}")
-        return SlimctrError(f"cannot read {where}: {message}")
+            return SlimctrError(f"text that is not UTF-8 in column {shown(column)}, {where}")
+        return SlimctrError(f"cannot read {where}: {summary}")
+
+    def _refuse_line_breaks(self, batch: pa.RecordBatch, first_row: int) -> None:
+        """A quoted value with a line break was parsed whole inside its piece, but the next one
+        might be cut at a piece boundary and read as two rows; refuse them all alike."""
+        for name, column in zip(batch.schema.names, batch.columns, strict=True):
+            distinct = column.dictionary if pa.types.is_dictionary(column.type) else column
+            if not pa.types.is_string(distinct.type):
+                continue
+            if pc.any(pc.match_substring(distinct, "\n")).as_py():
+                if distinct is not column:
+                    column = column.dictionary_decode()
+                row = pc.index(pc.match_substring(column, "\n"), True).as_py()
+                raise SlimctrError(
+                    f"a quoted value in column {shown(name)} spans lines (line breaks inside "
+                    f"quoted values are not supported), {self.where(first_row + row)}"
+                )
 
     def _libfm_fields(self, batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch:
         """``label idx:val ...`` -> label plus one categorical column per token position (idx)."""
@@ -317,7 +367,7 @@ class RawSource:
             row = int(bad.item(0, 0))
             token = next(t for t in frame.row(row)[1:] if not re.match(_LIBFM_TOKEN, t))
             raise SlimctrError(
-                f"libfm token {token!r} is not idx:val, {self.where(first_row + row)}"
+                f"libfm token {shown(token)} is not idx:val, {self.where(first_row + row)}"
             )
         values = frame.select(pl.col(tokens).str.extract(r":(.+)$").cast(pl.Float64, strict=False))
         not_one = values.select(
@@ -340,16 +390,21 @@ def _compression(path: Path) -> str | None:
 
 
 def first_line(path: Path) -> str:
-    """The first line of a text file, plain or gzip, without its line ending."""
+    """The first line of a text file, plain or gzip, without byte-order mark and line ending."""
     if not path.is_file():
         raise SlimctrError(f"no such file: {path}")
+    chunks: list[bytes] = []
     try:
         with pa.input_stream(str(path), compression=_compression(path)) as stream:
-            head = stream.read(1 << 16)
+            while (chunk := stream.read(1 << 16)) and b"\n" not in chunk:
+                chunks.append(chunk)
+                if len(chunks) << 16 > PIECE_BYTES:  # not text, or not lines
+                    raise SlimctrError(f"{path}: the first line is longer than {PIECE_BYTES} bytes")
     except OSError as exc:
         raise SlimctrError(f"cannot read {path}: {_arrow_message(exc)}") from None
+    line = b"".join([*chunks, chunk]).split(b"\n", 1)[0]
     try:
-        return head.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+        return line.removeprefix(_BOM).decode("utf-8").rstrip("\r")
     except UnicodeDecodeError:
         raise SlimctrError(
             f"{path} is not UTF-8 text (for Parquet, use --format parquet)"
@@ -367,5 +422,24 @@ def _sniff_delimiter(line: str) -> str:
     return best if counts[best] else ","
 
 
+def listed(names: Sequence[str]) -> str:
+    """Column names for a message: each ``shown``, the first ``LISTED_NAMES`` of them."""
+    text = ", ".join(shown(name) for name in names[:LISTED_NAMES])
+    more = len(names) - LISTED_NAMES
+    return f"{text} and {more} more" if more > 0 else text
+
+
+def _unique(names: Sequence[str], path: Path) -> tuple[str, ...]:
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise SlimctrError(f"{path}: duplicate column names {listed(duplicates)}")
+    return tuple(names)
+
+
 def _arrow_message(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return _cut(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
+
+
+def _cut(message: str, limit: int = 300) -> str:
+    """pyarrow quotes whole rows in some messages; a row can be megabytes long."""
+    return message if len(message) <= limit else f"{message[: limit - 3]}..."

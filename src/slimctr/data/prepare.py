@@ -33,21 +33,25 @@ import polars as pl
 from slimctr import __version__
 from slimctr.data import encode
 from slimctr.data.finalize import SplitWriter, finalize_categorical, finalize_numeric
-from slimctr.data.formats import RawSource, SourceFormat, detect_format
+from slimctr.data.formats import RawSource, SourceFormat, detect_format, listed
 from slimctr.data.scan import Column, Scan, scan_sources
 from slimctr.data.store import (
     FORMAT_VERSION,
+    LABEL_FILE,
     SPLITS,
     VOCABULARY,
     Store,
+    field_file,
     open_store,
     publish,
     read_manifest,
+    remove_leftovers,
     sha256_file,
     staging_dir,
     write_json,
 )
-from slimctr.errors import SlimctrError
+from slimctr.errors import SlimctrError, shown
+from slimctr.files import exclusive
 from slimctr.schema import OOV_ID, PAD_ID, FieldSpec, Schema
 
 NumericEncoding = Literal["standardize", "bucket"]
@@ -77,11 +81,12 @@ class PrepareOptions:
             raise SlimctrError(f"--min-count must be at least 1, got {self.min_count}")
         if self.vocabulary_from not in ("train", "all"):
             raise SlimctrError(
-                f"unknown vocabulary source {self.vocabulary_from!r} (choose train or all)"
+                f"unknown vocabulary source {shown(self.vocabulary_from)} (choose train or all)"
             )
         if self.numeric_encoding not in ("standardize", "bucket"):
             raise SlimctrError(
-                f"unknown numeric encoding {self.numeric_encoding!r} (choose standardize or bucket)"
+                f"unknown numeric encoding {shown(self.numeric_encoding)} "
+                "(choose standardize or bucket)"
             )
         if len(self.split) != 3 or min(self.split) < 0 or abs(sum(self.split) - 1) > 1e-6:
             raise SlimctrError(
@@ -125,7 +130,8 @@ def prepare(
 
     An ``out`` that already holds the store of exactly these sources and options is reused; one
     that holds anything else is an error unless ``overwrite``. ``attach`` copies extra files (e.g.
-    a synthetic dataset's ground truth) into the store under the given names.
+    a synthetic dataset's ground truth) into the store under the given names. One process at a
+    time may prepare into ``out``: a second one is refused at once.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -134,24 +140,42 @@ def prepare(
         raise SlimctrError("--order-by orders a --split; with --valid/--test files it has no use")
     raw = [(split, RawSource(path, _format(path, options))) for split, path in sources.by_split]
     recipe = _recipe(raw, options)
-    existing = read_manifest(out) if out.is_dir() else None
-    if existing is not None and existing.get("recipe_id") == recipe["id"] and not overwrite:
-        return open_store(out), False  # same sources and options: their columns were checked
-    columns = _plan_columns(raw, options)
-    if out.exists() and not overwrite and (existing is not None or any(out.iterdir())):
-        what = "a different store" if existing is not None else "other files"
-        raise SlimctrError(f"{out} already holds {what} (use --overwrite to replace it)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SlimctrError(f"cannot create the folder of --out {out}: {exc.strerror}") from None
+    with exclusive(out, "the store"):
+        remove_leftovers(out)
+        existing = read_manifest(out) if out.is_dir() else None
+        if existing is not None and existing.get("recipe_id") == recipe["id"] and not overwrite:
+            return open_store(out), False  # same sources and options: their columns were checked
+        columns = _plan_columns(raw, options)
+        if out.exists() and not overwrite and (existing is not None or any(out.iterdir())):
+            what = "a different store" if existing is not None else "other files"
+            raise SlimctrError(f"{out} already holds {what} (use --overwrite to replace it)")
+        _build_into(out, raw, columns, options, recipe, attach or {})
+    return open_store(out, verify=False), True
+
+
+def _build_into(
+    out: Path,
+    raw: list[tuple[int, RawSource]],
+    columns: list[Column],
+    options: PrepareOptions,
+    recipe: dict[str, object],
+    attach: dict[str, Path],
+) -> None:
+    """Build the store in a staging sibling and move it onto ``out`` only once it is complete."""
     staging = staging_dir(out)
     try:
         manifest = _build(raw, columns, options, staging, recipe)
-        for name, path in (attach or {}).items():
+        for name, path in attach.items():
             shutil.copyfile(path, staging / name)
             manifest["checksums"][name] = sha256_file(staging / name)
         write_json(staging / "manifest.json", manifest)
         publish(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return open_store(out, verify=False), True
 
 
 def _format(path: Path, options: PrepareOptions) -> SourceFormat:
@@ -170,31 +194,18 @@ def _plan_columns(raw: list[tuple[int, RawSource]], options: PrepareOptions) -> 
     for _, source in raw[1:]:
         if source.columns != first.columns:
             raise SlimctrError(
-                f"{source.path} has columns {', '.join(source.columns)}, unlike "
-                f"{first.path} ({', '.join(first.columns)})"
+                f"{source.path} has columns {listed(source.columns)}, unlike "
+                f"{first.path} ({listed(first.columns)})"
             )
     categorical, numeric = options.categorical or (), options.numeric or ()
-    named = {
-        "--label": (options.label,),
-        "--drop": options.drop,
-        "--categorical": categorical,
-        "--numeric": numeric,
-        "--order-by": (options.order_by,) if options.order_by else (),
-    }
-    for flag, names in named.items():
-        for name in names:
-            if name not in first.columns:
-                raise SlimctrError(
-                    f"column {name!r} given to {flag} not found in {first.path} "
-                    f"(columns: {', '.join(first.columns)})"
-                )
-    both = set(categorical) & set(numeric)
+    _check_named_columns(first, options)
+    both = [name for name in categorical if name in numeric]
     if both:
-        raise SlimctrError(
-            f"columns given as both categorical and numeric: {', '.join(sorted(both))}"
-        )
+        raise SlimctrError(f"columns given as both categorical and numeric: {listed(both)}")
     if options.label in (*categorical, *numeric, *options.drop):
-        raise SlimctrError(f"the label column {options.label!r} cannot also be a field or dropped")
+        raise SlimctrError(
+            f"the label column {shown(options.label)} cannot also be a field or dropped"
+        )
     fields = [c for c in first.columns if c != options.label and c not in options.drop]
     if not fields:
         raise SlimctrError(f"{first.path} has no feature columns besides the label")
@@ -205,7 +216,28 @@ def _plan_columns(raw: list[tuple[int, RawSource]], options: PrepareOptions) -> 
     transform: encode.Transform = (
         "bucket" if options.numeric_encoding == "bucket" else "standardize"
     )
-    return [Column(c, transform if c in numeric else "token") for c in fields]
+    return [
+        Column(name, transform if name in numeric else "token", position)
+        for position, name in enumerate(fields)
+    ]
+
+
+def _check_named_columns(source: RawSource, options: PrepareOptions) -> None:
+    """Every column an option names must exist."""
+    named = {
+        "--label": (options.label,),
+        "--drop": options.drop,
+        "--categorical": options.categorical or (),
+        "--numeric": options.numeric or (),
+        "--order-by": (options.order_by,) if options.order_by else (),
+    }
+    for flag, names in named.items():
+        for name in names:
+            if name not in source.columns:
+                raise SlimctrError(
+                    f"column {shown(name)} given to {flag} not found in {source.path} "
+                    f"(columns: {listed(source.columns)})"
+                )
 
 
 def _recipe(raw: list[tuple[int, RawSource]], options: PrepareOptions) -> dict[str, object]:
@@ -255,15 +287,15 @@ def _build(
         raise SlimctrError("the training split is empty")
     writer = SplitWriter(assignment, scan.batch_rows)
     checksums = {
-        "columns/label.npy": writer.write(
-            staging / "columns/label.npy",
+        LABEL_FILE: writer.write(
+            staging / LABEL_FILE,
             np.uint8,
             writer.read(scan.file("label", "raw"), np.uint8),
         )
     }
 
     def finalize(column: Column) -> tuple[dict[str, Any], pl.DataFrame | None]:
-        path = staging / "columns" / f"{column.name}.npy"
+        path = staging / field_file(column.position)
         if column.kind == "numeric":
             return finalize_numeric(column, scan, train, writer, path), None
         counted = train if options.vocabulary_from == "train" else np.ones_like(train)
@@ -273,7 +305,7 @@ def _build(
     # Fields are independent and numpy, polars and hashlib release the GIL: one thread per core.
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         for column, (spec, vocab) in zip(columns, pool.map(finalize, columns), strict=True):
-            relative = f"columns/{column.name}.npy"
+            relative = field_file(column.position)
             checksums[relative] = spec.pop("sha256")
             fields.append({**spec, "file": relative})
             if vocab is not None:
@@ -296,7 +328,7 @@ def _build(
         "schema": schema.to_dict(),
         "rows": rows,
         "split": split_info,
-        "label_file": "columns/label.npy",
+        "label_file": LABEL_FILE,
         "pad_id": PAD_ID,
         "oov_id": OOV_ID,
         "fields": fields,

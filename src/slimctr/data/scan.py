@@ -3,7 +3,8 @@
 Labels, numeric values and ordering keys go to scratch files as they are. Each categorical column
 arrives dictionary-encoded per batch (by the reader, or by pyarrow here for Parquet and buckets):
 the batch-local ids go to a scratch file and the batch's distinct values to a per-field arrow
-stream, so no Python runs per row and memory stays at one batch.
+stream, so no Python runs per row and memory stays at one batch. Scratch files are named by field
+position (``field-0003.raw``), never by column name.
 """
 
 from __future__ import annotations
@@ -18,19 +19,26 @@ import pyarrow as pa
 
 from slimctr.data import encode
 from slimctr.data.formats import RawSource
+from slimctr.data.store import field_stem
 from slimctr.errors import SlimctrError
 
 
 @dataclass(frozen=True)
 class Column:
-    """How one source column becomes a field."""
+    """How one source column becomes a field; ``position`` is its index among the fields."""
 
     name: str
     transform: encode.Transform
+    position: int
 
     @property
     def kind(self) -> str:
         return "numeric" if self.transform == "standardize" else "categorical"
+
+    @property
+    def stem(self) -> str:
+        """Names the field's scratch and column files."""
+        return field_stem(self.position)
 
 
 @dataclass
@@ -46,8 +54,9 @@ class Scan:
     def num_rows(self) -> int:
         return sum(self.batch_rows)
 
-    def file(self, name: str, suffix: str) -> Path:
-        return self.scratch / f"{name}.{suffix}"
+    def file(self, stem: str, suffix: str) -> Path:
+        """A scratch file: ``label``, ``order`` or a field's ``Column.stem``, never a name."""
+        return self.scratch / f"{stem}.{suffix}"
 
 
 def scan_sources(
@@ -64,11 +73,11 @@ def scan_sources(
     numeric += [c.name for c in columns if c.transform != "token"]
     categorical = [c.name for c in columns if c.transform == "token"]
     with ExitStack() as stack:
-        names = ["label", *(["order"] if order_by else []), *(c.name for c in columns)]
-        outputs = {name: stack.enter_context(open(scan.file(name, "raw"), "wb")) for name in names}
+        stems = ["label", *(["order"] if order_by else []), *(c.stem for c in columns)]
+        outputs = {stem: stack.enter_context(open(scan.file(stem, "raw"), "wb")) for stem in stems}
         dictionaries = {
-            c.name: stack.enter_context(
-                pa.ipc.new_stream(scan.file(c.name, "dict"), pa.schema([("value", pa.string())]))
+            c.stem: stack.enter_context(
+                pa.ipc.new_stream(scan.file(c.stem, "dict"), pa.schema([("value", pa.string())]))
             )
             for c in columns
             if c.kind == "categorical"
@@ -92,8 +101,8 @@ def scan_sources(
                         column,
                         batch.column(column.name),
                         where,
-                        outputs[column.name],
-                        dictionaries.get(column.name),
+                        outputs[column.stem],
+                        dictionaries.get(column.stem),
                     )
                 scan.batch_rows.append(batch.num_rows)
                 scan.batch_split.append(split)

@@ -5,11 +5,14 @@ Layout of ``DATA_DIR``::
     manifest.json          schema, rows per split, split recipe, sources, checksums (below)
     vocabulary.parquet     field, id, value, count: the kept values of every categorical field
     columns/label.npy      uint8, one per row
-    columns/<field>.npy    int32 ids (categorical) or float32 values (numeric), one per row
+    columns/field-NNNN.npy int32 ids (categorical) or float32 values (numeric) of the field at
+                           position NNNN, one per row
 
 Rows are stored split by split: train, then valid, then test, so every split is a contiguous range
-of every array. A store is written into a temporary sibling directory and renamed into place, so a
-reader never sees half of one.
+of every array. Files are named by field position (the manifest maps names to files), never by
+column name: a name is user data (it may hold ``/`` or ``..``, or be an absolute path) and never
+becomes a path. A store is written into a temporary sibling directory and renamed into place, so
+a reader never sees half of one.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +29,25 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from slimctr.errors import SlimctrError
+from slimctr.errors import SlimctrError, shown
 from slimctr.files import atomic_path
 from slimctr.schema import Schema
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: column files named by field position (1 named them after the column)
 MANIFEST = "manifest.json"
 VOCABULARY = "vocabulary.parquet"
+LABEL_FILE = "columns/label.npy"
 SPLITS = ("train", "valid", "test")
+
+
+def field_stem(position: int) -> str:
+    """The file name stem of the field at ``position`` (its index among the fields)."""
+    return f"field-{position:04d}"
+
+
+def field_file(position: int) -> str:
+    """The column file of the field at ``position``, relative to the store."""
+    return f"columns/{field_stem(position)}.npy"
 
 
 @dataclass(frozen=True)
@@ -63,7 +78,7 @@ class Store:
 
     def split(self, name: str) -> SplitRange:
         if name not in self._ranges:
-            raise SlimctrError(f"unknown split {name!r} (choose from {', '.join(SPLITS)})")
+            raise SlimctrError(f"unknown split {shown(name)} (choose from {', '.join(SPLITS)})")
         return self._ranges[name]
 
     def labels(self) -> np.ndarray:
@@ -143,12 +158,32 @@ def staging_dir(out: Path) -> Path:
     return staging
 
 
+def remove_leftovers(out: Path) -> None:
+    """Delete the staging (``.NAME.tmp-PID``) and trash (``.NAME.old-PID``) siblings of ``out``.
+
+    Only for a caller holding ``out``'s lock (``files.exclusive``): then no other process stages
+    there, so these are what killed runs left behind (a staging folder can be 100 MB).
+    """
+    leftover = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-[0-9]+")
+    for sibling in out.parent.iterdir():
+        if leftover.fullmatch(sibling.name):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
 def publish(staging: Path, out: Path) -> None:
-    """Move a finished store into place, replacing whatever ``out`` held only at the last step."""
-    if out.exists():
-        trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, trash)
+    """Move a finished store into place, replacing whatever ``out`` held only at the last step.
+
+    A run killed between the two renames leaves the old store in ``.NAME.old-PID``, which
+    ``remove_leftovers`` deletes on the next locked run.
+    """
+    if not out.exists():
         os.replace(staging, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
+        return
+    trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+    os.replace(out, trash)
+    try:
         os.replace(staging, out)
+    except OSError:
+        os.replace(trash, out)  # keep the old store rather than none
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
