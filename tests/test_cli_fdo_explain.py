@@ -65,7 +65,7 @@ def test_fdo_user_errors(cli, finished, tmp_path):
     _one_line_error(cli("fdo", finished, "--out", tmp_path / "o"), "--ratio")
     _one_line_error(
         cli("fdo", finished.parent, "--ratio", "0.9", "--out", tmp_path / "o"),
-        "not a finished run",
+        "not a slimctr run folder",
     )
 
 
@@ -90,7 +90,9 @@ def test_explain_user_errors(cli, finished, tmp_path, prepared_lr):
     (tmp_path / "full" / "x").write_text("")
     _one_line_error(cli("explain", finished, "--out", tmp_path / "full"), "not empty")
     _one_line_error(cli("explain", finished, "--out", tmp_path / "r", "--ratio", "2"), "(0, 1]")
-    _one_line_error(cli("explain", finished.parent, "--out", tmp_path / "r"), "not a finished")
+    _one_line_error(
+        cli("explain", finished.parent, "--out", tmp_path / "r"), "not a slimctr run folder"
+    )
     _one_line_error(
         cli("explain", prepared_lr, "--out", tmp_path / "r"), "nothing to explain", "gdcn_p"
     )

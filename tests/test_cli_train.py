@@ -95,7 +95,7 @@ def test_train_user_errors(cli, prepared, tmp_path):
         ),
         "train.epochs",
     )
-    _one_line_error(cli("evaluate", tmp_path / "nothing"), "not a finished slimctr run")
+    _one_line_error(cli("evaluate", tmp_path / "nothing"), "no such run or bundle")
 
 
 def test_predict_with_missing_columns(cli, prepared, tmp_path):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
+
+from slimctr.rundir import RunDir
 
 
 @pytest.mark.slow
@@ -20,9 +20,9 @@ def test_demo_tells_the_whole_story(cli, tmp_path):
         "report:",
     ):
         assert fragment in out, out
-    full = json.loads((tmp_path / "runs" / "gdcn_p" / "metrics.json").read_text())
+    full = RunDir(tmp_path / "runs" / "gdcn_p").metrics()
     for ratio in ("0.8", "0.95"):
-        shrunk = json.loads((tmp_path / "fdo" / f"run-{ratio}" / "metrics.json").read_text())
+        shrunk = RunDir(tmp_path / "fdo" / f"run-{ratio}").metrics()
         assert shrunk["embedding_params"] < full["embedding_params"]
         assert shrunk["test"]["auc"] > 0.7  # the first-order part alone scores 0.77
     page = (tmp_path / "report" / "report.html").read_text()

@@ -398,7 +398,7 @@ def test_explain_run_refuses_a_used_folder_and_an_unfinished_run(planted, tmp_pa
     with pytest.raises(SlimctrError, match="not empty"):
         report.explain_run(tmp / "run", tmp_path / "used")
     assert (tmp_path / "used" / "x").read_text() == "keep me"
-    with pytest.raises(SlimctrError, match="not a finished slimctr run"):
+    with pytest.raises(SlimctrError, match="not a slimctr run folder"):
         report.explain_run(tmp_path, tmp_path / "new")
     assert not (tmp_path / "new").exists()
 

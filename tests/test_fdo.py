@@ -14,7 +14,6 @@ from slimctr.data.prepare import PrepareOptions, Sources, prepare
 from slimctr.data.synthetic import SyntheticConfig, write_synthetic
 from slimctr.errors import SlimctrError
 from slimctr.fdo import (
-    PLAN_FILE,
     DimensionPlan,
     config_for_plan,
     fdo,
@@ -28,8 +27,10 @@ from slimctr.fdo import (
 )
 from slimctr.models import MODELS
 from slimctr.runconfig import RunConfig, resolve_config
+from slimctr.rundir import RunDir, RunState
 from slimctr.schema import FieldSpec, Schema
 from slimctr.training import run
+from slimctr.training.trainer import ProgressBar
 from tests.models.test_gdcn import CRITEO_SIZES, CRITEO_WIDTHS_95
 
 RATIOS = (0.05, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999999, 1.0)
@@ -289,9 +290,8 @@ def test_fdo_plans_and_retrains_fresh_models(source, tmp_path):
         assert plan.rule == "pca" and plan.variance_ratio == summary["variance_ratio"]
         assert plan.source_run == str(source.resolve()) and set(plan.source_widths.values()) == {8}
         assert summary["widths"] == plan.widths and summary["d_bar"] == plan.d_bar
-        assert (
-            DimensionPlan.load(tmp_path / "fdo" / f"run-{plan.variance_ratio}" / PLAN_FILE) == plan
-        )
+        recorded = RunDir(tmp_path / "fdo" / f"run-{plan.variance_ratio}").plan()
+        assert DimensionPlan.from_dict(recorded) == plan
         config, model, _ = run.load_run(tmp_path / "fdo" / f"run-{plan.variance_ratio}")
         assert model.embedding.field_dims == tuple(plan.widths.values())
         assert config.seed == 0 and config.train.epochs == 2  # the source's settings
@@ -311,17 +311,25 @@ def test_fdo_plans_and_retrains_fresh_models(source, tmp_path):
     _, scratch, _ = run.load_run(tmp_path / "scratch")
     retrained = run.load_run(tmp_path / "fdo" / "run-0.95")[1].state_dict()
     assert all(torch.equal(t, retrained[k]) for k, t in scratch.state_dict().items())
-    # Run again: a finished run of the same plan is reused, an unfinished one resumed (here from
-    # its last epoch, so nothing is left to train), and a folder of something else is refused.
+    # Run again: a finished run of the same plan is reused, an interrupted one resumed (to the
+    # same result), and a folder of something else is refused.
     again = fdo(source, [0.5], tmp_path / "fdo", retrain=True)
     assert again[0]["metrics"] == summaries[0]["metrics"]
-    (tmp_path / "fdo" / "run-0.5" / "metrics.json").unlink()
-    resumed = fdo(source, [0.5], tmp_path / "fdo", retrain=True)
+    with pytest.raises(KeyboardInterrupt):
+        fdo(source, [0.5], tmp_path / "cut", retrain=True, progress=_StopInSecondEpoch())
+    assert RunDir(tmp_path / "cut" / "run-0.5").state is RunState.STARTED
+    resumed = fdo(source, [0.5], tmp_path / "cut", retrain=True)
     assert resumed[0]["metrics"]["test"] == summaries[0]["metrics"]["test"]
     (tmp_path / "fdo" / "run-0.7").mkdir()
     (tmp_path / "fdo" / "run-0.7" / "notes.txt").write_text("mine")
-    with pytest.raises(SlimctrError, match="already holds files"):
+    with pytest.raises(SlimctrError, match="is not a slimctr run folder"):
         fdo(source, [0.7], tmp_path / "fdo", retrain=True)
+
+
+class _StopInSecondEpoch(ProgressBar):
+    def on_step_end(self, trainer, batch, loss):
+        if trainer.epoch == 1:
+            raise KeyboardInterrupt
 
 
 def test_fdo_writes_the_baseline_plans(source, tmp_path):
@@ -345,14 +353,16 @@ def test_plan_from_run_and_refusals(source, tmp_path):
         plan_from_run(source, 1.2)
     with pytest.raises(SlimctrError, match="more than once"):
         fdo(source, [0.9, 0.9], tmp_path / "o")
-    (tmp_path / "unfinished").mkdir()
-    (tmp_path / "unfinished" / "config.yaml").write_text((source / "config.yaml").read_text())
+    config = RunDir(source).config()
+    with pytest.raises(KeyboardInterrupt):
+        run.train(RunDir(source).data()["path"], tmp_path / "unfinished", config,
+                  progress=_StopInSecondEpoch())  # fmt: skip
     for call in (
         lambda: plan_from_run(tmp_path / "unfinished", 0.9),
         lambda: fdo(tmp_path / "unfinished", [0.9], tmp_path / "o"),
         lambda: retrain(plan, tmp_path / "unfinished", tmp_path / "r"),
     ):
-        with pytest.raises(SlimctrError, match=r"is not a finished run \(no metrics.json\)"):
+        with pytest.raises(SlimctrError, match=r"is not a finished run: its training never"):
             call()
     other = uniform_plan(_schema(5, numeric=1), 4)
     with pytest.raises(SlimctrError, match=r"missing I1, I2, C1, .*; unknown I0, C0$"):

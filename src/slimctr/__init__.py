@@ -1,8 +1,8 @@
 """slimctr: deeper, lighter and explainable click-through-rate models in PyTorch.
 
 The Python API (``slimctr.synth``, ``prepare``, ``train``, ``evaluate``, ``predict``, ``export``,
-``load_model``) mirrors the command line; see ``slimctr.api``. It is imported on first use so that ``import slimctr`` stays
-light.
+``load_model``) mirrors the command line; see ``slimctr.api``. It is imported on first use so
+that ``import slimctr`` stays light.
 """
 
 from typing import Any

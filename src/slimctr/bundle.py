@@ -10,7 +10,7 @@ Layout of a bundle folder (a finished run's ``bundle/``, or wherever ``slimctr e
     vocabulary.parquet   the kept values of every categorical field with their ids
     weights.safetensors  the model's weights (safetensors: loading runs no code, unlike pickle)
     versions.json        the versions and git revision that trained it
-    metrics.json         its validation and test scores at the best epoch, and its sizes
+    scores.json          its validation and test scores at the best epoch, and its sizes
 
 Every file is checked against the manifest when the bundle is opened. The manifest's ``models``
 list and each model's ``storage`` leave room for what later work stores here (tables sliced to
@@ -55,7 +55,7 @@ SCHEMA = "schema.json"
 ENCODING = "encoding.json"
 WEIGHTS = "weights.safetensors"
 VERSIONS = "versions.json"
-METRICS = "metrics.json"
+SCORES = "scores.json"
 _STORAGE = "dense"  # the only weight storage this version writes and reads
 
 
@@ -77,7 +77,7 @@ def write_bundle(
         VOCABULARY: (store.path / VOCABULARY).read_bytes(),
         WEIGHTS: save_safetensors(state),
         VERSIONS: json_bytes(versions),
-        METRICS: json_bytes(metrics),
+        SCORES: json_bytes(metrics),
     }
     for name, content in files.items():
         (folder / name).write_bytes(content)
@@ -108,6 +108,8 @@ class Bundle:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if not self.path.exists():
+            raise SlimctrError(f"no such run or bundle folder: {self.path}")
         manifest_bytes = self._file(MANIFEST)
         self.checksum = sha256_bytes(manifest_bytes)
         self.manifest = self._manifest(manifest_bytes)
@@ -118,7 +120,7 @@ class Bundle:
         raw = parse_yaml(files[CONFIG].decode("utf-8"), self.path / CONFIG)
         self.config = read_config(raw, self.manifest["config_version"], str(self.path / CONFIG))
         self.schema = Schema.from_dict(self._json(files, SCHEMA))
-        self.metrics: dict[str, Any] = self._json(files, METRICS) if METRICS in files else {}
+        self.metrics: dict[str, Any] = self._json(files, SCORES) if SCORES in files else {}
         self.encoder = Encoder(
             self._json(files, ENCODING), pl.read_parquet(pa.BufferReader(files[VOCABULARY]))
         )

@@ -42,6 +42,7 @@ def run_demo(
     from slimctr.fdo import fdo
     from slimctr.report import explain_run
     from slimctr.runconfig import resolve_config
+    from slimctr.rundir import RunDir, RunState
     from slimctr.training import run
     from slimctr.training.trainer import ProgressBar
 
@@ -57,7 +58,8 @@ def run_demo(
 
     config = resolve_config(MODEL, overrides=OVERRIDES, seed=seed)
     full = out / "runs" / MODEL
-    _say(f"training {MODEL} -> {full} (a finished run there is reused)")
+    finished = RunDir(full).state is RunState.FINISHED
+    _say(f"{'reusing' if finished else 'training'} {MODEL} -> {full}")
     progress = ProgressBar(title=MODEL)
     metrics = {MODEL: run.train(store.path, full, config, resume=True, progress=progress)}
 

@@ -136,8 +136,9 @@ class RunDir:
         name = self._record().get("checkpoint")
         if name is None:
             return None
+        content = self._read(name)
         try:
-            state = torch.load(io.BytesIO(self._read(name)), weights_only=True)
+            state = torch.load(io.BytesIO(content), weights_only=True)
         except Exception:  # torch raises many types for a file it cannot read
             raise SlimctrError(f"{self.path / name} is not a slimctr checkpoint") from None
         if not isinstance(state, dict) or "model" not in state:
@@ -146,9 +147,11 @@ class RunDir:
 
     @property
     def bundle_path(self) -> Path:
-        """The finished run's model bundle (its manifest checked against run.json)."""
+        """The finished run's model bundle; every file of the run, the bundle's manifest
+        included, is checked first (the bundle checks its own files from there)."""
         self.require_finished()
-        self._read(f"{BUNDLE}/{BUNDLE_MANIFEST}")
+        for name in self._record()["files"]:
+            self._read(name)
         return self.path / BUNDLE
 
     def check_continues(self, config: RunConfig, store: Store) -> None:

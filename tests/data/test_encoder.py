@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from slimctr.data.encoder import StoreEncoder
+from slimctr.data.encoder import Encoder
 from slimctr.data.loader import BatchLoader
 from slimctr.data.prepare import PrepareOptions, Sources, prepare
 from slimctr.errors import SlimctrError
@@ -28,9 +28,14 @@ def store_and_files(tmp_path):
     return store, train, other
 
 
+def _encode(store, path, columns=None, labels=False):
+    encoder = Encoder.from_store(store)
+    return encoder.batches(encoder.open(path, columns), labels=labels)
+
+
 def test_encoding_the_training_file_reproduces_the_store(store_and_files):
     store, train, _ = store_and_files
-    encoded = list(StoreEncoder(store).batches(train))
+    encoded = list(_encode(store, train, labels=True))
     stored = list(BatchLoader(store, "train", batch_size=10_000))
     assert torch.equal(torch.cat([b.categorical for b in encoded]), stored[0].categorical)
     assert torch.allclose(torch.cat([b.numeric for b in encoded]), stored[0].numeric)
@@ -39,7 +44,7 @@ def test_encoding_the_training_file_reproduces_the_store(store_and_files):
 
 def test_unseen_values_are_oov_and_missing_numbers_are_the_mean(store_and_files):
     store, _, other = store_and_files
-    (batch,) = StoreEncoder(store).batches(other)
+    (batch,) = _encode(store, other)
     assert batch.categorical[0, 0] == 1  # 'zzz' never seen: OOV
     assert batch.numeric[1, 0] == 0.0  # empty 'n' -> the training mean -> 0
 
@@ -47,15 +52,15 @@ def test_unseen_values_are_oov_and_missing_numbers_are_the_mean(store_and_files)
 def test_input_without_the_label_column(store_and_files, tmp_path):
     store, _, _ = store_and_files
     path = write_text(tmp_path / "x.csv", ["c,n,k", "v1,3,4"])
-    (batch,) = StoreEncoder(store).batches(path)
+    (batch,) = _encode(store, path)
     assert batch.categorical.shape == (1, 1) and batch.numeric.shape == (1, 2)
 
 
 def test_input_missing_a_field_is_an_error(store_and_files, tmp_path):
     store, _, _ = store_and_files
     path = write_text(tmp_path / "x.csv", ["label,c", "1,v1"])
-    with pytest.raises(SlimctrError, match="lacks the columns n, k"):
-        list(StoreEncoder(store).batches(path))
+    with pytest.raises(SlimctrError, match="lacks the columns 'n', 'k'"):
+        list(_encode(store, path))
 
 
 def test_criteo_layout_with_buckets(tmp_path):
@@ -69,8 +74,39 @@ def test_criteo_layout_with_buckets(tmp_path):
     located = locate("criteo", [folder])
     store, _ = prepare(located.sources, tmp_path / "s", located.options)
     unlabelled = write_text(tmp_path / "new.txt", ["\t".join(["3"] * 13 + ["68fd1e64"] * 26)])
-    (batch,) = StoreEncoder(store).batches(unlabelled)
+    (batch,) = _encode(store, unlabelled)
     ids = batch.categorical[0].numpy()
     vocab = store.vocabulary("I1")
     assert ids[0] == vocab.filter(vocab["value"] == "1")["id"][0]  # 3 -> floor(ln(3)^2) = 1
     assert np.all(ids > 1)
+
+
+def test_columns_are_matched_by_name_in_any_order(store_and_files, tmp_path):
+    store, _, other = store_and_files
+    (expected,) = _encode(store, other)
+    reordered = write_text(tmp_path / "r.csv", ["k,extra,n,c", "999,x,3,zzz", "4,y,,v1"])
+    encoder = Encoder.from_store(store)
+    source = encoder.open(reordered)
+    (batch,) = encoder.batches(source)
+    assert torch.equal(batch.categorical, expected.categorical)
+    assert torch.equal(batch.numeric, expected.numeric)
+    assert encoder.unused(source.columns) == ["extra"]
+
+
+def test_headerless_input_needs_its_column_names(store_and_files, tmp_path):
+    store, _, other = store_and_files
+    (expected,) = _encode(store, other)
+    bare = write_text(tmp_path / "bare.csv", ["3,999,zzz", ",4,v1"])
+    with pytest.raises(SlimctrError, match="name its columns with --columns"):
+        list(_encode(store, bare))
+    (batch,) = _encode(store, bare, columns=("n", "k", "c"))
+    assert torch.equal(batch.categorical, expected.categorical)
+    assert torch.equal(batch.numeric, expected.numeric)
+
+
+def test_labels_are_only_read_when_asked(store_and_files, tmp_path):
+    store, _, _ = store_and_files
+    path = write_text(tmp_path / "x.csv", ["label,c,n,k", ",v1,3,4", "7,v2,1,1"])
+    assert len(next(iter(_encode(store, path)))) == 2  # predict needs no label
+    with pytest.raises(SlimctrError, match="empty label"):
+        list(_encode(store, path, labels=True))

@@ -12,8 +12,8 @@ from slimctr.data.datasets import locate
 from slimctr.data.prepare import prepare
 from slimctr.data.synthetic import SyntheticConfig, write_synthetic
 from slimctr.errors import SlimctrError
-from slimctr.rundir import RunDir, RunState
 from slimctr.runconfig import build_model, resolve_config
+from slimctr.rundir import RunDir, RunState
 from slimctr.training import run
 from slimctr.training.trainer import Callback, Trainer
 

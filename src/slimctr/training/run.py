@@ -130,9 +130,9 @@ def evaluate(
     or on a split of its training store (a run) or of ``data_dir``."""
     if source is not None:
         return load_model(path).evaluate_file(source, columns=columns)
+    bundle = load_model(path)
     if data_dir is None and not RunDir(path).holds_run():
         raise SlimctrError(f"{path} is a bundle: give a labelled --input FILE or a --data DIR")
-    bundle = load_model(path)
     store = open_store(data_dir or _training_store(RunDir(path)))
     bundle.check_store(store)
     return score(
