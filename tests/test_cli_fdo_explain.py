@@ -60,6 +60,12 @@ def test_fdo_json_contract_and_retraining(cli, finished, tmp_path):
     assert set(plans[2]["dims"].values()) == {3}
 
 
+def test_fdo_retraining_progress_names_the_plan(cli, finished, tmp_path):
+    result = cli("fdo", finished, "--uniform", "2", "--out", tmp_path / "fdo", "--retrain")
+    assert result.code == 0, result.err
+    assert "plan uniform-2: epoch 1 [" in result.err
+
+
 def test_fdo_user_errors(cli, finished, tmp_path):
     _one_line_error(cli("fdo", finished, "--ratio", "0", "--out", tmp_path / "o"), "(0, 1]")
     _one_line_error(cli("fdo", finished, "--out", tmp_path / "o"), "--ratio")

@@ -14,10 +14,10 @@ True
 >>> slimctr.predict(work / "run", work / "clicks.parquet", work / "p.csv")
 5000
 >>> model = slimctr.load_model(slimctr.export(work / "run", work / "bundle"))
->>> rows = {"C1": ["a", "b"], "I1": [3.0, None]}  # by name; absent fields are an error
->>> model.predict(rows)
-Traceback (most recent call last):
-slimctr.errors.SlimctrError: the rows lack the columns 'I2', 'I3', ...
+>>> import polars as pl
+>>> rows = pl.read_parquet(work / "clicks.parquet").head(3).reverse()  # columns by name
+>>> model.predict(rows).shape
+(3,)
 """
 
 from __future__ import annotations

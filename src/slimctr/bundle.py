@@ -43,7 +43,7 @@ from slimctr.config import dump_yaml, parse_yaml, to_dict
 from slimctr.data.encoder import Encoder, encoding_of
 from slimctr.data.store import VOCABULARY, Store
 from slimctr.errors import SlimctrError
-from slimctr.files import atomic_path, json_bytes, sha256_bytes
+from slimctr.files import atomic_path, json_bytes, read_manifest, sha256_bytes, verified
 from slimctr.runconfig import CONFIG_VERSION, RunConfig, build_model, read_config
 from slimctr.schema import Schema
 from slimctr.training.trainer import auc_logloss, predict_logits
@@ -108,15 +108,20 @@ class Bundle:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise SlimctrError(f"no such run or bundle folder: {self.path}")
-        manifest_bytes = self._file(MANIFEST)
-        self.checksum = sha256_bytes(manifest_bytes)
-        self.manifest = self._manifest(manifest_bytes)
-        files = {name: self._verified(name) for name in self.manifest["files"]}
-        for name in (CONFIG, SCHEMA, ENCODING, VOCABULARY, WEIGHTS):
-            if name not in files:
-                raise SlimctrError(f"{self.path} is not a complete bundle: {name} is missing")
+        if not self.path.is_dir():
+            what = "a file, not a bundle folder" if self.path.exists() else "not there"
+            raise SlimctrError(f"no such run or bundle folder: {self.path} is {what}")
+        if not (self.path / MANIFEST).is_file():
+            raise SlimctrError(
+                f"{self.path} is not a slimctr model bundle or finished run (no {MANIFEST})"
+            )
+        self.manifest = read_manifest(self.path / MANIFEST, "slimctr-bundle", BUNDLE_FORMAT)
+        self.checksum = sha256_bytes((self.path / MANIFEST).read_bytes())
+        _check_contents(self.path, self.manifest)
+        files = {
+            name: verified(self.path / name, sha, MANIFEST)
+            for name, sha in self.manifest["files"].items()
+        }
         raw = parse_yaml(files[CONFIG].decode("utf-8"), self.path / CONFIG)
         self.config = read_config(raw, self.manifest["config_version"], str(self.path / CONFIG))
         self.schema = Schema.from_dict(self._json(files, SCHEMA))
@@ -185,56 +190,6 @@ class Bundle:
     def _bf16(self) -> bool:
         return bool(self.config.train.bf16)
 
-    def _file(self, name: str) -> bytes:
-        try:
-            return (self.path / name).read_bytes()
-        except FileNotFoundError:
-            if name == MANIFEST:
-                raise SlimctrError(
-                    f"{self.path} is not a slimctr model bundle or finished run (no {MANIFEST})"
-                ) from None
-            raise SlimctrError(f"{self.path / name} is missing: the bundle is incomplete") from None
-        except IsADirectoryError:
-            raise SlimctrError(f"{self.path / name} is a folder, not a bundle file") from None
-        except NotADirectoryError:
-            raise SlimctrError(f"{self.path} is a file, not a bundle folder") from None
-
-    def _manifest(self, content: bytes) -> dict[str, Any]:
-        where = self.path / MANIFEST
-        try:
-            manifest = json.loads(content)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise SlimctrError(f"{where} is not valid JSON: the bundle is corrupt") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != "slimctr-bundle":
-            raise SlimctrError(f"{where} is not a slimctr bundle manifest")
-        if manifest.get("format_version") != BUNDLE_FORMAT:
-            raise SlimctrError(
-                f"{self.path} is a bundle of format {manifest.get('format_version')!r} (slimctr "
-                f"{manifest.get('slimctr_version')}); this slimctr reads format {BUNDLE_FORMAT}"
-            )
-        models = manifest.get("models")
-        if manifest.get("router") is not None or not (
-            isinstance(models, list) and len(models) == 1 and models[0].get("storage") == _STORAGE
-        ):
-            raise SlimctrError(
-                f"{self.path} holds models this slimctr cannot read (several models, a router, "
-                f"or weights stored as something other than {_STORAGE!r})"
-            )
-        if not isinstance(manifest.get("files"), dict):
-            raise SlimctrError(f"{where} lists no files")
-        return manifest
-
-    def _verified(self, name: str) -> bytes:
-        if Path(name).name != name:
-            raise SlimctrError(f"{self.path / MANIFEST} names a file outside the bundle")
-        content = self._file(name)
-        if sha256_bytes(content) != self.manifest["files"][name]:
-            raise SlimctrError(
-                f"{self.path / name} is corrupt or was changed (its checksum does not match "
-                f"{MANIFEST})"
-            )
-        return content
-
     def _json(self, files: dict[str, bytes], name: str) -> Any:
         try:
             return json.loads(files[name])
@@ -256,6 +211,25 @@ class Bundle:
                 "configuration"
             ) from None
         return model.eval()
+
+
+def _check_contents(path: Path, manifest: dict[str, Any]) -> None:
+    """Refuse what this version cannot read: several models, a router, another weight storage,
+    a missing file, or a file name that leads out of the bundle."""
+    models = manifest.get("models")
+    if manifest.get("router") is not None or not (
+        isinstance(models, list) and len(models) == 1 and models[0].get("storage") == _STORAGE
+    ):
+        raise SlimctrError(
+            f"{path} holds models this slimctr cannot read (several models, a router, or "
+            f"weights stored as something other than {_STORAGE!r})"
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or any(Path(name).name != name for name in files):
+        raise SlimctrError(f"{path / MANIFEST} names a file outside the bundle")
+    for name in (CONFIG, SCHEMA, ENCODING, VOCABULARY, WEIGHTS):
+        if name not in files:
+            raise SlimctrError(f"{path} is not a complete bundle: {name} is missing")
 
 
 def _check_output(out: Path, source: Path) -> None:

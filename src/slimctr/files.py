@@ -65,3 +65,35 @@ def json_bytes(data: Any) -> bytes:
 
 def sha256_bytes(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
+
+
+def read_manifest(file: Path, kind: str, version: int) -> dict[str, Any]:
+    """The JSON object in ``file`` that declares ``"format": kind`` at ``format_version``
+    ``version``; anything else is a one-line error naming the file."""
+    try:
+        manifest = json.loads(file.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise SlimctrError(f"{file} is not valid JSON: it is corrupt") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != kind:
+        raise SlimctrError(f"{file} is not a {kind} manifest")
+    if manifest.get("format_version") != version:
+        raise SlimctrError(
+            f"{file} is of {kind} format {manifest.get('format_version')!r} (written by slimctr "
+            f"{manifest.get('slimctr_version', '?')}); this slimctr reads format {version}"
+        )
+    return manifest
+
+
+def verified(file: Path, expected: str, manifest: str) -> bytes:
+    """The bytes of ``file`` if their sha256 is ``expected`` (as recorded in ``manifest``)."""
+    try:
+        content = file.read_bytes()
+    except FileNotFoundError:
+        raise SlimctrError(f"{file} is missing: its folder is incomplete") from None
+    except IsADirectoryError:
+        raise SlimctrError(f"{file} is a folder where a file belongs") from None
+    if sha256_bytes(content) != expected:
+        raise SlimctrError(
+            f"{file} is corrupt or was changed (its checksum does not match {manifest})"
+        )
+    return content

@@ -44,7 +44,14 @@ from slimctr.bundle import MANIFEST as BUNDLE_MANIFEST
 from slimctr.config import dump_yaml, parse_yaml, to_dict
 from slimctr.data.store import Store, publish, staging_dir
 from slimctr.errors import SlimctrError
-from slimctr.files import atomic_path, exclusive, json_bytes, sha256_bytes
+from slimctr.files import (
+    atomic_path,
+    exclusive,
+    json_bytes,
+    read_manifest,
+    sha256_bytes,
+    verified,
+)
 from slimctr.runconfig import CONFIG_VERSION, RunConfig, read_config
 from slimctr.schema import Schema
 
@@ -258,22 +265,11 @@ class RunDir:
     # -- internals -------------------------------------------------------------------------------
 
     def _record(self) -> dict[str, Any]:
-        file = self.path / RECORD
-        try:
-            record = json.loads(file.read_bytes())
-        except FileNotFoundError:
-            raise SlimctrError(self._not_a_run()) from None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise SlimctrError(f"{file} is not valid JSON: the run record is corrupt") from None
-        if not isinstance(record, dict) or record.get("format") != "slimctr-run":
-            raise SlimctrError(f"{file} is not a slimctr run record")
-        if record.get("format_version") != RUN_FORMAT:
-            raise SlimctrError(
-                f"{self.path} is a run of format {record.get('format_version')!r}; this slimctr "
-                f"reads format {RUN_FORMAT}"
-            )
+        if not (self.path / RECORD).is_file():
+            raise SlimctrError(self._not_a_run())
+        record = read_manifest(self.path / RECORD, "slimctr-run", RUN_FORMAT)
         if record.get("state") not in {s.value for s in RunState} - {"new"}:
-            raise SlimctrError(f"{file} records an unknown state {record.get('state')!r}")
+            raise SlimctrError(f"{self.path / RECORD} records an unknown state")
         return record
 
     def _read(self, name: str) -> bytes:
@@ -281,16 +277,7 @@ class RunDir:
         expected = self._record()["files"].get(name)
         if expected is None:
             raise SlimctrError(f"{self.path} has no {name} (the run did not get that far)")
-        try:
-            content = (self.path / name).read_bytes()
-        except FileNotFoundError:
-            raise SlimctrError(f"{self.path / name} is missing: the run is incomplete") from None
-        if sha256_bytes(content) != expected:
-            raise SlimctrError(
-                f"{self.path / name} is corrupt or was changed (its checksum does not match "
-                f"{RECORD})"
-            )
-        return content
+        return verified(self.path / name, expected, RECORD)
 
     def _json(self, name: str) -> Any:
         try:

@@ -90,7 +90,7 @@ class Encoder:
     def batches(self, source: RawSource, *, labels: bool = False) -> Iterator[Batch]:
         """Batches of ``source`` in row order; ``labels`` reads and checks its label column
         (otherwise labels are zeros and the column may be absent or empty)."""
-        self._check_columns(source.columns, str(source.path), labels)
+        self._check_columns(source.columns, str(source.path), labels=labels)
         numeric = [n for n, f in self.fields.items() if f["transform"] != "token"]
         categorical = [n for n, f in self.fields.items() if f["transform"] == "token"]
         for first_row, batch in source.batches(
@@ -108,7 +108,7 @@ class Encoder:
             table = pl.DataFrame(frame).to_arrow()
         except (TypeError, ValueError, pl.exceptions.PolarsError) as error:
             raise SlimctrError(f"cannot read the rows as a table ({error})") from None
-        self._check_columns(table.column_names, "the rows", labels=False)
+        self._check_columns(table.column_names, "the data frame", labels=False)
         done = 0
         for batch in table.to_batches(max_chunksize=_FRAME_BATCH_ROWS):
 
@@ -141,20 +141,18 @@ class Encoder:
         count = 1 + len(self.fields) + len(self.reading.get("drop") or ())
         return tuple(f"c{i}" for i in range(count))
 
-    def _check_columns(self, columns: Sequence[str], what: str, labels: bool) -> None:
+    def _check_columns(self, columns: Sequence[str], what: str, *, labels: bool) -> None:
         needed = [*self.fields, *([self.label] if labels else [])]
         missing = [name for name in needed if name not in columns]
-        if missing:
-            hint = (
-                " (if it has no header, name its columns with --columns)"
-                if self.reading["header"]
-                else ""
-            )
-            raise SlimctrError(
-                f"{what} lacks the column{'s' if len(missing) > 1 else ''} "
-                f"{', '.join(shown(m) for m in missing[:10])}"
-                f"{f' and {len(missing) - 10} more' if len(missing) > 10 else ''}{hint}"
-            )
+        if not missing:
+            return
+        names = ", ".join(shown(m) for m in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        headed = what != "the data frame" and self.reading["header"]
+        hint = " (if it has no header, name its columns with --columns)" if headed else ""
+        raise SlimctrError(
+            f"{what} lacks the column{'s' if len(missing) > 1 else ''} {names}{more}{hint}"
+        )
 
     def _categorical(self, batch: pa.RecordBatch, where: encode.Where) -> np.ndarray:
         columns = []
