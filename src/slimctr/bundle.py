@@ -43,7 +43,14 @@ from slimctr.config import dump_yaml, parse_yaml, to_dict
 from slimctr.data.encoder import Encoder, encoding_of
 from slimctr.data.store import VOCABULARY, Store
 from slimctr.errors import SlimctrError
-from slimctr.files import atomic_path, json_bytes, read_manifest, sha256_bytes, verified
+from slimctr.files import (
+    atomic_path,
+    json_bytes,
+    read_manifest,
+    sha256_bytes,
+    verified,
+    write_manifested,
+)
 from slimctr.runconfig import CONFIG_VERSION, RunConfig, build_model, read_config
 from slimctr.schema import Schema
 from slimctr.training.trainer import auc_logloss, predict_logits
@@ -79,9 +86,7 @@ def write_bundle(
         VERSIONS: json_bytes(versions),
         SCORES: json_bytes(metrics),
     }
-    for name, content in files.items():
-        (folder / name).write_bytes(content)
-    manifest = {
+    header = {
         "format": "slimctr-bundle",
         "format_version": BUNDLE_FORMAT,
         "config_version": CONFIG_VERSION,
@@ -89,9 +94,8 @@ def write_bundle(
         "model_name": config.model_name,
         "models": [{"config": CONFIG, "weights": WEIGHTS, "storage": _STORAGE}],
         "router": None,
-        "files": {name: sha256_bytes(content) for name, content in files.items()},
     }
-    (folder / MANIFEST).write_bytes(json_bytes(manifest))
+    write_manifested(folder, files, MANIFEST, header)
 
 
 @dataclass(frozen=True)

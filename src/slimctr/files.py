@@ -97,3 +97,14 @@ def verified(file: Path, expected: str, manifest: str) -> bytes:
             f"{file} is corrupt or was changed (its checksum does not match {manifest})"
         )
     return content
+
+
+def write_manifested(
+    folder: Path, files: dict[str, bytes], manifest: str, header: dict[str, Any]
+) -> None:
+    """Write ``files`` into ``folder``, then the manifest ``header`` with their sha256 under
+    ``"files"`` (the counterpart of ``read_manifest`` and ``verified``)."""
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    checksums = {name: sha256_bytes(content) for name, content in files.items()}
+    (folder / manifest).write_bytes(json_bytes({**header, "files": checksums}))

@@ -51,6 +51,7 @@ from slimctr.files import (
     read_manifest,
     sha256_bytes,
     verified,
+    write_manifested,
 )
 from slimctr.runconfig import CONFIG_VERSION, RunConfig, read_config
 from slimctr.schema import Schema
@@ -201,16 +202,13 @@ class RunDir:
         }
         staging = staging_dir(self.path)
         try:
-            for name, content in files.items():
-                (staging / name).write_bytes(content)
-            record = {
+            header = {
                 "format": "slimctr-run",
                 "format_version": RUN_FORMAT,
                 "config_version": CONFIG_VERSION,
                 "state": RunState.STARTED.value,
-                "files": {name: sha256_bytes(content) for name, content in files.items()},
             }
-            (staging / RECORD).write_bytes(json_bytes(record))
+            write_manifested(staging, files, RECORD, header)
             publish(staging, self.path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
