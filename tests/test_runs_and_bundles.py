@@ -300,3 +300,23 @@ def test_bundles_this_version_cannot_read_are_refused(frappe_run, tmp_path, chan
     (bundle / "manifest.json").write_text(json.dumps({**manifest, **change}))
     with pytest.raises(SlimctrError, match=message):
         Bundle(bundle)
+
+
+def test_leftovers_of_a_killed_run_are_removed_by_the_next(cli, frappe_run, tmp_path):
+    from slimctr.training.trainer import Callback
+
+    class Interrupt(Callback):
+        def on_epoch_start(self, trainer):
+            if trainer.epoch == 1:
+                raise KeyboardInterrupt
+
+    (tmp_path / ".r.tmp-99999").mkdir()  # a start killed while staging
+    (tmp_path / ".r.tmp-99999" / "config.yaml").write_text("half written")
+    with pytest.raises(KeyboardInterrupt):
+        slimctr_train(frappe_run / "d", tmp_path / "r", RunDir(frappe_run / "run").config(),
+                      Interrupt())  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    (tmp_path / "r" / ".bundle.tmp-99999").mkdir()  # a finish killed while staging
+    args = ("train", frappe_run / "d", "--model", "dcnv2", "--out", tmp_path / "r", *FAST)
+    assert cli(*args, "--resume").code == 0
+    assert not (tmp_path / "r" / ".bundle.tmp-99999").exists()

@@ -42,7 +42,7 @@ import torch
 
 from slimctr.bundle import MANIFEST as BUNDLE_MANIFEST
 from slimctr.config import dump_yaml, parse_yaml, to_dict
-from slimctr.data.store import Store, publish, staging_dir
+from slimctr.data.store import Store, publish, remove_leftovers, staging_dir
 from slimctr.errors import SlimctrError
 from slimctr.files import (
     atomic_path,
@@ -189,8 +189,7 @@ class RunDir:
         """Create the run (new, or over a failed one) with its configuration and provenance."""
         if self.state not in (RunState.NEW, RunState.FAILED):
             raise SlimctrError(f"{self.path} already holds a {self.state} run")
-        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)  # a killed start; we hold the lock
+        remove_leftovers(self.path)  # of a killed start; we hold the lock
         files = {
             CONFIG: dump_yaml(to_dict(config)).encode(),
             SCHEMA: json_bytes(store.schema.to_dict()),
@@ -239,6 +238,7 @@ class RunDir:
         record = self._record()
         self._write(record, HISTORY, json_bytes(history))
         self._write(record, METRICS, json_bytes(metrics))
+        remove_leftovers(self.path / BUNDLE)  # of a finish that was killed
         staging = staging_dir(self.path / BUNDLE)
         try:
             write_bundle(staging)

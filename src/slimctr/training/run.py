@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from slimctr.bundle import Bundle, Predictions, write_bundle
-from slimctr.data.store import Store, open_store, publish, staging_dir
+from slimctr.data.store import Store, open_store, publish, remove_leftovers, staging_dir
 from slimctr.errors import SlimctrError
 from slimctr.files import exclusive
 from slimctr.nn.embedding import FieldEmbedding
@@ -165,6 +165,7 @@ def export(run_dir: Path, out: Path, *, format: str = "bundle") -> Path:
     source = load_model(run_dir).path  # opening it checks every file
     out.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(out, "the export"):
+        remove_leftovers(out)
         staging = staging_dir(out)
         try:
             shutil.copytree(source, staging, dirs_exist_ok=True)
