@@ -22,7 +22,7 @@ load something it would misread.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from torch import nn
 
 from slimctr import __version__
 from slimctr.config import dump_yaml, parse_yaml, to_dict
+from slimctr.data.batch import Batch
 from slimctr.data.encoder import Encoder, encoding_of
 from slimctr.data.store import VOCABULARY, Store
 from slimctr.errors import SlimctrError
@@ -169,10 +170,15 @@ class Bundle:
     ) -> dict[str, float]:
         """AUC and logloss on the labelled rows of ``source``."""
         raw = self.encoder.open(source, columns)
-        batches = list(self.encoder.batches(raw, labels=True))
-        logits = predict_logits(self.module, batches, bf16=self._bf16)
-        labels = np.concatenate([b.labels.numpy() for b in batches]) if batches else np.empty(0)
-        return auc_logloss(labels, logits, str(source))
+        labels: list[np.ndarray] = []
+
+        def batches() -> Iterator[Batch]:  # streamed: only labels and scores are kept
+            for batch in self.encoder.batches(raw, labels=True):
+                labels.append(batch.labels.numpy())
+                yield batch
+
+        logits = predict_logits(self.module, batches(), bf16=self._bf16)
+        return auc_logloss(np.concatenate(labels), logits, str(source))
 
     def check_store(self, store: Store) -> None:
         """Raise unless ``store`` is encoded as this model's training data was (same fields,
