@@ -223,7 +223,8 @@ def test_null_and_empty_numbers_stay_missing(cli, tmp_path):
     frame = pl.DataFrame({"label": [1, 0, 1], "n": [0.5, None, 2.5]})
     frame.write_parquet(tmp_path / "x.parquet")
     write_text(tmp_path / "x.csv", ["label,n", "1,0.5", "0,", "1,2.5"])
-    for source in ("x.parquet", "x.csv"):
+    write_text(tmp_path / "quoted.csv", ['"label","n"', '"1","0.5"', '"0",""', '"1","2.5"'])
+    for source in ("x.parquet", "x.csv", "quoted.csv"):
         out = tmp_path / f"store-{source}"
         result = cli("prepare", tmp_path / source, "--out", out, "--split", "1,0,0")
         assert result.code == 0, result.err
@@ -302,3 +303,13 @@ def test_a_second_prepare_into_the_same_store_is_refused(cli, tmp_path):
     with exclusive(out, "the store"):  # another prepare is building it
         result = cli("prepare", source, "--out", out, "--min-count", "2")
     _assert_clean_failure(result, out, "another slimctr process", str(out))
+
+
+@pytest.mark.parametrize("out", [".", "sub/.."])
+def test_output_that_is_the_current_folder(cli, tmp_path, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    write_text(tmp_path / "x.csv", ["label,a", "1,x", "0,y"])
+    result = cli("prepare", "x.csv", "--out", out)
+    assert result.code == 1 and "already holds other files" in result.err, result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub", "x.csv"]

@@ -344,3 +344,25 @@ def test_small_pieces_give_the_same_store_and_exact_line_numbers(tmp_path, monke
             tmp_path / "ragged",
             PrepareOptions(categorical=("row",), numeric=("x",)),
         )
+
+
+def test_std_keeps_its_digits_when_the_mean_is_large(tmp_path, monkeypatch):
+    from slimctr.data import finalize, formats
+
+    monkeypatch.setattr(formats, "BLOCK_BYTES", 2000)  # many scan batches ...
+    monkeypatch.setattr(finalize, "SPAN_ROWS", 300)  # ... merged over several spans
+    seconds = 1.7e9 + np.arange(3000) % 7 + np.arange(3000) / 4096  # timestamps
+    source = write_text(
+        tmp_path / "t.csv", ["label,t"] + [f"{i % 2},{float(v)!r}" for i, v in enumerate(seconds)]
+    )
+    store, _ = prepare(
+        Sources(train=(source,)),
+        tmp_path / "d",
+        PrepareOptions(numeric=("t",), split=(1.0, 0.0, 0.0)),
+    )
+    spec = store.manifest["fields"][0]
+    assert spec["mean"] == pytest.approx(seconds.mean(), rel=1e-12)
+    assert spec["std"] == pytest.approx(seconds.std(), rel=1e-9)
+    np.testing.assert_allclose(
+        store.column("t")[:], (seconds - seconds.mean()) / seconds.std(), atol=1e-6
+    )

@@ -149,3 +149,24 @@ def test_leftovers_of_killed_runs_are_removed(cli, tmp_path):
     assert not any(folder.exists() for folder in stale)
     assert all(folder.exists() for folder in others)
     assert {p.name for p in tmp_path.iterdir()} == {"x.csv", "store", *(p.name for p in others)}
+
+
+def test_publish_keeps_the_old_store_when_the_new_one_cannot_move_in(tmp_path, monkeypatch):
+    from slimctr.data import store
+
+    out, staging = tmp_path / "store", tmp_path / ".store.tmp-1"
+    for folder, content in ((out, "old"), (staging, "new")):
+        folder.mkdir()
+        (folder / "manifest.json").write_text(content)
+    replace = store.os.replace
+
+    def failing(source, destination):
+        if source == staging:
+            raise OSError("no space left")
+        replace(source, destination)
+
+    monkeypatch.setattr(store.os, "replace", failing)
+    with pytest.raises(OSError):
+        store.publish(staging, out)
+    assert (out / "manifest.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".store.tmp-1", "store"]

@@ -82,16 +82,13 @@ def finalize_numeric(
     column: Column, scan: Scan, train: np.ndarray, writer: SplitWriter, path: Path
 ) -> dict[str, object]:
     """Standardise with the training rows' mean and std; missing values become 0 (the mean)."""
-    total = square = count = 0.0
     scratch = scan.file(column.stem, "raw")
-    for (start, stop, _, _), values in zip(
-        writer.spans, writer.read(scratch, np.float64), strict=True
-    ):
-        kept = values[train[start:stop]]
-        kept = kept[~np.isnan(kept)]
-        total, square, count = total + kept.sum(), square + (kept**2).sum(), count + len(kept)
-    mean = total / count if count else 0.0
-    std = float(np.sqrt(max(square / count - mean**2, 0.0))) if count else 0.0
+    mean, std = _mean_std(
+        values[train[start:stop]]
+        for (start, stop, _, _), values in zip(
+            writer.spans, writer.read(scratch, np.float64), strict=True
+        )
+    )
     scale = std if std > 0 else 1.0
     standardised = (
         np.nan_to_num((values - mean) / scale, nan=0.0)
@@ -108,6 +105,24 @@ def finalize_numeric(
         "dtype": "float32",
         "sha256": sha,
     }
+
+
+def _mean_std(spans: Iterator[np.ndarray]) -> tuple[float, float]:
+    """Mean and population std of the non-missing values, merged span by span (Chan et al.).
+
+    Summing squares instead (E[x^2] - mean^2) loses every digit of the std when the mean is
+    large against it, as for timestamps.
+    """
+    count, mean, squares = 0, 0.0, 0.0  # squares: summed squared deviations from the mean
+    for values in spans:
+        kept = values[~np.isnan(values)]
+        if not len(kept):
+            continue
+        span_mean = float(kept.mean())
+        delta, total = span_mean - mean, count + len(kept)
+        squares += float(((kept - span_mean) ** 2).sum()) + delta**2 * count * len(kept) / total
+        mean, count = mean + delta * len(kept) / total, total
+    return mean, float(np.sqrt(squares / count)) if count else 0.0
 
 
 def finalize_categorical(

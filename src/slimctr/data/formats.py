@@ -300,9 +300,10 @@ class RawSource:
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: types.get(name, pa.string()) for name in self.columns},
-                null_values=[""],  # pyarrow's default list makes "nan" and "NA" missing numbers
+                # Only an empty number, quoted or not, is missing: pyarrow's default list would
+                # make "nan" and "NA" missing too. Text is never missing, just empty.
+                null_values=[""],
                 strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
             ),
         )
 

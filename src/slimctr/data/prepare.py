@@ -134,6 +134,8 @@ def prepare(
     time may prepare into ``out``: a second one is refused at once.
     """
     out = Path(out)
+    if out.name in ("", ".."):  # "." or "..": the lock and staging folder need a real name
+        out = out.resolve()
     if out.exists() and not out.is_dir():
         raise SlimctrError(f"--out {out} is a file; give a directory for the store")
     if sources.valid and options.order_by:
