@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import mmap
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -431,7 +431,7 @@ def listed(names: Sequence[str]) -> str:
 
 
 def _unique(names: Sequence[str], path: Path) -> tuple[str, ...]:
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicates:
         raise SlimctrError(f"{path}: duplicate column names {listed(duplicates)}")
     return tuple(names)
