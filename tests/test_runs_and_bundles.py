@@ -320,3 +320,12 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next(cli, frappe_run, tmp_
     args = ("train", frappe_run / "d", "--model", "dcnv2", "--out", tmp_path / "r", *FAST)
     assert cli(*args, "--resume").code == 0
     assert not (tmp_path / "r" / ".bundle.tmp-99999").exists()
+
+
+def test_the_prepare_table_cuts_long_or_unprintable_names(cli, tmp_path):
+    long = "c" * 100_000
+    rows = [f"{i % 2},x{i % 3},y" for i in range(20)]
+    source = write_text(tmp_path / "s.csv", [f'label,"a\tb",{long}', *rows])
+    result = cli("prepare", source, "--out", tmp_path / "d")
+    assert result.code == 0, result.err
+    assert max(map(len, result.out.splitlines())) < 200 and "'a\\tb'" in result.out

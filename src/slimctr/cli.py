@@ -343,15 +343,21 @@ def _print_store(store: Store, verb: str) -> None:
         f"  rows   train {rows['train']:,}  valid {rows['valid']:,}  test {rows['test']:,}"
         f"  (split: {store.manifest['split']['method']})"
     )
-    print(f"  label  {store.schema.label}")
-    width = max(len(f["name"]) for f in store.manifest["fields"])
-    for f in store.manifest["fields"]:
+    print(f"  label  {_cell(store.schema.label)}")
+    names = [_cell(f["name"]) for f in store.manifest["fields"]]
+    width = max(map(len, names))
+    for name, f in zip(names, store.manifest["fields"], strict=True):
         size = (
             f"vocab {f['vocab_size']:,}"
             if f["kind"] == "categorical"
             else f"mean {f['mean']:.4g}, std {f['std']:.4g}"
         )
-        print(f"  {f['name']:<{width}}  {f['kind']:<11}  {f['transform']:<11}  {size}")
+        print(f"  {name:<{width}}  {f['kind']:<11}  {f['transform']:<11}  {size}")
+
+
+def _cell(name: str) -> str:
+    """A column name for a table: as it is, unless it is long or would break the line."""
+    return name if name.isprintable() and len(name) <= 40 else shown(name, limit=40)
 
 
 def _datasets(args: argparse.Namespace) -> int:

@@ -27,8 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from slimctr.config import from_dict, to_dict
-from slimctr.data.store import Store, write_json
+from slimctr.data.store import Store
 from slimctr.errors import SlimctrError
+from slimctr.files import write_json
 from slimctr.models import MODELS
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.nn.fm import LinearTerm

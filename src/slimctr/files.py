@@ -6,7 +6,9 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,3 +110,53 @@ def write_manifested(
         (folder / name).write_bytes(content)
     checksums = {name: sha256_bytes(content) for name, content in files.items()}
     (folder / manifest).write_bytes(json_bytes({**header, "files": checksums}))
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: a temporary name in the same directory, then a rename."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def staging_dir(out: Path) -> Path:
+    """A fresh temporary sibling of ``out`` where a folder is built before it is moved in."""
+    staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def remove_leftovers(out: Path) -> None:
+    """Delete the staging (``.NAME.tmp-PID``) and trash (``.NAME.old-PID``) siblings of ``out``.
+
+    Only for a caller holding ``out``'s lock (``files.exclusive``): then no other process stages
+    there, so these are what killed processes left behind (a staged store can be 100 MB).
+    """
+    leftover = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-[0-9]+")
+    for sibling in out.parent.iterdir():
+        if leftover.fullmatch(sibling.name):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Move a finished folder into place, replacing whatever ``out`` held only at the last step.
+
+    A process killed between the two renames leaves the old folder in ``.NAME.old-PID``, which
+    ``remove_leftovers`` deletes on the next locked run.
+    """
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+    os.replace(out, trash)
+    try:
+        os.replace(staging, out)
+    except OSError:
+        os.replace(trash, out)  # keep the old folder rather than none
+        raise
+    shutil.rmtree(trash, ignore_errors=True)

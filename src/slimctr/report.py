@@ -29,7 +29,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from slimctr.data.store import publish, staging_dir
 from slimctr.errors import SlimctrError
 from slimctr.explain import (
     DEFAULT_INSTANCES,
@@ -38,6 +37,7 @@ from slimctr.explain import (
     explain_model,
     pair_strengths,
 )
+from slimctr.files import publish, staging_dir
 
 GATE_COLOURS = "RdBu_r"  # blue (0) .. white (0.5) .. red (1)
 DPI = 110

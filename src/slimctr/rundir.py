@@ -42,14 +42,17 @@ import torch
 
 from slimctr.bundle import MANIFEST as BUNDLE_MANIFEST
 from slimctr.config import dump_yaml, parse_yaml, to_dict
-from slimctr.data.store import Store, publish, remove_leftovers, staging_dir
+from slimctr.data.store import Store
 from slimctr.errors import SlimctrError
 from slimctr.files import (
     atomic_path,
     exclusive,
     json_bytes,
+    publish,
     read_manifest,
+    remove_leftovers,
     sha256_bytes,
+    staging_dir,
     verified,
     write_manifested,
 )

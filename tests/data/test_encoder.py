@@ -110,3 +110,11 @@ def test_labels_are_only_read_when_asked(store_and_files, tmp_path):
     assert len(next(iter(_encode(store, path)))) == 2  # predict needs no label
     with pytest.raises(SlimctrError, match="empty label"):
         list(_encode(store, path, labels=True))
+
+
+@pytest.mark.parametrize("value", ["1e400", "inf", "-inf", "nan"])
+def test_non_finite_numbers_to_predict_are_an_error(store_and_files, tmp_path, value):
+    store, _, _ = store_and_files
+    path = write_text(tmp_path / "x.csv", ["c,n,k", "v1,3,4", f"v1,{value},4"])
+    with pytest.raises(SlimctrError, match=r"non-finite value .* column 'n'.*x\.csv, line 3"):
+        list(_encode(store, path))

@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 
 from slimctr.data.scan import Column, Scan
-from slimctr.data.store import sha256_file
+from slimctr.files import sha256_file
 from slimctr.schema import NUM_RESERVED_IDS, OOV_ID
 
 SPAN_ROWS = 1 << 20  # rows finalized at a time

@@ -43,15 +43,10 @@ from slimctr.data.store import (
     Store,
     field_file,
     open_store,
-    publish,
     read_manifest,
-    remove_leftovers,
-    sha256_file,
-    staging_dir,
-    write_json,
 )
 from slimctr.errors import SlimctrError, shown
-from slimctr.files import exclusive
+from slimctr.files import exclusive, publish, remove_leftovers, sha256_file, staging_dir, write_json
 from slimctr.schema import OOV_ID, PAD_ID, FieldSpec, Schema
 
 NumericEncoding = Literal["standardize", "bucket"]

@@ -17,11 +17,7 @@ a reader never sees half of one.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from slimctr.errors import SlimctrError, shown
-from slimctr.files import atomic_path
+from slimctr.files import sha256_file
 from slimctr.schema import Schema
 
 FORMAT_VERSION = 2  # 2: column files named by field position (1 named them after the column)
@@ -137,53 +133,3 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
     if not isinstance(manifest, dict):
         raise SlimctrError(f"{file} is not a slimctr manifest")
     return manifest
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically: a temporary name in the same directory, then a rename."""
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def staging_dir(out: Path) -> Path:
-    """A fresh temporary sibling of ``out`` where a store is built before it is moved in."""
-    staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    return staging
-
-
-def remove_leftovers(out: Path) -> None:
-    """Delete the staging (``.NAME.tmp-PID``) and trash (``.NAME.old-PID``) siblings of ``out``.
-
-    Only for a caller holding ``out``'s lock (``files.exclusive``): then no other process stages
-    there, so these are what killed runs left behind (a staging folder can be 100 MB).
-    """
-    leftover = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-[0-9]+")
-    for sibling in out.parent.iterdir():
-        if leftover.fullmatch(sibling.name):
-            shutil.rmtree(sibling, ignore_errors=True)
-
-
-def publish(staging: Path, out: Path) -> None:
-    """Move a finished store into place, replacing whatever ``out`` held only at the last step.
-
-    A run killed between the two renames leaves the old store in ``.NAME.old-PID``, which
-    ``remove_leftovers`` deletes on the next locked run.
-    """
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-    os.replace(out, trash)
-    try:
-        os.replace(staging, out)
-    except OSError:
-        os.replace(trash, out)  # keep the old store rather than none
-        raise
-    shutil.rmtree(trash, ignore_errors=True)

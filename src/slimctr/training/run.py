@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from slimctr.bundle import Bundle, Predictions, write_bundle
-from slimctr.data.store import Store, open_store, publish, remove_leftovers, staging_dir
+from slimctr.data.store import Store, open_store
 from slimctr.errors import SlimctrError
-from slimctr.files import exclusive
+from slimctr.files import exclusive, publish, remove_leftovers, staging_dir
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.runconfig import RunConfig, build_model
 from slimctr.rundir import RunDir, RunState, versions
