@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
+from textwrap import shorten
 from typing import Any
 
 import torch
@@ -260,7 +261,8 @@ class RunDir:
     def fail(self, error: str) -> None:
         """Record that training stopped with ``error``; the next training here starts over."""
         record = self._record()
-        record["state"], record["error"] = RunState.FAILED.value, error
+        line = " ".join(error.split())  # one line, for the one-line messages that quote it
+        record["state"], record["error"] = RunState.FAILED.value, shorten(line, 500)
         self._write_record(record)
 
     # -- internals -------------------------------------------------------------------------------

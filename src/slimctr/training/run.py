@@ -48,7 +48,7 @@ def train(
         state = run.state
         if state in (RunState.STARTED, RunState.FINISHED):
             if not resume:
-                hint = "continue it with --resume" if state is RunState.STARTED else "reuse it"
+                hint = "continue it" if state is RunState.STARTED else "reuse it"
                 raise SlimctrError(
                     f"{out} already holds a {state} run ({hint} with --resume, or give another "
                     "--out)"
@@ -58,21 +58,26 @@ def train(
                 return run.metrics()
         else:
             run.start(config, store, plan)
+        # read before training: a damaged checkpoint is an error, not a failure of the run
+        checkpoint = run.checkpoint() if state is RunState.STARTED else None
         try:
-            return _fit(run, store, config, progress, resume=state is RunState.STARTED)
+            return _fit(run, store, config, progress, checkpoint)
         except Exception as error:  # an interrupt (not an Exception) leaves it resumable
             run.fail(str(error) if isinstance(error, SlimctrError) else repr(error))
             raise
 
 
 def _fit(
-    run: RunDir, store: Store, config: RunConfig, progress: Callback | None, *, resume: bool
+    run: RunDir,
+    store: Store,
+    config: RunConfig,
+    progress: Callback | None,
+    checkpoint: dict[str, Any] | None,
 ) -> dict[str, Any]:
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     model = build_model(config, store.schema)
     callbacks = [*([progress] if progress else []), Checkpoint(run.save_checkpoint)]
     trainer = Trainer(model, store, config.train, seed=config.seed, callbacks=callbacks)
-    checkpoint = run.checkpoint() if resume else None
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)
     result = trainer.fit()
