@@ -99,6 +99,7 @@ def test_a_copied_bundle_predicts_bit_for_bit_without_the_store(cli, frappe_run,
     frame = pl.read_csv(rows, infer_schema=False).drop("label").select(list(reversed(FRAPPE)))
     assert model.predict(frame).tobytes() == before.tobytes()
     assert model.predict(frame.to_pandas()).tobytes() == before.tobytes()
+    assert model.predict(frame.to_dict(as_series=False)).tobytes() == before.tobytes()
     assert model.config.model_name == "dcnv2" and [f.name for f in model.schema.fields] == [*FRAPPE]
     scored = cli("evaluate", elsewhere, "--input", rows, "--json")
     assert scored.code == 0 and 0.5 < scored.json()["auc"] <= 1

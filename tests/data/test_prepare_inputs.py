@@ -152,21 +152,21 @@ def test_leftovers_of_killed_runs_are_removed(cli, tmp_path):
 
 
 def test_publish_keeps_the_old_store_when_the_new_one_cannot_move_in(tmp_path, monkeypatch):
-    from slimctr.data import store
+    from slimctr import files
 
     out, staging = tmp_path / "store", tmp_path / ".store.tmp-1"
     for folder, content in ((out, "old"), (staging, "new")):
         folder.mkdir()
         (folder / "manifest.json").write_text(content)
-    replace = store.os.replace
+    replace = files.os.replace
 
     def failing(source, destination):
         if source == staging:
             raise OSError("no space left")
         replace(source, destination)
 
-    monkeypatch.setattr(store.os, "replace", failing)
+    monkeypatch.setattr(files.os, "replace", failing)
     with pytest.raises(OSError):
-        store.publish(staging, out)
+        files.publish(staging, out)
     assert (out / "manifest.json").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".store.tmp-1", "store"]
