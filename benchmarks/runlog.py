@@ -19,6 +19,11 @@ from slimctr.runconfig import resolve_config
 from slimctr.rundir import RunDir
 from slimctr.training import run
 
+# Studies train in fp32 wherever they run, so that their rows stay comparable across machines
+# (``precision=auto`` would pick bf16 on some). It is not part of a run's key: every logged run,
+# before and after this pin, trained in fp32.
+PINNED = "train.precision=fp32"
+
 
 def run_key(model: str, seed: int, overrides: list[str]) -> str:
     return f"{model} seed={seed} " + " ".join(sorted(overrides))
@@ -67,7 +72,7 @@ class RunLog:
         found = self.get(model, seed, overrides)
         if found is not None:
             return found
-        config = resolve_config(model, overrides=overrides, seed=seed, threads=threads)
+        config = resolve_config(model, overrides=[*overrides, PINNED], seed=seed, threads=threads)
         out = run_folder(work, model, seed, overrides)
         metrics = run.train(data, out, config, resume=True)
         history = RunDir(out).history()

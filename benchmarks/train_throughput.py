@@ -5,7 +5,7 @@ Setting (issue "Foundation II"): 26 categorical + 13 numeric fields, embedding w
 process so that its peak RSS is its own. Prints samples/s for training (the epoch) and inference
 (the whole training split, no gradients) and the validation AUC after the epoch.
 
-    python benchmarks/train_throughput.py [--rows 1000000] [--write] [--set train.bf16=true]
+    python benchmarks/train_throughput.py [--rows 1000000] [--write] [--set train.precision=bf16]
 """
 
 from __future__ import annotations
@@ -35,13 +35,14 @@ import json, sys, time, resource
 from pathlib import Path
 from slimctr.runconfig import resolve_config
 from slimctr.training import run
-from slimctr.training.trainer import score
+from slimctr.training.trainer import resolve_precision, score
 data, out, model, overrides = sys.argv[1], Path(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
 config = resolve_config(model, overrides=overrides, threads=2)
 metrics = run.train(Path(data), out, config)
 _, trained, store = run.load_run(out)
 started = time.perf_counter()
-score(trained, store, "train", batch_size=config.train.batch_size, bf16=config.train.bf16)
+bf16 = resolve_precision(config.train.precision) == "bf16"
+score(trained, store, "train", batch_size=config.train.batch_size, bf16=bf16)
 infer = len(store.split("train")) / (time.perf_counter() - started)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 print(json.dumps({"train": metrics["train_samples_per_s"], "infer": infer, "rss": rss,

@@ -3,8 +3,10 @@ careful user found (issue 14). Every test here failed on the code before the bun
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
+import re
 import shutil
 
 import numpy as np
@@ -256,32 +258,28 @@ def test_top_level_help_text(capsys):
     assert "cli.md" not in shown and "contract" not in shown and "export" in shown
 
 
-def test_old_configurations_are_migrated_and_newer_ones_refused(frappe_run, tmp_path, monkeypatch):
+def _rewrite_config(bundle, text, version):
+    """Make ``bundle`` hold config ``text`` as written at config ``version``."""
+    (bundle / "config.yaml").write_text(text)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["config.yaml"] = hashlib.sha256(text.encode()).hexdigest()
+    manifest["config_version"] = version
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(("flag", "precision"), [("false", "fp32"), ("true", "bf16")])
+def test_a_version_1_bundle_loads_with_train_bf16_migrated(frappe_run, tmp_path, flag, precision):
+    """Version 2 replaced train.bf16 by train.precision: bundles written before keep loading,
+    with exactly the precision their flag said (not today's default, auto)."""
     bundle = tmp_path / "bundle"
     shutil.copytree(frappe_run / "run" / "bundle", bundle)
-    expected = Bundle(bundle).config
-    # pretend that version 2 renamed train.evaluation_batch_size to train.eval_batch_size: a
-    # bundle written at version 1 holds the old name and loads through the migration
-    config = bundle / "config.yaml"
-    config.write_text(config.read_text().replace("eval_batch_size:", "evaluation_batch_size:"))
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    import hashlib
-
-    manifest["files"]["config.yaml"] = hashlib.sha256(config.read_bytes()).hexdigest()
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(SlimctrError, match="evaluation_batch_size"):
-        Bundle(bundle)
-
-    def rename(data):
-        train = dict(data["train"])
-        train["eval_batch_size"] = train.pop("evaluation_batch_size")
-        return {**data, "train": train}
-
-    monkeypatch.setattr(runconfig, "CONFIG_VERSION", 2)
-    monkeypatch.setattr(runconfig, "CONFIG_MIGRATIONS", {1: rename})
-    assert Bundle(bundle).config == expected
-    manifest["config_version"] = 3
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    text = (bundle / "config.yaml").read_text()
+    old, count = re.subn(r"\n  precision: (fp32|bf16)\n", f"\n  bf16: {flag}\n", text)
+    assert count == 1  # a bundle holds the precision its run resolved
+    _rewrite_config(bundle, old, 1)
+    loaded = Bundle(bundle)
+    assert loaded.config.train.precision == precision and loaded.bf16 == (precision == "bf16")
+    _rewrite_config(bundle, text, runconfig.CONFIG_VERSION + 1)
     with pytest.raises(SlimctrError, match="newer slimctr"):
         Bundle(bundle)
 

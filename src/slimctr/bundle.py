@@ -54,7 +54,7 @@ from slimctr.files import (
 )
 from slimctr.runconfig import CONFIG_VERSION, RunConfig, build_model, read_config
 from slimctr.schema import Schema
-from slimctr.training.trainer import auc_logloss, predict_logits
+from slimctr.training.trainer import auc_logloss, predict_logits, resolve_precision
 
 BUNDLE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -139,7 +139,7 @@ class Bundle:
     def predict(self, rows: Any) -> np.ndarray:
         """Click probabilities (float64) for ``rows``: a polars or pandas DataFrame or a mapping
         of column name to values, matched by name."""
-        logits = predict_logits(self.module, self.encoder.frame_batches(rows), bf16=self._bf16)
+        logits = predict_logits(self.module, self.encoder.frame_batches(rows), bf16=self.bf16)
         return _sigmoid(logits)
 
     def predict_file(
@@ -160,7 +160,7 @@ class Bundle:
                 writer = pq.ParquetWriter(str(temporary), schema)
             with writer:
                 for batch in self.encoder.batches(raw):
-                    probabilities = _sigmoid(predict_logits(self.module, [batch], bf16=self._bf16))
+                    probabilities = _sigmoid(predict_logits(self.module, [batch], bf16=self.bf16))
                     writer.write_batch(pa.record_batch([pa.array(probabilities)], schema=schema))
                     rows += len(batch)
         return Predictions(rows, self.encoder.unused(raw.columns))
@@ -177,7 +177,7 @@ class Bundle:
                 labels.append(batch.labels.numpy())
                 yield batch
 
-        logits = predict_logits(self.module, batches(), bf16=self._bf16)
+        logits = predict_logits(self.module, batches(), bf16=self.bf16)
         return auc_logloss(np.concatenate(labels), logits, str(source))
 
     def check_store(self, store: Store) -> None:
@@ -197,8 +197,9 @@ class Bundle:
     # -- internals -------------------------------------------------------------------------------
 
     @property
-    def _bf16(self) -> bool:
-        return bool(self.config.train.bf16)
+    def bf16(self) -> bool:
+        """Whether the model scores in bf16 autocast, as it was trained."""
+        return resolve_precision(self.config.train.precision) == "bf16"
 
     def _json(self, files: dict[str, bytes], name: str) -> Any:
         try:

@@ -28,8 +28,22 @@ from slimctr.models.registry import ModelEntry
 from slimctr.schema import Schema
 from slimctr.training.trainer import PRESETS, TrainConfig
 
-CONFIG_VERSION = 1
-CONFIG_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+def _bf16_to_precision(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 replaced ``train.bf16`` (true/false) by ``train.precision`` (default ``auto``);
+    a version-1 run had exactly the precision its flag said."""
+    train = dict(data.get("train") or {})
+    if "bf16" in train:
+        train["precision"] = "bf16" if train.pop("bf16") is True else "fp32"
+    else:
+        train["precision"] = "fp32"  # version 1's default
+    return {**data, "train": train}
+
+
+CONFIG_VERSION = 2
+CONFIG_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _bf16_to_precision,
+}
 
 
 @dataclass(frozen=True, kw_only=True)

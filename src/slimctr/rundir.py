@@ -34,10 +34,11 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from textwrap import shorten
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -59,6 +60,7 @@ from slimctr.files import (
 )
 from slimctr.runconfig import CONFIG_VERSION, RunConfig, read_config
 from slimctr.schema import Schema
+from slimctr.training.trainer import resolve_precision
 
 RUN_FORMAT = 1
 RECORD = "run.json"
@@ -169,9 +171,14 @@ class RunDir:
     def check_continues(self, config: RunConfig, store: Store) -> None:
         """Raise unless this run was started with ``config`` on ``store``."""
         try:
-            same = to_dict(self.config()) == to_dict(config)
+            saved = self.config()
         except SlimctrError:  # no longer reads as a config (a model or key since removed)
-            same = False
+            saved = None
+        # asking for auto again matches a run that resolved it, or an older run that fixed it
+        auto = config.train.precision == "auto"
+        if saved and auto and saved.train.precision in ("auto", self.precision()):
+            config = replace(config, train=replace(config.train, precision=saved.train.precision))
+        same = saved is not None and to_dict(saved) == to_dict(config)
         if not same:
             raise SlimctrError(
                 f"{self.path} was started with another configuration; continue it with the "
@@ -189,8 +196,22 @@ class RunDir:
         with exclusive(self.path, "the run"):
             yield
 
-    def start(self, config: RunConfig, store: Store, plan: dict[str, Any] | None = None) -> None:
-        """Create the run (new, or over a failed one) with its configuration and provenance."""
+    def precision(self) -> Literal["fp32", "bf16"]:
+        """What the run trains in: its ``train.precision`` with ``auto`` resolved when it started
+        (runs from before ``auto`` existed name theirs in the config)."""
+        recorded = self._record().get("precision")
+        return resolve_precision(str(recorded) if recorded else self.config().train.precision)
+
+    def start(
+        self,
+        config: RunConfig,
+        store: Store,
+        *,
+        precision: str,
+        plan: dict[str, Any] | None = None,
+    ) -> None:
+        """Create the run (new, or over a failed one) with its configuration and provenance;
+        ``precision`` is what its ``train.precision`` resolved to on this machine."""
         if self.state not in (RunState.NEW, RunState.FAILED):
             raise SlimctrError(f"{self.path} already holds a {self.state} run")
         remove_leftovers(self.path)  # of a killed start; we hold the lock
@@ -210,6 +231,7 @@ class RunDir:
                 "format_version": RUN_FORMAT,
                 "config_version": CONFIG_VERSION,
                 "state": RunState.STARTED.value,
+                "precision": precision,
             }
             write_manifested(staging, files, RECORD, header)
             publish(staging, self.path)

@@ -329,3 +329,32 @@ def test_presets_fill_only_what_the_run_does_not_choose(tmp_path):
     assert (from_file.weight_decay, from_file.early_stopping_patience) == (0.0, 4)
     with pytest.raises(SlimctrError, match=r"train\.preset"):
         resolve_config("gdcn_p", overrides=["train.preset=fast"])
+
+
+def test_precision_auto_follows_the_cpu(monkeypatch):
+    from slimctr.training import trainer
+
+    monkeypatch.setattr(trainer, "_cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert trainer.resolve_precision("auto") == "fp32"
+    monkeypatch.setattr(trainer, "_cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    assert trainer.resolve_precision("auto") == "bf16"
+    assert trainer.resolve_precision("fp32") == "fp32"
+
+
+def test_a_run_keeps_the_precision_auto_resolved_to_on_another_machine(
+    store, tmp_path, monkeypatch
+):
+    from slimctr.training import trainer
+
+    config = _config(extra=["train.epochs=2"])
+    assert config.train.precision == "auto"
+    monkeypatch.setattr(trainer, "_cpu_flags", lambda: frozenset({"amx_bf16"}))
+    with pytest.raises(KeyboardInterrupt):
+        run.train(store.path, tmp_path / "r", config, progress=_Interrupt(epoch=1, step=1))
+    assert RunDir(tmp_path / "r").precision() == "bf16"
+    monkeypatch.setattr(trainer, "_cpu_flags", lambda: frozenset())  # a machine without bf16
+    metrics = run.train(store.path, tmp_path / "r", config, resume=True)
+    assert metrics["precision"] == "bf16"
+    assert run.load_model(tmp_path / "r").bf16
+    fresh = run.train(store.path, tmp_path / "fresh", config)
+    assert fresh["precision"] == "fp32" and not run.load_model(tmp_path / "fresh").bf16

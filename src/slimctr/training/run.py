@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from slimctr.files import exclusive, publish, remove_leftovers, staging_dir
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.runconfig import RunConfig, build_model
 from slimctr.rundir import RunDir, RunState, versions
-from slimctr.training.trainer import Callback, Checkpoint, Trainer, score
+from slimctr.training.trainer import Callback, Checkpoint, Trainer, resolve_precision, score
 
 
 def train(
@@ -57,11 +58,12 @@ def train(
             if state is RunState.FINISHED:
                 return run.metrics()
         else:
-            run.start(config, store, plan)
+            run.start(config, store, precision=resolve_precision(config.train.precision), plan=plan)
         # read before training: a damaged checkpoint is an error, not a failure of the run
         checkpoint = run.checkpoint() if state is RunState.STARTED else None
+        trained = replace(config, train=replace(config.train, precision=run.precision()))
         try:
-            return _fit(run, store, config, progress, checkpoint)
+            return _fit(run, store, trained, progress, checkpoint)
         except Exception as error:  # an interrupt (not an Exception) leaves it resumable
             run.fail(str(error) if isinstance(error, SlimctrError) else repr(error))
             raise
@@ -90,6 +92,7 @@ def _fit(
         **model_size(trainer.model),
         "train_samples_per_s": sum(h["train_samples_per_s"] for h in history) / len(history),
         "seed": config.seed,
+        "precision": config.train.precision,
     }
 
     def bundle(folder: Path) -> None:
@@ -145,7 +148,7 @@ def evaluate(
         store,
         split,
         batch_size=bundle.config.train.eval_batch_size,
-        bf16=bundle.config.train.bf16,
+        bf16=bundle.bf16,
     )
 
 

@@ -21,11 +21,13 @@ knows nothing about files.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import numpy as np
@@ -48,6 +50,11 @@ class TrainConfig:
     patience 3, no weight decay) or ``reference_code`` (4, 5 and weight decay 1e-6, as the GDCN
     reference code runs). The preset fills the keys of ``PRESETS`` that a run does not set itself
     (``slimctr.runconfig.resolve_config`` applies it); the resolved values are recorded.
+
+    ``precision``: ``bf16`` autocasts the forward pass to bfloat16 (the loss stays float32),
+    ``fp32`` does not, and ``auto`` (the default) picks bf16 where the CPU has native bf16 matrix
+    instructions (AMX or AVX512-BF16) and fp32 elsewhere (``resolve_precision``). A run records
+    what ``auto`` became and keeps it when resumed, even on another kind of machine.
     """
 
     preset: Literal["paper", "reference_code"] = "paper"
@@ -64,7 +71,7 @@ class TrainConfig:
     plateau_threshold: float = 0.0  # a rise of more than this (absolute AUC) is an improvement
     min_lr: float = 0.0  # the plateau cuts never take the learning rate below this
     grad_clip_norm: float | None = None  # clip the global gradient norm to this; None: never
-    bf16: bool = False  # autocast the forward pass to bfloat16 (the loss stays float32)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16: autocast the forward pass
     eval_batch_size: int = 16384
 
     def __post_init__(self) -> None:
@@ -99,6 +106,25 @@ class TrainConfig:
                 "train.grad_clip_norm scales every gradient, which needs dense "
                 "embedding gradients: set train.sparse_embeddings=false"
             )
+
+
+def resolve_precision(requested: str) -> Literal["fp32", "bf16"]:
+    """``requested``, with ``auto`` made ``bf16`` on a CPU with native bf16 matrix instructions
+    (AMX-BF16 or AVX512-BF16; emulated bf16 is slower than fp32) and ``fp32`` elsewhere."""
+    if requested in ("fp32", "bf16"):
+        return requested  # type: ignore[return-value]
+    return "bf16" if _cpu_flags() & {"amx_bf16", "avx512_bf16"} else "fp32"
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags, as Linux lists them (empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    lines = (line for line in text.splitlines() if line.startswith("flags"))
+    return frozenset(next(lines, ":").split(":", 1)[1].split())
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -182,6 +208,7 @@ class Trainer:
         self.config = config
         self.seed = seed
         self.callbacks = [*callbacks, EarlyStopping(config.early_stopping_patience)]
+        self.bf16 = resolve_precision(config.precision) == "bf16"
         if len(store.split("valid")) == 0:
             raise SlimctrError(
                 f"{store.path} has an empty validation split; early stopping and "
@@ -239,7 +266,7 @@ class Trainer:
             self.store,
             split,
             batch_size=self.config.eval_batch_size,
-            bf16=self.config.bf16,
+            bf16=self.bf16,
         )
 
     def step(self, batch: Batch) -> float:
@@ -247,7 +274,7 @@ class Trainer:
         ``fit`` calls it for every batch; benchmarks time it alone."""
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model(batch)
         loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), batch.labels)
         if self.config.embedding_l2:
