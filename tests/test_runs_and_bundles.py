@@ -155,7 +155,7 @@ def test_a_bundle_missing_or_foreign_is_one_line(cli, copied_run, tmp_path):
 
 
 def test_a_damaged_checkpoint_is_one_line_on_resume(cli, frappe_run, tmp_path):
-    from slimctr.training.trainer import Callback
+    from slimctr.training.callbacks import Callback
 
     class StopInSecondEpoch(Callback):
         def on_epoch_start(self, trainer):
@@ -181,7 +181,7 @@ def slimctr_train(data, out, config, progress):
 def test_unfinished_and_failed_runs_are_refused_and_a_failed_one_can_be_rerun(
     cli, frappe_run, tmp_path
 ):
-    from slimctr.training.trainer import Callback
+    from slimctr.training.callbacks import Callback
 
     class Interrupt(Callback):
         def on_step_end(self, trainer, batch, loss):
@@ -303,7 +303,7 @@ def test_bundles_this_version_cannot_read_are_refused(frappe_run, tmp_path, chan
 
 
 def test_leftovers_of_a_killed_run_are_removed_by_the_next(cli, frappe_run, tmp_path):
-    from slimctr.training.trainer import Callback
+    from slimctr.training.callbacks import Callback
 
     class Interrupt(Callback):
         def on_epoch_start(self, trainer):

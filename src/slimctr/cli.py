@@ -438,6 +438,8 @@ def _train(args: argparse.Namespace) -> int:
     )
     progress = None if args.json else ProgressBar(title=config.model_name)
     metrics = run.train(args.data, args.out, config, resume=args.resume, progress=progress)
+    if os.environ.get("RANK", "0") != "0":  # started by torchrun: rank 0 reports for all
+        return 0
     text = (
         f"{args.out}: {config.model_name}, best epoch {metrics['best_epoch']}, "
         f"valid AUC {metrics['valid']['auc']:.4f} logloss {metrics['valid']['logloss']:.4f}, "

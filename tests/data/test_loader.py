@@ -93,3 +93,33 @@ def test_drop_last_and_the_epoch_counter(store):
     assert sizes == [64, 64, 64] and len(loader) == 3  # 200 rows
     assert loader.epoch == 1
     assert np.sum([len(b) for b in BatchLoader(store, "valid", batch_size=64)]) == 200
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_shards_split_every_global_batch(store, shuffle):
+    """Data parallelism: the parts of each global batch are that batch; when shuffling, a tail
+    batch smaller than the number of parts is skipped, so no part is empty."""
+    kwargs = {"batch_size": 9, "shuffle": shuffle, "seed": 3}
+    whole = [_rows(b, store) for b in BatchLoader(store, "train", **kwargs)]
+    parts = [
+        [_rows(b, store) for b in BatchLoader(store, "train", shard=(i, 3), **kwargs)]
+        for i in range(3)
+    ]
+    rows = len(store.split("train"))
+    assert rows % 9 == 7 and rows == 1600  # a tail batch of 7 rows
+    kept = whole
+    assert all(len(p) == len(kept) for p in parts)
+    for b, batch in enumerate(kept):
+        assert sorted(r for part in parts for r in part[b]) == sorted(batch)
+        assert [len(part[b]) for part in parts] == [len(x) for x in np.array_split(batch, 3)]
+    if not shuffle:  # which store rows each part holds, to put gathered scores back in order
+        loader = BatchLoader(store, "train", shard=(1, 3), **kwargs)
+        every = np.concatenate([loader.rows_of(i) for i in range(3)])
+        assert len(loader.rows_of(1)) == sum(map(len, parts[1]))
+        assert np.array_equal(np.sort(every), np.arange(rows))
+
+
+def test_a_tail_smaller_than_the_parts_is_skipped_only_when_shuffling(store):
+    for shuffle, sizes in ((True, [533]), (False, [533, 0])):
+        loader = BatchLoader(store, "train", batch_size=1599, shuffle=shuffle, shard=(2, 3))
+        assert [len(b) for b in loader] == sizes  # the tail of 1 row: parts of 1, 0 and 0

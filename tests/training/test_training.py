@@ -15,7 +15,8 @@ from slimctr.errors import SlimctrError
 from slimctr.runconfig import build_model, resolve_config
 from slimctr.rundir import RunDir, RunState
 from slimctr.training import run
-from slimctr.training.trainer import Callback, Trainer
+from slimctr.training.callbacks import Callback
+from slimctr.training.trainer import Trainer
 
 FAST = [
     "model.hidden_dims=[32,32]",

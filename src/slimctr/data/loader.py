@@ -24,6 +24,11 @@ class BatchLoader:
     With ``shuffle``, epoch ``e`` is drawn from ``numpy.random.default_rng([seed, e])``, so a run is
     reproducible and can resume at any epoch; call ``set_epoch`` before iterating (it advances by
     itself after each full pass).
+
+    ``shard=(index, count)`` (data parallelism): every global batch of ``batch_size`` rows is cut
+    into ``count`` parts (``np.array_split``) and only part ``index`` is yielded. When shuffling
+    (training), a global batch of fewer than ``count`` rows is skipped, so no part is empty;
+    otherwise parts may be empty, and ``rows_of`` says which rows each part holds.
     """
 
     def __init__(
@@ -37,9 +42,13 @@ class BatchLoader:
         drop_last: bool = False,
         block_rows: int = 256,
         window_blocks: int = 64,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
+        self.shard = shard
         self.range = store.split(split)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -60,11 +69,23 @@ class BatchLoader:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[Batch]:
-        order = self._row_order()
+        for rows in self._parts(self._row_order(), self.shard[0]):
+            yield self.gather(np.sort(rows))
+        self.epoch += 1
+
+    def rows_of(self, index: int) -> np.ndarray:
+        """The rows that shard part ``index`` yields in one pass, in order (unshuffled loaders)."""
+        return np.concatenate([np.sort(rows) for rows in self._parts(self._row_order(), index)])
+
+    def _parts(self, order: np.ndarray, index: int) -> Iterator[np.ndarray]:
+        """Part ``index`` of every global batch of ``order``."""
+        count = self.shard[1]
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         for start in range(0, stop, self.batch_size):
-            yield self.gather(np.sort(order[start : start + self.batch_size]))
-        self.epoch += 1
+            rows = order[start : start + self.batch_size]
+            if count > 1 and self.shuffle and len(rows) < count:
+                continue
+            yield rows if count == 1 else np.array_split(rows, count)[index]
 
     def _row_order(self) -> np.ndarray:
         """Row numbers of the whole epoch, in visiting order."""

@@ -7,6 +7,7 @@ model bundle of a finished run (or an exported bundle), which is all that ``pred
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Sequence
@@ -24,7 +25,9 @@ from slimctr.files import exclusive, publish, remove_leftovers, staging_dir
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.runconfig import RunConfig, build_model
 from slimctr.rundir import RunDir, RunState, versions
-from slimctr.training.trainer import Callback, Checkpoint, Trainer, resolve_precision, score
+from slimctr.training.callbacks import Callback
+from slimctr.training.distributed import World
+from slimctr.training.trainer import Checkpoint, Trainer, resolve_precision, score
 
 
 def train(
@@ -41,32 +44,55 @@ def train(
     A new or failed ``out`` gets a fresh run. With ``resume``, an unfinished run there is
     continued from its last finished epoch and a finished one is reused (its metrics returned),
     both only if they were started with ``config`` on this store; without it they are refused.
-    ``plan`` (a dimension plan's JSON data) is recorded in the run.
+    ``plan`` (a dimension plan's JSON data) is recorded in the run. Started by torchrun, every
+    rank trains its share and rank 0 alone writes (``slimctr.training.distributed``).
     """
+    world = World.from_env()
     store = open_store(data_dir)
     run = RunDir(out)
-    with run.lock():
+    with run.lock() if world.rank == 0 else contextlib.nullcontext():
+        decided = _decide(run, store, config, resume, plan) if world.rank == 0 else None
+        state, found = world.broadcast(decided)
+        if state == "error":
+            raise SlimctrError(found)
+        if state is RunState.FINISHED:
+            return dict(found)
+        # read before training: a damaged checkpoint is an error, not a failure of the run
+        checkpoint = run.checkpoint() if state is RunState.STARTED else None
+        trained = replace(config, train=replace(config.train, precision=run.precision()))
+        try:
+            metrics = _fit(run, store, trained, progress, checkpoint, world)
+        except Exception as error:  # an interrupt (not an Exception) leaves it resumable
+            if world.rank == 0:
+                run.fail(str(error) if isinstance(error, SlimctrError) else repr(error))
+            raise
+        world.broadcast(None)  # the other ranks return once rank 0 has written the run
+        return metrics
+
+
+def _decide(
+    run: RunDir, store: Store, config: RunConfig, resume: bool, plan: dict[str, Any] | None
+) -> tuple[Any, Any]:
+    """Rank 0's decision, for every rank: train (a new run, or resume one), reuse a finished run
+    (with its metrics), or an error message."""
+    try:
         state = run.state
         if state in (RunState.STARTED, RunState.FINISHED):
             if not resume:
                 hint = "continue it" if state is RunState.STARTED else "reuse it"
                 raise SlimctrError(
-                    f"{out} already holds a {state} run ({hint} with --resume, or give another "
-                    "--out)"
+                    f"{run.path} already holds a {state} run ({hint} with --resume, or give "
+                    "another --out)"
                 )
             run.check_continues(config, store)
             if state is RunState.FINISHED:
-                return run.metrics()
+                return state, run.metrics()
         else:
-            run.start(config, store, precision=resolve_precision(config.train.precision), plan=plan)
-        # read before training: a damaged checkpoint is an error, not a failure of the run
-        checkpoint = run.checkpoint() if state is RunState.STARTED else None
-        trained = replace(config, train=replace(config.train, precision=run.precision()))
-        try:
-            return _fit(run, store, trained, progress, checkpoint)
-        except Exception as error:  # an interrupt (not an Exception) leaves it resumable
-            run.fail(str(error) if isinstance(error, SlimctrError) else repr(error))
-            raise
+            precision = resolve_precision(config.train.precision)
+            run.start(config, store, precision=precision, plan=plan)
+        return state, None
+    except SlimctrError as error:
+        return "error", str(error)
 
 
 def _fit(
@@ -75,11 +101,16 @@ def _fit(
     config: RunConfig,
     progress: Callback | None,
     checkpoint: dict[str, Any] | None,
+    world: World,
 ) -> dict[str, Any]:
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    cores_per_rank = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(config.threads or max(cores_per_rank, 1))
     model = build_model(config, store.schema)
-    callbacks = [*([progress] if progress else []), Checkpoint(run.save_checkpoint)]
-    trainer = Trainer(model, store, config.train, seed=config.seed, callbacks=callbacks)
+    writers = [*([progress] if progress else []), Checkpoint(run.save_checkpoint)]
+    callbacks = writers if world.rank == 0 else []
+    trainer = Trainer(
+        model, store, config.train, seed=config.seed, callbacks=callbacks, world=world
+    )
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)
     result = trainer.fit()
@@ -93,6 +124,7 @@ def _fit(
         "train_samples_per_s": sum(h["train_samples_per_s"] for h in history) / len(history),
         "seed": config.seed,
         "precision": config.train.precision,
+        "processes": world.size,
     }
 
     def bundle(folder: Path) -> None:
@@ -105,7 +137,8 @@ def _fit(
             versions=versions(),
         )
 
-    run.finish(history, metrics, bundle)
+    if world.rank == 0:
+        run.finish(history, metrics, bundle)
     return metrics
 
 

@@ -39,6 +39,8 @@ from slimctr.data.loader import BatchLoader
 from slimctr.data.store import Store
 from slimctr.errors import SlimctrError
 from slimctr.nn.embedding import set_sparse_gradients
+from slimctr.training.callbacks import Callback
+from slimctr.training.distributed import ALONE, DataParallel, World
 from slimctr.training.metrics import auc, logloss_from_logits
 
 
@@ -133,31 +135,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class Callback:
-    """Acts inside ``Trainer.fit``; every hook does nothing unless a subclass overrides it.
-
-    Hooks run in the order the callbacks were given. A hook may read and change the trainer: its
-    ``model``, ``optimizers``, ``epoch``, ``best_epoch``, ``history``, and ``stop`` (set it to end
-    training after the current epoch).
-    """
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        """Before the first epoch of this ``fit`` (after ``load_state_dict`` when resuming)."""
-
-    def on_epoch_start(self, trainer: Trainer) -> None:
-        """Before the first batch of epoch ``trainer.epoch`` (0-based)."""
-
-    def on_step_end(self, trainer: Trainer, batch: Batch, loss: float) -> None:
-        """After the optimiser step on ``batch``; ``loss`` is that batch's training loss."""
-
-    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        """After validation; ``record`` is the epoch's history entry, ``trainer.epoch`` already
-        counts the epoch as done."""
-
-    def on_fit_end(self, trainer: Trainer) -> None:
-        """After the last epoch, before the best weights are restored."""
-
-
 class EarlyStopping(Callback):
     """Stop once ``patience`` epochs have passed without a new best validation AUC.
 
@@ -202,12 +179,20 @@ class Trainer:
         *,
         seed: int,
         callbacks: Sequence[Callback] = (),
+        world: World = ALONE,
     ) -> None:
         self.model = model
         self.store = store
         self.config = config
         self.seed = seed
-        self.callbacks = [*callbacks, EarlyStopping(config.early_stopping_patience)]
+        self.world = world
+        parallel = [DataParallel(world)] if world.size > 1 else []
+        self.callbacks = [*parallel, *callbacks, EarlyStopping(config.early_stopping_patience)]
+        if world.size > 1 and config.sparse_embeddings:
+            raise SlimctrError(
+                "train.sparse_embeddings cannot run on several processes (sparse gradients are "
+                "not summed across them): set it to false"
+            )
         self.bf16 = resolve_precision(config.precision) == "bf16"
         if len(store.split("valid")) == 0:
             raise SlimctrError(
@@ -232,7 +217,12 @@ class Trainer:
         ]
         self.embedding_tables = embedding
         self.loader = BatchLoader(
-            store, "train", batch_size=config.batch_size, shuffle=True, seed=seed
+            store,
+            "train",
+            batch_size=config.batch_size,
+            shuffle=True,
+            seed=seed,
+            shard=(world.rank, world.size),
         )
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": -1, "auc": -math.inf, "state": None}
@@ -267,6 +257,7 @@ class Trainer:
             split,
             batch_size=self.config.eval_batch_size,
             bf16=self.bf16,
+            world=self.world,
         )
 
     def step(self, batch: Batch) -> float:
@@ -281,6 +272,7 @@ class Trainer:
             penalty = sum(table.pow(2).sum() for table in self.embedding_tables)
             loss = loss + self.config.embedding_l2 / 2 * penalty
         loss.backward()
+        self._call("on_before_optimizer_step", batch)
         if self.config.grad_clip_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm)
         for optimizer in self.optimizers:
@@ -313,12 +305,13 @@ class Trainer:
     def _train_epoch(self) -> float:
         self.model.train()
         self.loader.set_epoch(self.epoch)
-        total, count = 0.0, 0
+        total, count = 0.0, 0.0
         for batch in self.loader:
             loss = self.step(batch)
             total, count = total + loss * len(batch), count + len(batch)
             self._call("on_step_end", batch, loss)
-        return total / max(count, 1)
+        total, count = self.world.sum(total, count)  # the mean over every rank's rows
+        return total / max(count, 1.0)
 
     def _after_epoch(self, loss: float, valid: dict[str, float], seconds: float) -> dict[str, Any]:
         improved = valid["auc"] > self.best["auc"]
@@ -346,14 +339,28 @@ class Trainer:
 
 
 def score(
-    model: nn.Module, store: Store, split: str, *, batch_size: int = 16384, bf16: bool = False
+    model: nn.Module,
+    store: Store,
+    split: str,
+    *,
+    batch_size: int = 16384,
+    bf16: bool = False,
+    world: World = ALONE,
 ) -> dict[str, float]:
-    """AUC and logloss of ``model`` on one split of ``store`` (NaN for an empty split)."""
+    """AUC and logloss of ``model`` on one split of ``store`` (NaN for an empty split).
+
+    With several processes, each scores its share of every batch and the scores are gathered
+    back into row order, so the metrics are over all rows, the same on every rank.
+    """
     rows = store.split(split)
     if len(rows) == 0:
         return {"auc": math.nan, "logloss": math.nan}
-    batches = BatchLoader(store, split, batch_size=batch_size)
-    logits = predict_logits(model, batches, len(rows), bf16=bf16)
+    shard = (world.rank, world.size)
+    batches = BatchLoader(store, split, batch_size=batch_size, shard=shard)
+    logits = world.gather(predict_logits(model, batches, bf16=bf16))
+    if world.size > 1:  # gathered part by part: put every score back at its row
+        order = np.concatenate([batches.rows_of(part) for part in range(world.size)])
+        logits = logits[np.argsort(order, kind="stable")]
     return auc_logloss(
         store.labels()[rows.start : rows.stop], logits, f"the {split} split of {store.path}"
     )
@@ -373,6 +380,8 @@ def predict_logits(
     scores = np.empty(rows or 0, dtype=np.float64)
     done = 0
     for batch in batches:
+        if len(batch) == 0:  # a data-parallel share of a batch smaller than the world
+            continue
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(batch).float().numpy()
         if rows is None:
