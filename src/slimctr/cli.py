@@ -113,9 +113,20 @@ def _build_parser() -> _Parser:
     p.set_defaults(run=_datasets)
 
     p = commands.add_parser(
-        "synth", help="write the synthetic default dataset and its ground truth"
+        "synth", help="write a synthetic dataset (the default or a preset) and its ground truth"
     )
-    p.add_argument("--rows", type=int, default=SyntheticConfig.rows, metavar="N")
+    p.add_argument(
+        "--preset",
+        choices=("criteo",),
+        help="criteo: Criteo's 39 table sizes at 45M rows (with prepare --min-count 10), "
+        "signal in large fields too",
+    )
+    p.add_argument(
+        "--rows",
+        type=int,
+        metavar="N",
+        help=f"default {SyntheticConfig.rows:,} ({SyntheticConfig.criteo().rows:,} with a preset)",
+    )
     p.add_argument(
         "--out",
         required=True,
@@ -123,8 +134,12 @@ def _build_parser() -> _Parser:
         metavar="FILE",
         help=".parquet, .csv or .tsv (optionally .gz); the truth goes to FILE.truth.json",
     )
-    p.add_argument("--numeric", type=int, default=SyntheticConfig.num_numeric, metavar="N")
-    p.add_argument("--categorical", type=int, default=SyntheticConfig.num_categorical, metavar="N")
+    p.add_argument(
+        "--numeric", type=int, metavar="N", help=f"default {SyntheticConfig.num_numeric}"
+    )
+    p.add_argument(
+        "--categorical", type=int, metavar="N", help=f"default {SyntheticConfig.num_categorical}"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_synth)
@@ -382,13 +397,17 @@ def _datasets(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    shape = {"num_numeric": args.numeric, "num_categorical": args.categorical}
+    given = {name: value for name, value in shape.items() if value is not None}
+    if args.preset and given:
+        flag = "--" + next(iter(given)).removeprefix("num_")
+        raise SlimctrError(f"{flag} conflicts with --preset {args.preset}, which sets it")
+    rows = {} if args.rows is None else {"rows": args.rows}  # else the preset's default
     try:
-        config = SyntheticConfig(
-            rows=args.rows,
-            num_numeric=args.numeric,
-            num_categorical=args.categorical,
-            seed=args.seed,
-        )
+        if args.preset == "criteo":
+            config = SyntheticConfig.criteo(**rows, seed=args.seed)
+        else:
+            config = SyntheticConfig(**rows, **given, seed=args.seed)
     except ValueError as exc:
         raise SlimctrError(str(exc)) from None
     started = time.perf_counter()

@@ -1,7 +1,10 @@
 """The synthetic default: deterministic, Criteo-shaped, and its planted truth really holds."""
 
 import gzip
+import hashlib
+import itertools
 import re
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from slimctr.data import synthetic
+from slimctr.data.encode import criteo_bucket
 from slimctr.data.synthetic import (
     SUFFIXES,
     GroundTruth,
     SyntheticConfig,
+    expected_kept_values,
     generate,
     write_synthetic,
 )
@@ -261,6 +266,11 @@ def test_failure_midway_leaves_no_file_behind(tmp_path, monkeypatch):
         ({"interaction_rank": 0}, "interaction_rank"),
         ({"cardinalities": (10,) * 25}, "cardinalities"),
         ({"cardinalities": (1,) + (10,) * 25}, "cardinalities"),
+        ({"numeric_buckets": (10,) * 13}, "numeric_buckets needs sized_for_rows"),
+        ({"numeric_buckets": (10,) * 12, "sized_for_rows": 10**6}, "numeric_buckets"),
+        ({"numeric_buckets": (3,) * 13, "sized_for_rows": 10**6}, "numeric_buckets"),
+        ({"sized_for_rows": 0}, "sized_for_rows"),
+        ({"sized_for_rows": 1_000_000}, "cardinalities must be <= 25,333"),
     ],
 )
 def test_bad_config_raises_naming_the_field(overrides, field):
@@ -286,3 +296,140 @@ def test_degenerate_config_without_planted_terms_still_generates():
     truth, batches = generate(config)
     assert truth.important_fields == () and truth.pairs == () and truth.triples == ()
     assert pa.Table.from_batches(list(batches)).num_rows == 100
+
+
+def test_default_output_is_unchanged(tmp_path):
+    """The demo, the tests and the committed studies rest on these exact rows."""
+    write_synthetic(SyntheticConfig(rows=5_000), tmp_path / "default.csv")
+    digest = hashlib.sha256((tmp_path / "default.csv").read_bytes()).hexdigest()
+    assert digest == "b975b18dddb9c65978cc91f3638171b06496e2b60b6d868a081834fa3a3514b2"
+
+
+CRITEO_SMALL = SyntheticConfig.criteo(rows=100_000)
+
+
+@pytest.fixture(scope="module")
+def criteo_sample() -> tuple[GroundTruth, pa.Table]:
+    truth, batches = generate(CRITEO_SMALL)
+    return truth, pa.Table.from_batches(list(batches))
+
+
+def test_criteo_preset_gives_criteo_tables_at_45m_rows():
+    config = SyntheticConfig.criteo()
+    assert config.rows == 45_000_000 and config.sized_for_rows == 45_000_000
+    expected = expected_kept_values(config)  # fast: no row is drawn
+    tables = np.array([expected[name] + 1 for name in config.numeric_columns])  # + OOV row
+    tables = np.append(tables, [expected[name] + 1 for name in config.categorical_columns])
+    np.testing.assert_allclose(tables, synthetic.CRITEO_TABLE_SIZES, atol=0.1)
+    assert abs(tables.sum() - 1_086_810) < 1
+
+
+def test_criteo_preset_keeps_the_expected_values_at_fewer_rows(criteo_sample):
+    """Counting values seen MIN_COUNT times in 80% of the rows, as prepare does."""
+    truth, table = criteo_sample
+    train = table.slice(0, int(synthetic.TRAIN_SHARE * table.num_rows))
+    expected = expected_kept_values(truth.config)
+    for name in truth.config.numeric_columns + truth.config.categorical_columns:
+        values = train[name].combine_chunks()
+        if name.startswith("I"):
+            values = criteo_bucket(np.asarray(values, dtype=np.float64))
+        counts = values.value_counts().field("counts").to_numpy()
+        kept = int((counts >= synthetic.MIN_COUNT).sum())
+        assert abs(kept - expected[name]) <= 4 * np.sqrt(expected[name]) + 1, name
+    assert expected["C3"] < CRITEO_SMALL.cardinalities[2] / 50  # a sample keeps far fewer
+
+
+@pytest.mark.parametrize("buckets", [4, 8, 49, 223, 400])
+def test_bucket_starts_agree_with_prepares_bucketing(buckets):
+    starts = synthetic._bucket_starts(buckets)
+    assert len(starts) == buckets
+    got = pa.chunked_array([criteo_bucket(starts), criteo_bucket(starts[1:] - 1)])
+    assert got.to_pylist() == list(range(-2, buckets - 2)) + list(range(-2, buckets - 3))
+
+
+def test_criteo_preset_caps_numeric_fields_at_their_last_bucket(criteo_sample):
+    truth, table = criteo_sample
+    for name, count in zip(truth.config.numeric_columns, CRITEO_SMALL.numeric_buckets, strict=True):
+        top = synthetic._bucket_starts(count)[-1]
+        assert pc.max(table[name]).as_py() <= top, name
+
+
+def per_id_rate_auc(values: pa.ChunkedArray, labels: np.ndarray, train_rows: int) -> float:
+    """Held-out AUC of each id's click rate in the first ``train_rows`` rows (shrunk to the
+    mean by 20 pseudo-rows; unseen ids get the mean)."""
+    ids = pc.dictionary_encode(values).combine_chunks().indices.to_numpy()
+    seen = np.bincount(ids[:train_rows], minlength=ids.max() + 1)
+    clicks = np.bincount(ids[:train_rows], weights=labels[:train_rows], minlength=ids.max() + 1)
+    mean = labels[:train_rows].mean()
+    rate = (clicks + 20 * mean) / (seen + 20)
+    return auc(labels[train_rows:], rate[ids[train_rows:]])
+
+
+def test_criteo_preset_plants_learnable_signal_in_a_large_field(criteo_sample):
+    truth, table = criteo_sample
+    cards = dict(zip(CRITEO_SMALL.categorical_columns, CRITEO_SMALL.cardinalities, strict=True))
+    planted = [name for name in truth.important_fields if name in cards]
+    unplanted = [name for name in truth.unimportant_fields if name in cards]
+    large = max(planted, key=cards.__getitem__)
+    assert cards[large] > 100_000
+    assert any(large in pair for pair in truth.pairs)
+    assert all(
+        any(name in pair for pair in truth.pairs)
+        for name in planted
+        if cards[name] > synthetic.MAX_IMPORTANT_CARDINALITY
+    )
+    labels = table["label"].to_numpy().astype(np.int64)
+    train_rows = int(0.8 * table.num_rows)
+    assert per_id_rate_auc(table[large], labels, train_rows) > 0.525
+    control = max(unplanted, key=cards.__getitem__)  # as large, no signal
+    assert abs(per_id_rate_auc(table[control], labels, train_rows) - 0.5) < 0.015
+
+
+def test_criteo_preset_is_deterministic_whatever_the_chunk_size(tmp_path):
+    config = SyntheticConfig.criteo(rows=3_000, seed=4)
+    first = write_synthetic(config, tmp_path / "a.csv")
+    second = write_synthetic(config, tmp_path / "b.csv", chunk_rows=701)
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert first == second == GroundTruth.from_json(tmp_path / "a.csv.truth.json")
+    write_synthetic(SyntheticConfig.criteo(rows=3_000, seed=5), tmp_path / "c.csv")
+    assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "c.csv").read_bytes()
+
+
+def test_memory_is_bounded_by_the_fields_not_the_rows():
+    """The plan holds a few numbers per kept id, whatever the rows; rare ids have no table; and
+    drawing more chunks allocates nothing that stays."""
+    plan, _ = synthetic._draw_plan(SyntheticConfig.criteo())
+    arrays = [*plan.laws, *(a for pair in plan.alias_tables for a in pair)]
+    arrays += [table for term in plan.tables for table in term]
+    per_id = sum(a.nbytes for a in arrays) / (sum(CRITEO_SMALL.cardinalities) + 26)
+    assert per_id < 64
+    assert max(len(law) for law in plan.laws) == max(CRITEO_SMALL.cardinalities) + 1
+    _, batches = generate(SyntheticConfig.criteo(), chunk_rows=20_000)  # 45M rows, lazily
+    tracemalloc.start()
+    try:
+        for _ in itertools.islice(batches, 2):
+            pass
+        _, early = tracemalloc.get_traced_memory()
+        for _ in itertools.islice(batches, 6):
+            pass
+        _, late = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert early < 100 * 2**20 and late < 1.1 * early
+
+
+def test_synth_cli_writes_the_criteo_preset_and_refuses_conflicting_flags(cli, tmp_path):
+    out = tmp_path / "criteo.parquet"
+    result = cli("synth", "--preset", "criteo", "--rows", 2_000, "--out", out, "--json")
+    assert result.code == 0, result.err
+    truth = GroundTruth.from_json(tmp_path / "criteo.parquet.truth.json")
+    assert truth.config == SyntheticConfig.criteo(rows=2_000)
+    assert pq.read_metadata(out).num_rows == 2_000
+    for flag in ("--numeric", "--categorical"):
+        result = cli("synth", "--preset", "criteo", flag, 3, "--out", tmp_path / "x.csv")
+        assert result.code == 1
+        assert (
+            result.err == f"slimctr: error: {flag} conflicts with --preset criteo, which sets it\n"
+        )
+    assert not (tmp_path / "x.csv").exists()
+    assert cli("synth", "--numeric", 3, "--rows", 100, "--out", tmp_path / "d.csv").code == 0

@@ -23,7 +23,33 @@ mean given any proper subset of its fields: it carries no first-order signal. On
 sample, the scale of w, alpha, beta and |gamma| are set so that the first-order, pair, triple and
 numeric parts have standard deviations ``FIRST_ORDER_STD``, ``PAIR_STD``, ``TRIPLE_STD`` and
 ``NUMERIC_STD`` (split evenly over their terms), then ``bias`` is bisected so that the mean of
-sigmoid(logit) is ``positive_rate``. The other fields have no effect on the label.
+sigmoid(logit) is ``positive_rate``. The other fields have no effect on the label. By default only
+fields of at most ``MAX_IMPORTANT_CARDINALITY`` ids are planted, one per cardinality stratum: at
+500k rows larger fields are too sparse to learn.
+
+Sized laws (``sized_for_rows`` = R): the laws are shaped so that, at R rows, `prepare --min-count
+10` keeps a known number of values, a value being kept when it occurs ``MIN_COUNT`` = 10 times in
+the training share (``TRAIN_SHARE`` = 0.8) of the rows.
+
+- Categorical field f: its K_f ids are exactly its kept values. Its Zipf exponent is the steepest,
+  at most ``zipf_exponent``, under which its rarest id still expects ``KEPT_MIN_EXPECTED`` = 30
+  occurrences in 0.8 R rows: each id is kept but for a chance of P(Poisson(30) < 10) = 7e-6.
+- Rare ids: fields of at least ``RARE_FROM`` ids give ``RARE_SHARE`` of their rows to rare ids,
+  drawn uniformly from so many that each expects ``RARE_MAX_EXPECTED`` = 0.5 occurrences; none
+  reaches 10 (P = 2e-10), so they become the OOV id, as Criteo's long tail does.
+- Numeric field j: the Lomax count above, capped at the first count of bucket
+  B_j = ``numeric_buckets[j]`` - 3 of Criteo's floor(ln(c)^2) for c > 2 (else c - 2), so that
+  exactly the buckets -2..B_j occur. Its scale makes its rarest bucket as frequent as it can be.
+
+A sample of fewer rows keeps fewer values, as a sample of Criteo would; ``expected_kept_values``
+gives the expectation at any row count.
+
+Signal in large fields (``signal_in_large_fields``): any field may be planted, and each planted
+field above ``MAX_IMPORTANT_CARDINALITY`` ids also joins a pair. Its tables hold one entry per
+kept id plus one shared by all its rare ids (as a model's OOV row is), so an id carries signal in
+proportion to its rows: a model learns the field from its frequent ids, and its rare ids' shared
+value in the OOV row.
+``SyntheticConfig.criteo()`` is the preset built from these: Criteo's 39 table sizes.
 
 Determinism: each column owns a PCG64 stream keyed by (seed, role, column) and advanced to the
 chunk's first row, so the rows depend on the seed alone, never on the chunk size.
@@ -48,20 +74,36 @@ import pyarrow.parquet as pq
 
 from slimctr.files import atomic_path
 
-MAX_IMPORTANT_CARDINALITY = 5_000  # larger fields stay unimportant: too sparse to learn
+MAX_IMPORTANT_CARDINALITY = 5_000  # by default larger fields stay unimportant
 CALIBRATION_ROWS = 200_000
 FIRST_ORDER_STD, PAIR_STD, TRIPLE_STD, NUMERIC_STD = 1.4, 0.9, 0.6, 0.3
 GZIP_LEVEL = 1  # level 6 takes ~3x the time for a ~15% smaller file
 SUFFIXES = (".parquet", ".csv", ".tsv", ".csv.gz", ".tsv.gz")
+# the protocol sized laws target: Criteo's min count over prepare's default training share
+TRAIN_SHARE, MIN_COUNT = 0.8, 10
+KEPT_MIN_EXPECTED, RARE_MAX_EXPECTED = 30.0, 0.5  # far enough either side of MIN_COUNT
+RARE_SHARE, RARE_FROM = 0.05, 1_000  # a choice: small Criteo fields have no long tail
+# gdcn.md section 4.7: Criteo's table sizes after min count 10, OOV row included, I1..I13, C1..C26
+CRITEO_TABLE_SIZES = (
+    *(49, 101, 126, 45, 223, 118, 84, 76, 95, 9, 30, 40, 75),
+    *(1458, 555, 193949, 138801, 306, 19, 11970, 634, 4, 42646, 5178, 192773, 3175, 27),
+    *(11422, 181075, 11, 4654, 2032, 5, 189657, 18, 16, 59697, 86, 45571),
+)
+CRITEO_ROWS = 45_000_000
 _PARAMS, _CALIBRATION, _CAT_IDS, _CAT_MISSING, _NUM_VALUES, _NUM_MISSING, _LABELS = range(7)
+_CAT_RARE = 7
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+# the 4 hex digits of each 16-bit value as one uint32: a token is two lookups
+_QUADS = _HEX[(np.arange(2**16)[:, None] >> np.arange(12, -1, -4)) & 15].view(np.uint32).ravel()
 
 
 @dataclass(frozen=True, kw_only=True)
 class SyntheticConfig:
     """Shape of the table and of its planted model (see the module docstring).
 
-    ``cardinalities`` defaults to ``num_categorical`` log-spaced values from 4 to 100,000.
+    ``cardinalities`` defaults to ``num_categorical`` log-spaced values from 4 to 100,000; with
+    ``sized_for_rows`` they count the ids kept at that many rows (rare ids come on top), and
+    ``numeric_buckets`` (optional) the Criteo buckets of each numeric field.
     ``num_important`` counts categorical fields, ``num_important_numeric`` numeric ones.
     """
 
@@ -78,6 +120,25 @@ class SyntheticConfig:
     interaction_rank: int = 4
     positive_rate: float = 0.25
     seed: int = 0
+    sized_for_rows: int | None = None
+    numeric_buckets: tuple[int, ...] | None = None
+    signal_in_large_fields: bool = False
+
+    @classmethod
+    def criteo(cls, rows: int = CRITEO_ROWS, seed: int = 0) -> SyntheticConfig:
+        """Criteo's shape: at 45M rows, `prepare --min-count 10` gives the 39 tables of
+        ``CRITEO_TABLE_SIZES`` (kept values + 1 OOV row); fewer rows keep fewer values. Large
+        fields carry signal. No missing values: a missing token would add a value to a table."""
+        kept = [size - 1 for size in CRITEO_TABLE_SIZES]
+        return cls(
+            rows=rows,
+            seed=seed,
+            cardinalities=tuple(kept[13:]),
+            numeric_buckets=tuple(kept[:13]),
+            missing_rate=0.0,
+            sized_for_rows=CRITEO_ROWS,
+            signal_in_large_fields=True,
+        )
 
     def __post_init__(self) -> None:
         for name in (
@@ -117,6 +178,34 @@ class SyntheticConfig:
             len(cards) == self.num_categorical and all(2 <= c <= 10**8 for c in cards),
             f"cardinalities must hold num_categorical={self.num_categorical} values in "
             f"[2, 1e8], got {cards}",
+        )
+        self._check_sizing(cards)
+
+    def _check_sizing(self, cards: tuple[int, ...]) -> None:
+        if self.numeric_buckets is not None:
+            buckets = tuple(int(b) for b in self.numeric_buckets)
+            object.__setattr__(self, "numeric_buckets", buckets)
+            _check(
+                self.sized_for_rows is not None,
+                "numeric_buckets needs sized_for_rows (the rows the buckets are sized for)",
+            )
+            _check(
+                len(buckets) == self.num_numeric and all(4 <= b <= 400 for b in buckets),
+                f"numeric_buckets must hold num_numeric={self.num_numeric} values in "
+                f"[4, 400], got {buckets}",
+            )
+        if self.sized_for_rows is None:
+            return
+        _check(
+            1 <= self.sized_for_rows <= 10**10,
+            f"sized_for_rows must be in [1, 1e10], got {self.sized_for_rows}",
+        )
+        largest = max(cards, default=2)
+        limit = _head_rows(self.sized_for_rows, largest) / KEPT_MIN_EXPECTED
+        _check(
+            largest <= limit,
+            f"cardinalities must be <= {limit:,.0f} for sized_for_rows={self.sized_for_rows} "
+            f"(each id is to occur {KEPT_MIN_EXPECTED:.0f} times), got {largest}",
         )
 
     @property
@@ -230,6 +319,48 @@ def write_synthetic(
     return truth
 
 
+def expected_kept_values(
+    config: SyntheticConfig, rows: int | None = None, *, min_count: int = MIN_COUNT
+) -> dict[str, float]:
+    """Expected number of values of each column that occur at least ``min_count`` times in the
+    training share (``TRAIN_SHARE``) of ``rows`` rows (default ``config.rows``): what `prepare
+    --min-count` keeps, numeric columns as Criteo buckets, a missing token included. A table then
+    has one more row (OOV) in gdcn.md's count, two (PAD, OOV) in slimctr's ``vocab_size``."""
+    plan, _ = _draw_plan(config)
+    train_rows = TRAIN_SHARE * (config.rows if rows is None else rows)
+
+    def kept(probabilities: np.ndarray, planted: bool, values: np.ndarray | None = None) -> float:
+        """Expected kept values, ``values[i]`` of them with probability ``probabilities[i]``."""
+        present = 1.0 if planted else 1 - config.missing_rate
+        missing = _poisson_at_least(np.array([train_rows * (1 - present)]), min_count)
+        each = _poisson_at_least(train_rows * present * probabilities, min_count)
+        return float(each @ (np.ones_like(each) if values is None else values) + missing.sum())
+
+    result = {}
+    for j, name in enumerate(config.numeric_columns):
+        starts = _bucket_starts(int(_bucket(plan.caps[j])) + 3)
+        law = _bucket_law(starts, plan.shapes[j], plan.scales[j])
+        result[name] = kept(law, j in plan.effects)
+    for f, name in enumerate(config.categorical_columns):
+        law, values = plan.laws[f].copy(), np.ones(len(plan.laws[f]))
+        if plan.rare_ids[f]:  # the last entry is shared evenly by the rare ids
+            law[-1] /= plan.rare_ids[f]
+            values[-1] = plan.rare_ids[f]
+        result[name] = kept(law, f in plan.important, values)
+    return result
+
+
+def _poisson_at_least(means: np.ndarray, count: int) -> np.ndarray:
+    """P(X >= count) for X ~ Poisson(mean): how often a value of small probability occurs in many
+    rows (binomial, and close to Poisson)."""
+    term = np.exp(-means)
+    below = term.copy()
+    for k in range(1, count):
+        term = term * means / k
+        below += term
+    return np.clip(1 - below, 0.0, 1.0)
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
@@ -272,60 +403,106 @@ def _schema(config: SyntheticConfig, include_logits: bool) -> pa.Schema:
 
 @dataclass
 class _Plan:
-    """What is drawn once per config: id laws, vocabularies and the planted model."""
+    """What is drawn once per config: id laws, token salts and the planted model."""
 
     config: SyntheticConfig
-    alias_tables: list[tuple[np.ndarray, np.ndarray]]  # per categorical field
-    tokens: list[pa.Array]  # per categorical field, token of each id
+    laws: list[np.ndarray]  # per categorical field: P(id) per id, then P(a rare id) if it has any
+    rare_ids: list[int]  # per categorical field: how many rare ids share its law's last entry
+    alias_tables: list[tuple[np.ndarray, np.ndarray]]  # per categorical field, of its law
+    salts: np.ndarray  # per categorical field: salt of the token hash
     shapes: np.ndarray  # per numeric field: Lomax tail index
     scales: np.ndarray
+    caps: np.ndarray  # per numeric field: largest count
     important: list[int]  # categorical field indices
     terms: list[tuple[int, ...]]  # categorical fields of each term: first order, pairs, triples
-    tables: list[list[np.ndarray]]  # per term, per field: (K_f,) first order, else (r, K_f)
+    tables: list[list[np.ndarray]]  # per term, per field: (E,) first order, else (r, E): E entries
     effects: list[int]  # numeric field indices
     coefs: np.ndarray  # per term, then per numeric effect
     bias: float = 0.0
 
 
 def _make_plan(config: SyntheticConfig) -> tuple[_Plan, GroundTruth]:
+    plan, effect_signs = _draw_plan(config)
+    return plan, _describe(plan, *_calibrate(plan, effect_signs))
+
+
+def _draw_plan(config: SyntheticConfig) -> tuple[_Plan, np.ndarray]:
+    """The plan before calibration, and the signs of the numeric effects."""
     rng = np.random.default_rng([config.seed, _PARAMS])
     cards = config.cardinalities or ()
-    by_size = sorted(range(config.num_categorical), key=lambda f: (cards[f], f))
-    eligible = sum(c <= MAX_IMPORTANT_CARDINALITY for c in cards)
-    # one field per cardinality stratum, so important fields span small and large cardinalities
-    strata = np.array_split(
-        by_size[: max(eligible, config.num_important)], max(config.num_important, 1)
-    )
-    important = sorted(int(rng.choice(s)) for s in strata[: config.num_important])
-    terms: list[tuple[int, ...]] = [(f,) for f in important]
-    for order, count in ((2, config.num_pairs), (3, config.num_triples)):
-        options = list(combinations(important, order))
-        terms += [options[i] for i in sorted(rng.choice(len(options), count, replace=False))]
+    important, terms = _draw_planted(config, rng)
     effects = sorted(rng.choice(config.num_numeric, config.num_important_numeric, replace=False))
-    laws = [_zipf(k, config.zipf_exponent) for k in cards]
+    laws, rare_ids = [], []
+    for k in cards:
+        law, rare = _id_law(config, k)
+        laws.append(law)
+        rare_ids.append(rare)
 
     def table(f: int, rank: int | None) -> np.ndarray:
-        values = rng.standard_normal(cards[f] if rank is None else (rank, cards[f]))
+        values = rng.standard_normal(len(laws[f]) if rank is None else (rank, len(laws[f])))
         return values - (values @ laws[f])[..., None]  # centred under the id law
 
     rank = config.interaction_rank
     tables = [[table(f, None if len(term) == 1 else rank) for f in term] for term in terms]
+    salts = rng.integers(0, 2**32, len(cards))
+    shapes = rng.uniform(1.2, 3.0, config.num_numeric)
+    scales = 10 ** rng.uniform(-0.5, 2.5, config.num_numeric)
+    caps = np.full(config.num_numeric, 1e9)
+    for j, count in enumerate(config.numeric_buckets or ()):
+        starts = _bucket_starts(count)
+        caps[j], scales[j] = starts[-1], _balanced_scale(starts, shapes[j])
     plan = _Plan(
         config=config,
+        laws=laws,
+        rare_ids=rare_ids,
         alias_tables=[_alias_table(p) for p in laws],
-        tokens=[
-            _hex_tokens(int(s), k)
-            for s, k in zip(rng.integers(0, 2**32, len(cards)), cards, strict=True)
-        ],
-        shapes=rng.uniform(1.2, 3.0, config.num_numeric),
-        scales=10 ** rng.uniform(-0.5, 2.5, config.num_numeric),
+        salts=salts,
+        shapes=shapes,
+        scales=scales,
+        caps=caps,
         important=important,
         terms=terms,
         tables=tables,
         effects=[int(j) for j in effects],
         coefs=np.ones(len(terms) + len(effects)),
     )
-    return plan, _describe(plan, *_calibrate(plan, rng.choice([-1.0, 1.0], len(effects))))
+    return plan, rng.choice([-1.0, 1.0], len(effects))
+
+
+def _draw_planted(
+    config: SyntheticConfig, rng: np.random.Generator
+) -> tuple[list[int], list[tuple[int, ...]]]:
+    """The planted categorical fields and the terms they form: first order, pairs, triples."""
+    cards = config.cardinalities or ()
+    by_size = sorted(range(config.num_categorical), key=lambda f: (cards[f], f))
+    eligible = sum(c <= MAX_IMPORTANT_CARDINALITY or config.signal_in_large_fields for c in cards)
+    # one field per cardinality stratum, so important fields span small and large cardinalities
+    strata = np.array_split(
+        by_size[: max(eligible, config.num_important)], max(config.num_important, 1)
+    )
+    important = sorted(int(rng.choice(s)) for s in strata[: config.num_important])
+    large = [f for f in important if cards[f] > MAX_IMPORTANT_CARDINALITY]
+    cover = sorted(large, key=lambda f: -cards[f]) if config.signal_in_large_fields else []
+    terms: list[tuple[int, ...]] = [(f,) for f in important]
+    terms += _draw_terms(rng, important, 2, config.num_pairs, cover)
+    terms += _draw_terms(rng, important, 3, config.num_triples, [])
+    return important, terms
+
+
+def _draw_terms(
+    rng: np.random.Generator, fields: list[int], order: int, count: int, cover: list[int]
+) -> list[tuple[int, ...]]:
+    """``count`` distinct terms of ``order`` fields, in order: first, while terms are left, one
+    with each field of ``cover`` that no term has yet (its partners at random), then any."""
+    options = list(combinations(fields, order))
+    chosen: list[tuple[int, ...]] = []
+    for f in cover:
+        if len(chosen) < count and not any(f in term for term in chosen):
+            with_f = [term for term in options if f in term and term not in chosen]
+            chosen.append(with_f[rng.integers(len(with_f))])
+    rest = [term for term in options if term not in chosen]
+    chosen += [rest[i] for i in rng.choice(len(rest), count - len(chosen), replace=False)]
+    return sorted(chosen)
 
 
 def _calibrate(plan: _Plan, effect_signs: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -400,8 +577,11 @@ def _batch(plan: _Plan, start: int, stop: int, include_logits: bool) -> pa.Recor
         columns[name] = pa.array(counts[j], mask=missing(_NUM_MISSING, j, j in plan.effects))
     for f, name in enumerate(cfg.categorical_columns):
         ids[f] = _sample_ids(plan, f, _uniforms(cfg.seed, _CAT_IDS, f, start, n))
-        mask = missing(_CAT_MISSING, f, f in plan.important)
-        columns[name] = plan.tokens[f].take(pa.array(ids[f], mask=mask))
+        columns[name] = _hex_tokens(
+            int(plan.salts[f]),
+            _with_rare_ids(plan, f, ids[f], start),
+            missing(_CAT_MISSING, f, f in plan.important),
+        )
         if f not in plan.important:
             del ids[f]  # keep memory to what the logit needs
     first_order, interactions = _logits(plan, _terms(plan, ids, counts, n))
@@ -451,6 +631,76 @@ def _zipf(cardinality: int, exponent: float) -> np.ndarray:
     return weights / weights.sum()
 
 
+def _id_law(config: SyntheticConfig, size: int) -> tuple[np.ndarray, int]:
+    """The law of a field of ``size`` ids and how many rare ids share its last entry (0: none);
+    with ``sized_for_rows``, see "Sized laws" in the module docstring."""
+    if config.sized_for_rows is None:
+        return _zipf(size, config.zipf_exponent), 0
+    rarest = KEPT_MIN_EXPECTED / _head_rows(config.sized_for_rows, size)
+    law = _zipf(size, _steepest_exponent(size, rarest, config.zipf_exponent))
+    share = _rare_share(size)
+    if not share:
+        return law, 0
+    rare_ids = math.ceil(share * TRAIN_SHARE * config.sized_for_rows / RARE_MAX_EXPECTED)
+    return np.append((1 - share) * law, share), rare_ids
+
+
+def _rare_share(size: int) -> float:
+    return RARE_SHARE if size >= RARE_FROM else 0.0
+
+
+def _head_rows(rows: int, size: int) -> float:
+    """The training rows, of ``rows``, that hold a kept id of a field of ``size``, not a rare id."""
+    return (1 - _rare_share(size)) * TRAIN_SHARE * rows
+
+
+def _steepest_exponent(size: int, rarest: float, steepest: float) -> float:
+    """The largest Zipf exponent, at most ``steepest``, under which the last of ``size`` ids has
+    probability ``rarest`` or more (bisection: that probability falls as the exponent grows)."""
+    log_ids = np.log(np.arange(1, size + 1, dtype=np.float64))
+
+    def rarest_probability(exponent: float) -> float:
+        weights = np.exp(-exponent * log_ids)
+        return float(weights[-1] / weights.sum())
+
+    if rarest_probability(steepest) >= rarest:
+        return steepest
+    low, high = 0.0, steepest
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (middle, high) if rarest_probability(middle) >= rarest else (low, middle)
+    return low
+
+
+def _bucket(counts: np.ndarray) -> np.ndarray:
+    """Criteo's bucket of a count, as ``slimctr.data.encode.criteo_bucket``: floor(ln(c)^2) for
+    c > 2, else c - 2."""
+    return np.where(counts > 2, np.floor(np.log(np.maximum(counts, 1.0)) ** 2), counts - 2)
+
+
+def _bucket_starts(count: int) -> np.ndarray:
+    """The first count of each of the buckets -2, -1, 0, 1, ..., count - 3."""
+    buckets = np.arange(1, count - 2, dtype=np.float64)
+    starts = np.ceil(np.exp(np.sqrt(buckets)))
+    starts -= _bucket(starts - 1) >= buckets  # exp and sqrt may round across a boundary
+    starts += _bucket(starts) < buckets
+    return np.concatenate([[0.0, 1.0, 2.0], starts])
+
+
+def _bucket_law(starts: np.ndarray, shape: float, scale: float | np.ndarray) -> np.ndarray:
+    """P(bucket) of a Lomax count capped at ``starts[-1]`` (the last bucket takes the tail), from
+    P(count >= c) = (1 + c / scale)^-shape; a column of scales gives a row per scale."""
+    survival = (1 + starts / scale) ** -shape
+    return np.concatenate([survival[..., :-1] - survival[..., 1:], survival[..., -1:]], axis=-1)
+
+
+def _balanced_scale(starts: np.ndarray, shape: float) -> float:
+    """The scale, on a fine log grid, that makes the rarest bucket most likely: a small scale
+    starves the top buckets, a large one the single counts 0, 1 and 2."""
+    scales = np.geomspace(1e-2, 1e9, 2_201)
+    return float(scales[_bucket_law(starts, shape, scales[:, None]).min(axis=1).argmax()])
+
+
 def _alias_table(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Walker's alias table (keep, alias): with i = floor(u K), id = i if frac(u K) < keep[i],
     else alias[i]. Built in vectorised rounds of Vose's method: each under-full column
@@ -477,21 +727,37 @@ def _sample_ids(plan: _Plan, f: int, u: np.ndarray) -> np.ndarray:
     return np.where(scaled - column < keep[column], column, alias[column])
 
 
-def _hex_tokens(salt: int, count: int) -> pa.Array:
-    """Tokens of ids 0..count-1: 8 hex digits of a bijective 32-bit hash (lowbias32) of id+salt."""
+def _with_rare_ids(plan: _Plan, f: int, entries: np.ndarray, start: int) -> np.ndarray:
+    """The ids of rows drawn as law entries: the last entry of a field with rare ids stands for
+    one of them, drawn uniformly (no table: there are millions)."""
+    if not plan.rare_ids[f]:
+        return entries
+    kept = len(plan.laws[f]) - 1
+    u = _uniforms(plan.config.seed, _CAT_RARE, f, start, len(entries))
+    return np.where(entries == kept, kept + (u * plan.rare_ids[f]).astype(np.int64), entries)
+
+
+def _hex_tokens(salt: int, ids: np.ndarray, missing: np.ndarray | None) -> pa.Array:
+    """Tokens of ids, null where ``missing``: 8 hex digits of a bijective 32-bit hash (lowbias32)
+    of id+salt. Hashing each row is faster than taking from a table of tokens, and needs none."""
     mask = np.uint64(0xFFFFFFFF)
-    x = (np.arange(count, dtype=np.uint64) + np.uint64(salt)) & mask
+    x = (ids.astype(np.uint64) + np.uint64(salt)) & mask
     for shift, multiplier in ((16, 0x7FEB352D), (15, 0x846CA68B)):
         x = ((x ^ (x >> np.uint64(shift))) * np.uint64(multiplier)) & mask
     x ^= x >> np.uint64(16)
-    digits = _HEX[(x[:, None] >> np.arange(28, -1, -4, dtype=np.uint64)) & np.uint64(15)]
-    offsets = np.arange(0, 8 * count + 1, 8, dtype=np.int32)
-    return pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(digits))
+    digits = _QUADS[x.astype(">u4").view(">u2")]  # (2n,): 4 characters of each 16-bit half
+    offsets = np.arange(0, 8 * len(ids) + 1, 8, dtype=np.int32)
+    if missing is None:
+        return pa.StringArray.from_buffers(len(ids), pa.py_buffer(offsets), pa.py_buffer(digits))
+    valid = pa.py_buffer(np.packbits(~missing, bitorder="little"))
+    return pa.StringArray.from_buffers(
+        len(ids), pa.py_buffer(offsets), pa.py_buffer(digits), valid, int(missing.sum())
+    )
 
 
 def _counts(plan: _Plan, j: int, u: np.ndarray) -> np.ndarray:
     value = plan.scales[j] * ((1.0 - u) ** (-1.0 / plan.shapes[j]) - 1.0)
-    return np.minimum(np.floor(value), 1e9).astype(np.int64)
+    return np.minimum(np.floor(value), plan.caps[j]).astype(np.int64)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
