@@ -331,24 +331,24 @@ def expected_kept_values(
     plan, _ = _draw_plan(config)
     train_rows = TRAIN_SHARE * (config.rows if rows is None else rows)
 
-    def kept(probabilities: np.ndarray, planted: bool, values: np.ndarray | None = None) -> float:
+    def kept(probabilities: np.ndarray, values: np.ndarray, planted: bool) -> float:
         """Expected kept values, ``values[i]`` of them with probability ``probabilities[i]``."""
         present = 1.0 if planted else 1 - config.missing_rate
         missing = _poisson_at_least(np.array([train_rows * (1 - present)]), min_count)
         each = _poisson_at_least(train_rows * present * probabilities, min_count)
-        return float(each @ (np.ones_like(each) if values is None else values) + missing.sum())
+        return float(each @ values + missing.sum())
 
     result = {}
     for j, name in enumerate(config.numeric_columns):
         starts = _bucket_starts(int(_bucket(plan.caps[j])) + 3)
         law = _bucket_law(starts, plan.shapes[j], plan.scales[j])
-        result[name] = kept(law, j in plan.effects)
+        result[name] = kept(law, np.ones(len(law)), j in plan.effects)
     for f, name in enumerate(config.categorical_columns):
         law, values = plan.laws[f].copy(), np.ones(len(plan.laws[f]))
         if plan.rare_ids[f]:  # the last entry is shared evenly by the rare ids
             law[-1] /= plan.rare_ids[f]
             values[-1] = plan.rare_ids[f]
-        result[name] = kept(law, f in plan.important, values)
+        result[name] = kept(law, values, f in plan.important)
     return result
 
 
