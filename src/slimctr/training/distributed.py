@@ -82,6 +82,13 @@ class World:
         dist.all_reduce(total)
         return tuple(total.tolist())
 
+    def leave(self) -> None:
+        """Leave the process group once every rank is done (a process that exits while gloo's
+        threads still run is aborted)."""
+        if self.size > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` (any picklable object), on every rank."""
         if self.size == 1:

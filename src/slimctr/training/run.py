@@ -53,9 +53,10 @@ def train(
     with run.lock() if world.rank == 0 else contextlib.nullcontext():
         decided = _decide(run, store, config, resume, plan) if world.rank == 0 else None
         state, found = world.broadcast(decided)
-        if state == "error":
-            raise SlimctrError(found)
-        if state is RunState.FINISHED:
+        if state == "error" or state is RunState.FINISHED:
+            world.leave()
+            if state == "error":
+                raise SlimctrError(found)
             return dict(found)
         # read before training: a damaged checkpoint is an error, not a failure of the run
         checkpoint = run.checkpoint() if state is RunState.STARTED else None
@@ -66,7 +67,7 @@ def train(
             if world.rank == 0:
                 run.fail(str(error) if isinstance(error, SlimctrError) else repr(error))
             raise
-        world.broadcast(None)  # the other ranks return once rank 0 has written the run
+        world.leave()  # the other ranks return once rank 0 has written the run
         return metrics
 
 
