@@ -30,7 +30,7 @@ from slimctr.runconfig import RunConfig, resolve_config
 from slimctr.rundir import RunDir, RunState
 from slimctr.schema import FieldSpec, Schema
 from slimctr.training import run
-from slimctr.training.trainer import ProgressBar
+from slimctr.training.callbacks import ProgressBar
 from tests.models.test_gdcn import CRITEO_SIZES, CRITEO_WIDTHS_95
 
 RATIOS = (0.05, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999999, 1.0)

@@ -446,7 +446,7 @@ def _models(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from slimctr.runconfig import resolve_config
     from slimctr.training import run
-    from slimctr.training.trainer import ProgressBar
+    from slimctr.training.callbacks import ProgressBar
 
     config = resolve_config(
         args.model,
@@ -519,7 +519,7 @@ def _s(items: Sequence[object]) -> str:
 
 def _fdo(args: argparse.Namespace) -> int:
     from slimctr.fdo import fdo
-    from slimctr.training.trainer import ProgressBar
+    from slimctr.training.callbacks import ProgressBar
 
     if not args.ratios and not args.formula and not args.uniform:
         raise SlimctrError("give at least one --ratio R (or --formula, --uniform W)")

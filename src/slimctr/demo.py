@@ -44,7 +44,7 @@ def run_demo(
     from slimctr.runconfig import resolve_config
     from slimctr.rundir import RunDir, RunState
     from slimctr.training import run
-    from slimctr.training.trainer import ProgressBar
+    from slimctr.training.callbacks import ProgressBar
 
     located = locate("synthetic", [], seed=seed)
     store, built = prepare(located.sources, out / "data", located.options, attach=located.attach)

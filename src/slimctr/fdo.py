@@ -36,7 +36,7 @@ from slimctr.nn.fm import LinearTerm
 from slimctr.runconfig import RunConfig
 from slimctr.schema import PAD_ID, Schema
 from slimctr.training import run
-from slimctr.training.trainer import ProgressBar
+from slimctr.training.callbacks import ProgressBar
 
 _DERIVED = ("d_bar", "k_bar", "embedding_params")  # written for readers, checked on reading
 _SUMMARY = ("widths", "d_bar", "k_bar", "embedding_params", "model_params")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from slimctr.runconfig import build_model, resolve_config
-from slimctr.training.callbacks import Callback
-from slimctr.training.trainer import Checkpoint, Trainer
+from slimctr.training.callbacks import Callback, Checkpoint
+from slimctr.training.trainer import Trainer
 from tests.training.test_training import FAST, store  # noqa: F401 (a fixture)
 
 

@@ -25,9 +25,9 @@ from slimctr.files import exclusive, publish, remove_leftovers, staging_dir
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.runconfig import RunConfig, build_model
 from slimctr.rundir import RunDir, RunState, versions
-from slimctr.training.callbacks import Callback
+from slimctr.training.callbacks import Callback, Checkpoint
 from slimctr.training.distributed import World
-from slimctr.training.trainer import Checkpoint, Trainer, resolve_precision, score
+from slimctr.training.trainer import Trainer, resolve_precision, score
 
 
 def train(

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -39,7 +38,7 @@ from slimctr.data.loader import BatchLoader
 from slimctr.data.store import Store
 from slimctr.errors import SlimctrError
 from slimctr.nn.embedding import set_sparse_gradients
-from slimctr.training.callbacks import Callback
+from slimctr.training.callbacks import Callback, EarlyStopping
 from slimctr.training.distributed import ALONE, DataParallel, World
 from slimctr.training.metrics import auc, logloss_from_logits
 
@@ -133,36 +132,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"early_stopping_patience": 5, "plateau_patience": 3, "weight_decay": 0.0},
     "reference_code": {"early_stopping_patience": 4, "plateau_patience": 5, "weight_decay": 1e-6},
 }
-
-
-class EarlyStopping(Callback):
-    """Stop once ``patience`` epochs have passed without a new best validation AUC.
-
-    Checked at the start of ``fit`` too, so a resumed run that had already stopped stays stopped.
-    """
-
-    def __init__(self, patience: int) -> None:
-        self.patience = patience
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        self._check(trainer)
-
-    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        self._check(trainer)
-
-    def _check(self, trainer: Trainer) -> None:
-        if trainer.epoch - trainer.best_epoch > self.patience:
-            trainer.stop = True
-
-
-class Checkpoint(Callback):
-    """Hands the trainer's whole state to ``save`` at the end of every epoch."""
-
-    def __init__(self, save: Callable[[dict[str, Any]], None]) -> None:
-        self.save = save
-
-    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        self.save(trainer.state_dict())
 
 
 class Trainer:
@@ -420,41 +389,3 @@ def _optimizers(
         kind = torch.optim.SparseAdam if config.sparse_embeddings else torch.optim.Adam
         optimizers.append(kind(embedding, lr=lr))
     return optimizers
-
-
-class ProgressBar(Callback):
-    """One progress line per epoch on stderr: batches, loss, samples per second, time left.
-
-    Redrawn at most twice a second, and only at the end of an epoch when stderr is not a terminal.
-    ``title`` (e.g. which plan is training) starts every line.
-    """
-
-    def __init__(self, stream: TextIO | None = None, title: str = "") -> None:
-        self.stream = stream or sys.stderr
-        self.title = title
-        self.live = self.stream.isatty()
-
-    def on_epoch_start(self, trainer: Trainer) -> None:
-        self.started = time.perf_counter()
-        self.shown, self.done, self.rows, self.loss = 0.0, 0, 0, 0.0
-
-    def on_step_end(self, trainer: Trainer, batch: Batch, loss: float) -> None:
-        self.done, self.rows = self.done + 1, self.rows + len(batch)
-        self.loss += loss * len(batch)
-        total = len(trainer.loader)
-        elapsed = time.perf_counter() - self.started
-        last = self.done == total
-        if not last and (not self.live or elapsed - self.shown < 0.5):
-            return
-        self.shown = 0.0 if last else elapsed
-        width = 24
-        filled = width * self.done // total
-        rate = self.rows / max(elapsed, 1e-9)
-        left = elapsed / self.done * (total - self.done)
-        title = f"{self.title}: " if self.title else ""
-        self.stream.write(
-            f"\r{title}epoch {trainer.epoch + 1} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{self.done}/{total} loss {self.loss / self.rows:.4f}  {rate:,.0f} samples/s  "
-            f"ETA {left:.0f}s " + ("\n" if last else "")
-        )
-        self.stream.flush()
