@@ -123,12 +123,18 @@ def write_json(path: Path, data: Any) -> None:
         temporary.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def staging_dir(out: Path) -> Path:
-    """A fresh temporary sibling of ``out`` where a folder is built before it is moved in."""
+@contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A fresh hidden sibling of ``out`` to build a folder in: moved onto ``out`` (``publish``)
+    when the block ends without an error, and removed whatever happens."""
     staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    return staging
+    try:
+        yield staging
+        publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def remove_leftovers(out: Path) -> None:

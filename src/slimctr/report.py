@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import html
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ from slimctr.explain import (
     explain_model,
     pair_strengths,
 )
-from slimctr.files import publish, staging_dir
+from slimctr.files import staged
 
 GATE_COLOURS = "RdBu_r"  # blue (0) .. white (0.5) .. red (1)
 DPI = 110
@@ -77,12 +76,8 @@ def explain_run(
         seed=seed,
         normalise=normalise,
     )
-    staging = staging_dir(out)
-    try:
+    with staged(out) as staging:
         write_report(explanation, staging)
-        publish(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return explanation
 
 

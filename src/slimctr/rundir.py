@@ -30,7 +30,6 @@ import functools
 import io
 import json
 import platform
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,11 +49,10 @@ from slimctr.files import (
     atomic_path,
     exclusive,
     json_bytes,
-    publish,
     read_manifest,
     remove_leftovers,
     sha256_bytes,
-    staging_dir,
+    staged,
     verified,
     write_manifested,
 )
@@ -164,8 +162,8 @@ class RunDir:
         """The finished run's model bundle; every file of the run, the bundle's manifest
         included, is checked first (the bundle checks its own files from there)."""
         self.require_finished()
-        for name in self._record()["files"]:
-            self._read(name)
+        for name, expected in self._record()["files"].items():
+            verified(self.path / name, expected, RECORD)
         return self.path / BUNDLE
 
     def check_continues(self, config: RunConfig, store: Store) -> None:
@@ -224,19 +222,15 @@ class RunDir:
             VERSIONS: json_bytes(versions()),
             **({PLAN: json_bytes(plan)} if plan is not None else {}),
         }
-        staging = staging_dir(self.path)
-        try:
-            header = {
-                "format": "slimctr-run",
-                "format_version": RUN_FORMAT,
-                "config_version": CONFIG_VERSION,
-                "state": RunState.STARTED.value,
-                "precision": precision,
-            }
+        header = {
+            "format": "slimctr-run",
+            "format_version": RUN_FORMAT,
+            "config_version": CONFIG_VERSION,
+            "state": RunState.STARTED.value,
+            "precision": precision,
+        }
+        with staged(self.path) as staging:
             write_manifested(staging, files, RECORD, header)
-            publish(staging, self.path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Keep ``state`` (``Trainer.state_dict()``) as the run's resume point, atomically: the new
@@ -265,12 +259,8 @@ class RunDir:
         self._write(record, HISTORY, json_bytes(history))
         self._write(record, METRICS, json_bytes(metrics))
         remove_leftovers(self.path / BUNDLE)  # of a finish that was killed
-        staging = staging_dir(self.path / BUNDLE)
-        try:
+        with staged(self.path / BUNDLE) as staging:
             write_bundle(staging)
-            publish(staging, self.path / BUNDLE)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         manifest = f"{BUNDLE}/{BUNDLE_MANIFEST}"  # the bundle checks its own files from there
         record["files"][manifest] = sha256_bytes((self.path / manifest).read_bytes())
         checkpoint = record.pop("checkpoint", None)

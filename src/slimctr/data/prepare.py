@@ -46,7 +46,7 @@ from slimctr.data.store import (
     read_manifest,
 )
 from slimctr.errors import SlimctrError, shown
-from slimctr.files import exclusive, publish, remove_leftovers, sha256_file, staging_dir, write_json
+from slimctr.files import exclusive, remove_leftovers, sha256_file, staged, write_json
 from slimctr.schema import OOV_ID, PAD_ID, FieldSpec, Schema
 
 NumericEncoding = Literal["standardize", "bucket"]
@@ -163,16 +163,12 @@ def _build_into(
     attach: dict[str, Path],
 ) -> None:
     """Build the store in a staging sibling and move it onto ``out`` only once it is complete."""
-    staging = staging_dir(out)
-    try:
+    with staged(out) as staging:
         manifest = _build(raw, columns, options, staging, recipe)
         for name, path in attach.items():
             shutil.copyfile(path, staging / name)
             manifest["checksums"][name] = sha256_file(staging / name)
         write_json(staging / "manifest.json", manifest)
-        publish(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _format(path: Path, options: PrepareOptions) -> SourceFormat:

@@ -21,7 +21,7 @@ from torch import nn
 from slimctr.bundle import Bundle, Predictions, write_bundle
 from slimctr.data.store import Store, open_store
 from slimctr.errors import SlimctrError
-from slimctr.files import exclusive, publish, remove_leftovers, staging_dir
+from slimctr.files import exclusive, remove_leftovers, staged
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.runconfig import RunConfig, build_model
 from slimctr.rundir import RunDir, RunState, versions
@@ -208,12 +208,8 @@ def export(run_dir: Path, out: Path, *, format: str = "bundle") -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(out, "the export"):
         remove_leftovers(out)
-        staging = staging_dir(out)
-        try:
+        with staged(out) as staging:
             shutil.copytree(source, staging, dirs_exist_ok=True)
-            publish(staging, out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
