@@ -329,3 +329,20 @@ def test_the_prepare_table_cuts_long_or_unprintable_names(cli, tmp_path):
     result = cli("prepare", source, "--out", tmp_path / "d")
     assert result.code == 0, result.err
     assert max(map(len, result.out.splitlines())) < 200 and "'a\\tb'" in result.out
+
+
+def test_a_path_through_a_missing_folder_never_replaces_what_it_names(cli, frappe_run, tmp_path):
+    """`missing/../run` names nothing until `missing` exists: checks must see `run` anyway."""
+    shutil.copytree(frappe_run / "run", tmp_path / "run")
+    shutil.copytree(frappe_run / "d", tmp_path / "d")
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    sneaky = tmp_path / "missing" / ".." / "run"
+    _one_line_error(cli("export", tmp_path / "run", "--out", sneaky), "not empty")
+    args = ("train", tmp_path / "d", "--model", "dcnv2", "--out", sneaky, *FAST)
+    _one_line_error(cli(*args), "already holds a finished run")
+    source = write_text(tmp_path / "s.csv", _frappe_lines(50, 1))
+    store = tmp_path / "other" / ".." / "d"
+    _one_line_error(cli("prepare", source, "--out", store), "already holds a different store")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+    assert RunDir(tmp_path / "run").state is RunState.FINISHED
+    assert (tmp_path / "d" / "manifest.json").is_file()

@@ -126,7 +126,12 @@ def write_json(path: Path, data: Any) -> None:
 @contextmanager
 def staged(out: Path) -> Iterator[Path]:
     """A fresh hidden sibling of ``out`` to build a folder in: moved onto ``out`` (``publish``)
-    when the block ends without an error, and removed whatever happens."""
+    when the block ends without an error, and removed whatever happens.
+
+    Callers pass ``out`` resolved (``Path.resolve``) before they check what it holds: a path
+    through a folder that does not exist yet (``new/../old``) names nothing when checked, but
+    ``old`` once the folder has been created, and publishing would replace ``old`` unchecked.
+    """
     staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -62,7 +62,7 @@ def explain_run(
     """
     from slimctr.training.run import load_run
 
-    run_dir, out = Path(run_dir), Path(out)
+    run_dir, out = Path(run_dir), Path(out).resolve()  # see files.staged
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SlimctrError(f"--out {out} already exists and is not empty; give a new folder")
     config, model, store = load_run(run_dir, None if data_dir is None else Path(data_dir))

@@ -83,7 +83,7 @@ class RunDir:
     """A run folder: read its files (checked against run.json) and move it between states."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = Path(path).resolve()  # see files.staged
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -128,9 +128,7 @@ def prepare(
     a synthetic dataset's ground truth) into the store under the given names. One process at a
     time may prepare into ``out``: a second one is refused at once.
     """
-    out = Path(out)
-    if out.name in ("", ".."):  # "." or "..": the lock and staging folder need a real name
-        out = out.resolve()
+    out = Path(out).resolve()  # see files.staged: every check must see the folder it replaces
     if out.exists() and not out.is_dir():
         raise SlimctrError(f"--out {out} is a file; give a directory for the store")
     if sources.valid and options.order_by:

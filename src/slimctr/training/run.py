@@ -202,6 +202,7 @@ def export(run_dir: Path, out: Path, *, format: str = "bundle") -> Path:
         raise SlimctrError(
             f"unknown export format {format!r} (choose from {', '.join(EXPORT_FORMATS)})"
         )
+    out = out.resolve()  # see files.staged
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SlimctrError(f"--out {out} already exists and is not empty; give a new folder")
     source = load_model(run_dir).path  # opening it checks every file
