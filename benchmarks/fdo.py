@@ -177,7 +177,7 @@ def study(args: argparse.Namespace) -> None:
                 folder = args.work / "runs" / dataset / f"{model}-{seed}"
                 overrides = source_overrides(dataset, model)
                 config = resolve_config(
-                    model, overrides=[*overrides, PINNED], seed=seed, threads=args.threads
+                    model, overrides=[*PINNED, *overrides], seed=seed, threads=args.threads
                 )
                 if dataset == "frappe" and not (folder / "full").exists():
                     table_run = run_folder(args.table_work, model, seed, overrides)

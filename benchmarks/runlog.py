@@ -19,10 +19,12 @@ from slimctr.runconfig import resolve_config
 from slimctr.rundir import RunDir
 from slimctr.training import run
 
-# Studies train in fp32 wherever they run, so that their rows stay comparable across machines
-# (``precision=auto`` would pick bf16 on some). It is not part of a run's key: every logged run,
-# before and after this pin, trained in fp32.
-PINNED = "train.precision=fp32"
+# Settings a study holds fixed without naming them in its keys, because every logged run, before
+# and after the default changed, trained with them. fp32 wherever the study runs, so that its rows
+# stay comparable across machines (``precision=auto`` would pick bf16 on some); dense Adam on the
+# embedding tables, the optimiser before ``lazy_adam`` became the default (issue 15). A study's own
+# override of one of them wins, and is part of its key.
+PINNED = ("train.precision=fp32", "train.embedding_optimizer=adam")
 
 
 def run_key(model: str, seed: int, overrides: list[str]) -> str:
@@ -72,7 +74,7 @@ class RunLog:
         found = self.get(model, seed, overrides)
         if found is not None:
             return found
-        config = resolve_config(model, overrides=[*overrides, PINNED], seed=seed, threads=threads)
+        config = resolve_config(model, overrides=[*PINNED, *overrides], seed=seed, threads=threads)
         out = run_folder(work, model, seed, overrides)
         metrics = run.train(data, out, config, resume=True)
         history = RunDir(out).history()

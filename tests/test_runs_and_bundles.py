@@ -285,6 +285,26 @@ def test_a_version_1_bundle_loads_with_train_bf16_migrated(frappe_run, tmp_path,
 
 
 @pytest.mark.parametrize(
+    ("line", "optimizer"),
+    [
+        ("", "adam"),
+        ("\n  sparse_embeddings: false", "adam"),
+        ("\n  sparse_embeddings: true", "lazy_adam"),
+    ],
+)
+def test_a_version_2_bundle_keeps_its_embedding_optimizer(frappe_run, tmp_path, line, optimizer):
+    """Version 3 replaced train.sparse_embeddings (default false: dense Adam) by
+    train.embedding_optimizer (default lazy_adam): older bundles keep the optimiser they had."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(frappe_run / "run" / "bundle", bundle)
+    text = (bundle / "config.yaml").read_text()
+    old, count = re.subn(r"\n  embedding_optimizer: \w+", line, text)
+    assert count == 1
+    _rewrite_config(bundle, old, 2)
+    assert Bundle(bundle).config.train.embedding_optimizer == optimizer
+
+
+@pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"format_version": 2}, "format 2"),

@@ -40,9 +40,19 @@ def _bf16_to_precision(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "train": train}
 
 
-CONFIG_VERSION = 2
+def _sparse_flag_to_embedding_optimizer(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 replaced ``train.sparse_embeddings`` (default false: dense Adam, L2 on whole
+    tables) by ``train.embedding_optimizer`` (default ``lazy_adam``); a version-2 run keeps the
+    optimiser its flag chose."""
+    train = dict(data.get("train") or {})
+    train["embedding_optimizer"] = "lazy_adam" if train.pop("sparse_embeddings", False) else "adam"
+    return {**data, "train": train}
+
+
+CONFIG_VERSION = 3
 CONFIG_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _bf16_to_precision,
+    2: _sparse_flag_to_embedding_optimizer,
 }
 
 

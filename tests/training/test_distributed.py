@@ -57,10 +57,13 @@ def _weights(out):
     return run.load_model(out).module.state_dict()
 
 
-def test_two_processes_train_as_one_with_the_same_global_batch(store, tmp_path):
-    config = resolve_config("dnn", overrides=SETTINGS, threads=1)
+@pytest.mark.parametrize("optimizer", ["lazy_adam", "adam"])  # sparse and dense gradients
+def test_two_processes_train_as_one_with_the_same_global_batch(store, tmp_path, optimizer):
+    """The embedding L2 counts once, on the rows the global batch touched."""
+    settings = [f"train.embedding_optimizer={optimizer}", "train.embedding_l2=0.01"]
+    config = resolve_config("dnn", overrides=[*SETTINGS, *settings], threads=1)
     alone = run.train(store.path, tmp_path / "one", config)
-    _torchrun(store, tmp_path / "two", 2)
+    _torchrun(store, tmp_path / "two", 2, *(f"--set={s}" for s in settings))
     together = RunDir(tmp_path / "two").metrics()
     assert together["processes"] == 2
     assert together["valid"]["auc"] == pytest.approx(alone["valid"]["auc"], abs=1e-9)

@@ -7,8 +7,10 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from slimctr.data.datasets import locate
+from slimctr.data.loader import BatchLoader
 from slimctr.data.prepare import prepare
 from slimctr.data.synthetic import SyntheticConfig, write_synthetic
 from slimctr.errors import SlimctrError
@@ -16,7 +18,7 @@ from slimctr.runconfig import build_model, resolve_config
 from slimctr.rundir import RunDir, RunState
 from slimctr.training import run
 from slimctr.training.callbacks import Callback
-from slimctr.training.trainer import Trainer
+from slimctr.training.trainer import Trainer, _add_l2, clip_grad_norm
 
 FAST = [
     "model.hidden_dims=[32,32]",
@@ -141,10 +143,10 @@ def test_resume_accepts_keys_added_since_at_their_defaults_and_refuses_real_chan
 
 
 def test_early_stopping_stops_after_patience(store, tmp_path):
-    # with a learning rate of 0, LR (no batch norm statistics) never improves after epoch 1
+    # with a learning rate far too small to move, LR never improves after epoch 1
     config = resolve_config(
         "lr",
-        overrides=["train.lr=0.0", "train.epochs=20", "train.early_stopping_patience=2"],
+        overrides=["train.lr=1e-12", "train.epochs=20", "train.early_stopping_patience=2"],
         threads=1,
     )
     metrics = run.train(store.path, tmp_path / "r", config)
@@ -250,10 +252,52 @@ def test_bad_min_lr_and_grad_clip_norm_are_refused(override, message):
         resolve_config("lr", overrides=[override])
 
 
-def test_grad_clip_norm_needs_dense_embedding_gradients():
-    overrides = ["train.grad_clip_norm=10", "train.sparse_embeddings=true"]
-    with pytest.raises(SlimctrError, match=r"^train.grad_clip_norm scales every gradient"):
-        resolve_config("lr", overrides=overrides)
+def test_clip_grad_norm_reads_sparse_gradients_like_their_dense_form():
+    torch.manual_seed(0)
+    sparse, dense = nn.Embedding(6, 3, sparse=True), nn.Embedding(6, 3)
+    dense.load_state_dict(sparse.state_dict())
+    ids = torch.tensor([1, 4, 4, 2, 1])  # duplicates: the sparse gradient holds 5 entries
+    for table in (sparse, dense):
+        (table(ids) * torch.arange(15.0).view(5, 3)).sum().backward()
+    norms = [clip_grad_norm(t.parameters(), 2.0) for t in (sparse, dense)]
+    assert norms[0] == pytest.approx(norms[1]) and norms[0] > 2
+    assert sparse.weight.grad is not None and dense.weight.grad is not None
+    torch.testing.assert_close(sparse.weight.grad.to_dense(), dense.weight.grad)
+    assert float(dense.weight.grad.norm()) == pytest.approx(2.0, rel=1e-5)
+
+
+def test_lazy_adam_moves_the_touched_rows_as_dense_adam_and_leaves_the_others(store):
+    """On the first step both optimisers see the same gradient, L2 included, on every touched
+    row; dense Adam also decays the untouched rows (their L2 gradient), lazy Adam leaves them."""
+    batch = next(iter(BatchLoader(store, "train", batch_size=64)))
+    models = {}
+    for optimizer in ("lazy_adam", "adam"):
+        config = _config(extra=[f"train.embedding_optimizer={optimizer}", "train.embedding_l2=0.1"])
+        model = build_model(config, store.schema)
+        Trainer(model, store, config.train, seed=0).step(batch)
+        models[optimizer] = model
+    lazy, dense = (models[o].state_dict() for o in ("lazy_adam", "adam"))
+    table = "embedding.fused_table.weight"
+    touched = torch.zeros(len(lazy[table]), dtype=torch.bool)
+    touched[(batch.categorical.long() + models["adam"].embedding.offsets).unique()] = True
+    start = build_model(_config(), store.schema).state_dict()[table]  # the seed's initial table
+    assert torch.equal(lazy[table][~touched], start[~touched])
+    assert not torch.isclose(dense[table][~touched], start[~touched]).any()
+    torch.testing.assert_close(lazy[table][touched], dense[table][touched])
+    for name in lazy:
+        if name != table:
+            torch.testing.assert_close(lazy[name], dense[name])
+
+
+def test_the_l2_of_lazy_adam_counts_each_touched_row_once():
+    table = nn.Embedding(5, 2, sparse=True)
+    table(torch.tensor([3, 3, 3, 0])).sum().backward()
+    _add_l2([table.weight], 0.5)
+    grad = table.weight.grad
+    assert grad is not None and grad.is_sparse
+    expected = torch.zeros(5, 2)
+    expected[3], expected[0] = 3 + 0.5 * table.weight[3], 1 + 0.5 * table.weight[0]
+    torch.testing.assert_close(grad.to_dense(), expected.detach())
 
 
 def test_refuses_to_overwrite_a_run_and_a_foreign_schema(store, tmp_path):
@@ -286,8 +330,10 @@ def test_unknown_model_and_mistyped_key_suggest_the_closest(store):
         resolve_config("dcnv2", overrides=["model.num_cros_layers=4"])
 
 
-def test_sparse_embedding_gradients_train(store, tmp_path):
-    config = _config(extra=["train.sparse_embeddings=true", "train.epochs=1"])
+@pytest.mark.parametrize("optimizer", ["lazy_adam", "adam"])
+def test_both_embedding_optimizers_train_with_l2_and_clipping(store, tmp_path, optimizer):
+    extra = [f"train.embedding_optimizer={optimizer}", "train.embedding_l2=0.01"]
+    config = _config(extra=[*extra, "train.grad_clip_norm=1", "train.epochs=1"])
     metrics = run.train(store.path, tmp_path / "r", config)
     assert 0.5 < metrics["test"]["auc"] <= 1
 

@@ -10,8 +10,8 @@ same model from the same seed and trains on its share of every batch. How the wo
 - After the backward pass each rank's gradient (of its mean loss) is weighted by its share of the
   global batch and the weighted gradients are summed over ranks, so every rank applies exactly the
   single-process update of the global batch (up to the order of floating-point sums). Regularisers
-  computed from the weights (embedding L2) are the same on every rank and the weights sum to 1,
-  so they count once. Gradient clipping and the optimiser step come after the sum.
+  computed from the weights (embedding L2) are added after the sum, on the rows the global batch
+  touched, so they count once. Gradient clipping and the optimiser step come after the sum.
 - Buffers (BatchNorm's running statistics) are copied from rank 0 after every step, so all ranks
   hold the same model. BatchNorm normalises each rank's share of the batch, as torch's DDP does
   without SyncBatchNorm (which does not run on the CPU); dropout draws its masks per rank, from a
@@ -22,8 +22,9 @@ same model from the same seed and trains on its share of every batch. How the wo
 - Rank 0 alone writes the run folder (checkpoints, metrics, the bundle). A checkpoint holds the
   global state, so a run resumes with any number of processes.
 
-Sparse embedding gradients cannot be summed this way (gloo has no sparse all-reduce): such a run
-is refused. Across machines, every rank must see the store and the run folder at the same paths.
+Sparse embedding gradients (``train.embedding_optimizer=lazy_adam``) are summed by gloo's sparse
+all-reduce, which sends only the touched rows. Across machines, every rank must see the store
+and the run folder at the same paths.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class World:
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return cls()
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            dist.init_process_group("gloo")  # slimctr trains on the CPU, even where CUDA is
         return cls(dist.get_rank(), dist.get_world_size())
 
     def gather(self, values: np.ndarray) -> np.ndarray:
@@ -118,8 +119,16 @@ class DataParallel(Callback):
     def on_before_optimizer_step(self, trainer: Trainer, batch: Batch) -> None:
         total = torch.tensor([float(len(batch))], dtype=torch.float64)
         dist.all_reduce(total)
-        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
-        flat = torch.cat([g.reshape(-1) for g in grads]) * (len(batch) / float(total.item()))
+        share = len(batch) / float(total.item())
+        parameters = [p for p in trainer.model.parameters() if p.grad is not None]
+        for parameter in parameters:
+            if parameter.grad is not None and parameter.grad.is_sparse:  # gloo sums sparse ones
+                parameter.grad = parameter.grad * share
+                dist.all_reduce(parameter.grad)
+        grads = [p.grad for p in parameters if p.grad is not None and not p.grad.is_sparse]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads]) * share
         dist.all_reduce(flat)
         offset = 0
         for grad in grads:

@@ -56,6 +56,25 @@ class TrainConfig:
     ``fp32`` does not, and ``auto`` (the default) picks bf16 where the CPU has native bf16 matrix
     instructions (AMX or AVX512-BF16) and fp32 elsewhere (``resolve_precision``). A run records
     what ``auto`` became and keeps it when resumed, even on another kind of machine.
+
+    ``embedding_optimizer`` and ``embedding_l2`` (issue 15's decision, measured in
+    ``benchmarks/results/embedding_optimizer.md``):
+
+    - ``lazy_adam`` (the default): the tables get sparse gradients and ``torch.optim.SparseAdam``
+      updates only the rows the batch touched, with their Adam moments; rows the batch did not
+      touch, and their moments, stay as they are. ``embedding_l2`` adds ``embedding_l2 * e`` to
+      the gradient of every touched row e, once per step however often the batch uses it (the
+      gradient of ``embedding_l2 / 2 * ||e||^2`` summed over the touched rows). A step costs the
+      rows it touches, not the size of the tables.
+    - ``adam``: dense gradients and ``torch.optim.Adam`` over whole tables, and ``embedding_l2``
+      penalises every row of every table every step (``embedding_l2 / 2 * ||E||^2`` added to
+      the loss), as FuxiCTR and the BARS benchmark do. Every step reads and writes every table
+      and its two moments, whatever the batch touched.
+
+    A touched row receives the same L2 gradient in both, so a strength tuned for one carries
+    over to the other; they differ in the rows a batch does not touch, which ``adam`` keeps
+    decaying (Adam's moments carry the last gradients on) and ``lazy_adam`` leaves alone.
+    The reported ``train_loss`` is the log loss alone, without the penalty, in both.
     """
 
     preset: Literal["paper", "reference_code"] = "paper"
@@ -63,9 +82,9 @@ class TrainConfig:
     batch_size: int = 4096
     lr: float = 1e-3
     embedding_lr: float | None = None  # None: same as lr
-    sparse_embeddings: bool = False  # sparse gradients + SparseAdam: only the rows seen move
+    embedding_optimizer: Literal["lazy_adam", "adam"] = "lazy_adam"  # see the class docstring
     weight_decay: float = 0.0  # Adam weight decay on the dense (non-embedding) parameters
-    embedding_l2: float = 0.0  # adds embedding_l2 / 2 * ||E||^2 of every table to each step's loss
+    embedding_l2: float = 0.0  # L2 strength on embedding rows; see the class docstring
     early_stopping_patience: int = 5
     plateau_patience: int = 3
     plateau_factor: float = 0.1
@@ -81,7 +100,6 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise SlimctrError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         non_negative = (
-            "lr",
             "weight_decay",
             "embedding_l2",
             "plateau_patience",
@@ -91,22 +109,14 @@ class TrainConfig:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SlimctrError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise SlimctrError(f"train.lr must be > 0, got {self.lr}")
         if self.embedding_lr is not None and self.embedding_lr <= 0:
             raise SlimctrError(f"train.embedding_lr must be > 0, got {self.embedding_lr}")
         if not 0 < self.plateau_factor <= 1:
             raise SlimctrError(f"train.plateau_factor must be in (0, 1], got {self.plateau_factor}")
         if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
             raise SlimctrError(f"train.grad_clip_norm must be > 0, got {self.grad_clip_norm}")
-        if self.sparse_embeddings and self.embedding_l2:
-            raise SlimctrError(
-                "train.embedding_l2 penalises whole tables, which needs dense "
-                "embedding gradients: set train.sparse_embeddings=false"
-            )
-        if self.sparse_embeddings and self.grad_clip_norm is not None:
-            raise SlimctrError(
-                "train.grad_clip_norm scales every gradient, which needs dense "
-                "embedding gradients: set train.sparse_embeddings=false"
-            )
 
 
 def resolve_precision(requested: str) -> Literal["fp32", "bf16"]:
@@ -157,18 +167,13 @@ class Trainer:
         self.world = world
         parallel = [DataParallel(world)] if world.size > 1 else []
         self.callbacks = [*parallel, *callbacks, EarlyStopping(config.early_stopping_patience)]
-        if world.size > 1 and config.sparse_embeddings:
-            raise SlimctrError(
-                "train.sparse_embeddings cannot run on several processes (sparse gradients are "
-                "not summed across them): set it to false"
-            )
         self.bf16 = resolve_precision(config.precision) == "bf16"
         if len(store.split("valid")) == 0:
             raise SlimctrError(
                 f"{store.path} has an empty validation split; early stopping and "
                 "the best-epoch choice need one (prepare with --split)"
             )
-        set_sparse_gradients(model, config.sparse_embeddings)
+        set_sparse_gradients(model, config.embedding_optimizer == "lazy_adam")
         embedding, dense = _split_parameters(model)
         self.optimizers = _optimizers(embedding, dense, config)
         # One plateau schedule per optimiser; all see the same metric, so they cut LR together.
@@ -230,20 +235,24 @@ class Trainer:
         )
 
     def step(self, batch: Batch) -> float:
-        """One optimisation step on ``batch`` (with the embedding L2, if any); returns the loss.
-        ``fit`` calls it for every batch; benchmarks time it alone."""
+        """One optimisation step on ``batch``; returns its log loss. ``fit`` calls it for every
+        batch; benchmarks time it alone.
+
+        The embedding L2 is added to the gradients after the callbacks (data parallelism sums
+        the ranks' gradients there), so that it counts once, on the rows the global batch
+        touched; clipping sees it, as it would see a penalty in the loss.
+        """
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model(batch)
         loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), batch.labels)
-        if self.config.embedding_l2:
-            penalty = sum(table.pow(2).sum() for table in self.embedding_tables)
-            loss = loss + self.config.embedding_l2 / 2 * penalty
         loss.backward()
         self._call("on_before_optimizer_step", batch)
+        if self.config.embedding_l2:
+            _add_l2(self.embedding_tables, self.config.embedding_l2)
         if self.config.grad_clip_norm is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm)
+            clip_grad_norm(self.model.parameters(), self.config.grad_clip_norm)
         for optimizer in self.optimizers:
             optimizer.step()
         return float(loss.detach())
@@ -386,6 +395,47 @@ def _optimizers(
     if dense:
         optimizers.append(torch.optim.Adam(dense, lr=config.lr, weight_decay=config.weight_decay))
     if embedding:
-        kind = torch.optim.SparseAdam if config.sparse_embeddings else torch.optim.Adam
+        lazy = config.embedding_optimizer == "lazy_adam"
+        kind = torch.optim.SparseAdam if lazy else torch.optim.Adam
         optimizers.append(kind(embedding, lr=lr))
     return optimizers
+
+
+@torch.no_grad()
+def _add_l2(tables: Sequence[nn.Parameter], strength: float) -> None:
+    """Adds ``strength * e`` to the gradient of every row e of ``tables`` that has one: every row
+    of a dense gradient, the touched rows (each once) of a sparse one."""
+    for table in tables:
+        if table.grad is None:
+            continue
+        if not table.grad.is_sparse:
+            table.grad.add_(table, alpha=strength)
+            continue
+        grad = table.grad.coalesce()  # one entry per touched row
+        rows = grad.indices()[0]
+        values = grad.values() + strength * table[rows]
+        table.grad = torch.sparse_coo_tensor(
+            grad.indices(), values, grad.shape, is_coalesced=True, check_invariants=False
+        )
+
+
+@torch.no_grad()
+def clip_grad_norm(parameters: Iterable[nn.Parameter], max_norm: float) -> float:
+    """Scales every gradient so that their global 2-norm is at most ``max_norm``; returns the
+    norm before. Like ``torch.nn.utils.clip_grad_norm_``, which cannot read sparse gradients: a
+    sparse one counts each row once (its duplicate entries summed)."""
+    grads = []
+    for parameter in parameters:
+        if parameter.grad is not None and parameter.grad.is_sparse:
+            parameter.grad = parameter.grad.coalesce()
+            grads.append(parameter.grad.values())
+        elif parameter.grad is not None:
+            grads.append(parameter.grad)
+    if not grads:
+        return 0.0
+    norm = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+    scale = max_norm / (norm + 1e-6)
+    if scale < 1:
+        for grad in grads:
+            grad.mul_(scale)
+    return norm
