@@ -27,7 +27,11 @@ What still differs, by the peer's design rather than its settings:
 
     pip install -e ".[peers]"
     python benchmarks/peers.py [--rows 1000000] [--threads 2] [--models dcnv2,deepfm,gdcn_p] \
-        [--write]
+        [--repeats 3] [--write]
+
+This machine's speed drifts by up to 25% over minutes (two identical DCNv2 epochs: 15.0k and
+11.8k samples/s, minutes apart), so one run of each can put the ratio anywhere in a wide band:
+``--repeats N`` runs peer and slimctr N times each, taking turns, and reports the medians.
 
 With --write, appends the table, machine, CPU flags, versions, date and command to
 benchmarks/results/peers.md.
@@ -40,6 +44,7 @@ import datetime
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -69,6 +74,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", type=_models, default=list(SLIMCTR_MODELS))
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs of each, taking turns; medians reported"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/slimctr-peers"))
     parser.add_argument("--write", action="store_true")
     # a measured child: this file runs itself so that the parent never imports torch or pandas
@@ -110,11 +118,16 @@ def _measure_all(args: argparse.Namespace) -> str:
     ]
     peer_prepare = []
     for model in args.models:
-        peer = _peer(source, model, args) if model in PEER_MODELS else None
-        if peer:
-            peer_prepare.append(peer)
-        for ours in _slimctr_runs(store, model, args):
-            lines.append(_row(model, peer, ours))
+        # peer and slimctr take turns, so that a slow spell of the machine hits both
+        peers, ours = [], []
+        for _ in range(args.repeats):
+            if model in PEER_MODELS:
+                peers.append(_peer(source, model, args))
+            ours.append(_slimctr_runs(store, model, args))
+        peer_prepare += peers
+        peer = _median(peers) if peers else None
+        for runs in zip(*ours, strict=True):  # the default precision, then fp32 if different
+            lines.append(_row(model, peer, _median(list(runs))))
             print(lines[-1], flush=True)
     lines.append(_prepare_row(args.rows, prepare, peer_prepare))
     return "\n".join(lines)
@@ -167,6 +180,17 @@ def _slimctr_model(
         "rss": max(trained["rss"], scoring["rss"]),
         "auc": metrics["valid"]["auc"],
     }
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over repeated runs; peak memory is the largest, other values the
+    first run's."""
+    merged = dict(runs[0])
+    for key, value in merged.items():
+        if isinstance(value, float):
+            values = [run[key] for run in runs]
+            merged[key] = max(values) if key == "rss" else statistics.median(values)
+    return merged
 
 
 def _peer(source: Path, model: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -260,7 +284,8 @@ def _machine(args: argparse.Namespace) -> list[str]:
         f"Machine: {names[0] if names else 'unknown CPU'}, {os.cpu_count()} CPUs; {present}",
         f"Versions: torch {version('torch')}, deepctr-torch {version('deepctr-torch')}, "
         f"slimctr {revision or 'unknown revision'}",
-        f"Setting: {args.rows:,} rows, {args.threads} threads, batch {BATCH_SIZE}",
+        f"Setting: {args.rows:,} rows, {args.threads} threads, batch {BATCH_SIZE}, "
+        f"median of {args.repeats} run(s) each, taking turns",
         "Command: `python benchmarks/peers.py " + " ".join(sys.argv[1:]) + "`",
     ]
 
