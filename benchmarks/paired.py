@@ -53,12 +53,11 @@ def row(model: str, base: list[dict[str, Any]], changed: list[dict[str, Any]]) -
     loss = [[r["test"]["logloss"] for r in runs] for runs in (base, changed)]
     d_auc, h_auc = interval([b - a for a, b in zip(*auc, strict=True)])
     d_loss, h_loss = interval([b - a for a, b in zip(*loss, strict=True)])
-    seconds = [statistics.mean(r["epoch_seconds"] for r in runs) for runs in (base, changed)]
     epochs = [statistics.mean(r["best_epoch"] for r in runs) for runs in (base, changed)]
     return (
         f"| {model} | {len(base)} | {statistics.mean(auc[0]):.5f} | {statistics.mean(auc[1]):.5f} "
         f"| {d_auc:+.5f} +- {h_auc:.5f} | {d_loss:+.5f} +- {h_loss:.5f} "
-        f"| {epochs[0]:.1f} / {epochs[1]:.1f} | {seconds[1] / seconds[0]:.2f} |"
+        f"| {epochs[0]:.1f} / {epochs[1]:.1f} |"
     )
 
 
@@ -98,7 +97,7 @@ def main() -> None:
             lines.append(row(model, arms[0][:paired], arms[1][:paired]))
     header = (
         "| model | seeds | base test AUC | with it | difference (95% CI) | logloss difference "
-        "| best epoch base / with | s per epoch, with / base |\n|---|---|---|---|---|---|---|---|"
+        "| best epoch base / with |\n|---|---|---|---|---|---|---|"
     )
     table = header + "\n" + "\n".join(lines)
     print(table)

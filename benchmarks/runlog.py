@@ -22,8 +22,8 @@ from slimctr.training import run
 # Settings a study holds fixed without naming them in its keys, because every logged run, before
 # and after the default changed, trained with them. fp32 wherever the study runs, so that its rows
 # stay comparable across machines (``precision=auto`` would pick bf16 on some); dense Adam on the
-# embedding tables, the optimiser before ``lazy_adam`` became the default (issue 15). A study's own
-# override of one of them wins, and is part of its key.
+# embedding tables, the optimiser of every logged run, whatever a later default becomes. A study's
+# own override of one of them wins, and is part of its key.
 PINNED = ("train.precision=fp32", "train.embedding_optimizer=adam")
 
 

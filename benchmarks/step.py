@@ -6,17 +6,17 @@ batches, after ``--warmup`` steps; the variants take turns, ``--rounds`` times, 
 round counts. Steps are timed with the loader included (the next batch is part of a step's
 cost). Variants:
 
-- ``adam``: dense Adam on whole tables (the embedding optimiser before issue 15);
-- ``lazy_adam``: SparseAdam on the rows a batch touches (the default since issue 15);
+- ``adam``: dense Adam on whole tables (the default embedding optimiser);
+- ``lazy_adam``: SparseAdam on the rows a batch touches (``train.embedding_optimizer=lazy_adam``);
 - ``lazy_adam+prefetch``: the same, the next batch read by a background thread (``prefetched``,
   here only: it was measured and not adopted);
 - ``adam+compile``: dense Adam, the model's forward wrapped in ``torch.compile`` (inductor cannot
   compile the backward of sparse embedding gradients: "Cannot access storage of
   SparseTensorImpl", so it is measured against dense Adam).
 
-Then torch.profiler records ``--profile-steps`` steps of the default and the heaviest operators
-by self CPU time are listed. ``--write`` appends the tables, machine, CPU flags and command to
-benchmarks/results/step.md.
+Then torch.profiler records ``--profile-steps`` steps of the default (dense Adam) and the
+heaviest operators by self CPU time are listed. ``--write`` appends the tables, machine, CPU
+flags and command to benchmarks/results/step.md.
 
     python benchmarks/step.py [--store PATH] [--model dcnv2] [--threads 2] [--write]
 """
@@ -153,8 +153,8 @@ def measure(args: argparse.Namespace) -> list[str]:
 
 def profile_steps(args: argparse.Namespace) -> list[str]:
     """The heaviest operators of ``--profile-steps`` default steps, by self CPU time."""
-    trainer = trainer_for(args.store, args.model, "lazy_adam", args)
-    source = batches(trainer, "lazy_adam")
+    trainer = trainer_for(args.store, args.model, "adam", args)
+    source = batches(trainer, "adam")
     timed_steps(trainer, source, args.warmup)
     step: Callable[[Batch], float] = trainer.step
     with profile(activities=[ProfilerActivity.CPU]) as prof:

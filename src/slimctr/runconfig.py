@@ -41,9 +41,9 @@ def _bf16_to_precision(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sparse_flag_to_embedding_optimizer(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 3 replaced ``train.sparse_embeddings`` (default false: dense Adam, L2 on whole
-    tables) by ``train.embedding_optimizer`` (default ``lazy_adam``); a version-2 run keeps the
-    optimiser its flag chose."""
+    """Version 3 replaced ``train.sparse_embeddings`` (true: SparseAdam) by
+    ``train.embedding_optimizer`` (``lazy_adam``, or the default ``adam``); a version-2 run keeps
+    the optimiser its flag chose."""
     train = dict(data.get("train") or {})
     train["embedding_optimizer"] = "lazy_adam" if train.pop("sparse_embeddings", False) else "adam"
     return {**data, "train": train}
