@@ -6,12 +6,14 @@ is reconstructed (valid and test are the exact BARS files), so compare to about 
 
 All models get the same settings and budget: width 10, embeddings N(0, 1e-4) (GDCN's own default
 is xavier) and BARS's schedule: up to 100 epochs, the learning rate cut tenfold after every epoch
-without improvement, stop after 2 such epochs in a row (`SCHEDULE`). Each baseline gets BARS's
-tuned Frappe_x1 settings (`BARS_TUNED`: layers, widths, dropout, batch norm and the embedding
-L2, read from the reczoo/BARS run logs); GDCN's models, which BARS lacks, get their paper
-defaults and BARS's most common embedding L2, 0.05. An earlier version of this table capped
-training at 30 epochs with the GDCN paper's schedule; there the best epoch of GDCN-P, DCNv2, LR,
-FM and FwFM was at or near the cap, so the cap decided their numbers. Until 2026-11-27 the
+without improvement, stop after 2 such epochs in a row. Each baseline gets BARS's tuned
+Frappe_x1 settings (layers, widths, dropout, batch norm and the embedding L2, read from the
+reczoo/BARS run logs); GDCN's models, which BARS lacks, get their paper defaults and BARS's most
+common embedding L2, 0.05. These settings ship with slimctr as the config `frappe_x1`
+(`slimctr train DATA --model M --config frappe_x1`), and this table reads them from there.
+An earlier version of this table capped training at 30 epochs with the GDCN paper's schedule;
+there the best epoch of GDCN-P, DCNv2, LR, FM and FwFM was at or near the cap, so the cap decided
+their numbers. Until 2026-11-27 the
 trainer's plateau cut the learning rate unless validation AUC rose by more than 1e-4 of its best,
 which stalled FM and FwFM at 0.936 (BARS: 0.967 and 0.978, never cut); the table now uses BARS's
 rule, any rise. Runs under both older protocols stay in the log and are listed under the table.
@@ -27,14 +29,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import datetime
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-from runlog import RunLog, run_key
+from runlog import RunLog, run_key, shipped_overrides
 
 from slimctr.data.datasets import locate
 from slimctr.data.prepare import prepare
@@ -44,83 +45,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "docs" / "results" / "frappe.md"
 LOG = ROOT / "benchmarks" / "results" / "frappe_runs.jsonl"
-# plateau_threshold=0 (any rise is an improvement, as in BARS's runs) is the trainer's default
-# since 2026-11-27; it is spelled out so that runs under the old rule (a rise of more than 1e-4 of
-# the best, which stalled FM at 0.936) keep their own keys in the log.
-ANY_RISE = "train.plateau_threshold=0"
-SCHEDULE = [
-    "train.epochs=100",
-    "train.plateau_patience=0",
-    ANY_RISE,
-    "train.early_stopping_patience=2",
-]
-# How a logged run without a key was trained, where the trainer's default has since changed.
-OLD_DEFAULTS = {"train.plateau_threshold": "torch's relative 1e-4 (the old default)"}
-COMMON = [
-    "model.embedding_dim=10",
-    "model.embedding_init_std=0.0001",
-    "train.embedding_l2=0.05",
-    *SCHEDULE,
-]
-# BARS's tuned Frappe_x1 settings per model (reczoo/BARS ranking/ctr/<model>/<model>_frappe_x1,
+# The settings of the table are the shipped config `frappe_x1` (src/slimctr/configs/frappe_x1/):
+# width 10, embeddings N(0, 1e-4), BARS's schedule and embedding L2 0.05 for every model, and
+# BARS's tuned Frappe_x1 settings per baseline (reczoo/BARS ranking/ctr/<model>/<model>_frappe_x1,
 # the configuration printed at the top of each run log; commits 1ffaf736 and bc97da0d agree).
 # Settings with no slimctr equivalent are listed in docs/results/frappe.md.
-BARS_TUNED = {
-    "lr": ["train.embedding_l2=1e-05"],
-    "fm": ["train.embedding_l2=5e-06"],
-    "fwfm": ["model.linear_type=felv", "train.embedding_l2=5e-06"],
-    "wide_deep": ["model.dropout=0.6", "model.batch_norm=true", "train.embedding_l2=0.1"],
-    "deepfm": ["model.dropout=0.2", "model.batch_norm=true"],
-    "dcn": ["model.num_cross_layers=3", "model.dropout=0.2", "model.batch_norm=true"],
-    "dcnv2": ["model.num_cross_layers=4", "model.dropout=0.4", "model.batch_norm=true"],
-    "xdeepfm": [
-        "model.cin_layer_sizes=[64]",
-        "model.dropout=0.2",
-        "model.batch_norm=true",
-        "train.embedding_l2=0.1",
-    ],
-    "autoint": [  # BARS's attention_dim 128 is 4 heads of 32; ours is per head
-        "model.attention_layers=5",
-        "model.num_heads=4",
-        "model.attention_dim=32",
-        "model.dropout=0.1",
-        "model.attention_dropout=0.1",  # FuxiCTR's net_dropout: attention and MLP alike
-        "model.scale_scores=true",
-        "model.layer_norm=true",
-        "model.identity_residual=true",
-        "model.batch_norm=true",
-        "train.embedding_l2=0.1",
-    ],
-    "fibinet": [
-        "model.reduction_ratio=2",
-        "model.excitation_activation=relu",
-        "model.dropout=0.3",
-        "model.batch_norm=true",
-    ],
-    "masknet": [
-        "model.structure=parallel",
-        "model.num_blocks=3",
-        "model.block_dim=50",
-        "model.reduction_ratio=2",
-        "model.dropout=0.1",
-        "model.block_dropout=0.1",  # FuxiCTR's net_dropout acts in the blocks and the MLP
-        "model.embedding_norm=false",
-        "model.batch_norm=false",
-        "train.embedding_l2=0.1",
-    ],
-    "finalmlp": [
-        "model.stream1_dims=[400]",
-        "model.stream2_dims=[100]",
-        "model.num_heads=5",
-        "model.feature_gating=true",
-        "model.gate1_context=[user]",
-        "model.gate2_context=[item]",
-        "model.gate_hidden_dims=[400]",
-        "model.dropout=0.4",
-        "model.batch_norm=true",
-    ],
-    "dnn": ["model.dropout=0.2", "model.batch_norm=true"],
-}
+SHIPPED = "frappe_x1"
+# Any rise of validation AUC is an improvement (as in BARS's runs): the trainer's default since
+# 2026-11-27, spelled out in the config so that runs under the old rule keep their own keys.
+ANY_RISE = "train.plateau_threshold=0"
+# How a logged run without a key was trained, where the trainer's default has since changed.
+OLD_DEFAULTS = {"train.plateau_threshold": "torch's relative 1e-4 (the old default)"}
 # BARS's 5-run mean test AUC, where its run log has five runs (the leaderboard shows run 1).
 BARS_MEAN_AUC = {
     "wide_deep": 0.983073,
@@ -161,18 +96,8 @@ def bars_numbers(path: Path) -> dict[str, tuple[float, float]]:
 
 
 def overrides_for(model: str) -> list[str]:
-    """The common settings this model has (LR, for one, has no embedding width), then BARS's
-    tuned ones, which win where both set a key."""
-    keys = {f.name for f in dataclasses.fields(MODELS[model].config)}
-    tuned = BARS_TUNED.get(model, [])
-    tuned_keys = {o.split("=")[0] for o in tuned}
-    common = [
-        o
-        for o in COMMON
-        if (not o.startswith("model.") or o[6:].split("=")[0] in keys)
-        and o.split("=")[0] not in tuned_keys
-    ]
-    return common + tuned
+    """The table's settings for ``model``: the shipped config, as the keys of its runs."""
+    return shipped_overrides(SHIPPED, model)
 
 
 def with_settings(overrides: list[str], extra: list[str]) -> list[str]:
@@ -290,9 +215,11 @@ def main() -> None:
         command = "python benchmarks/frappe.py " + " ".join(sys.argv[1:])
         RESULTS.write_text(
             f"# Frappe_x1: every registered model\n\n{stamp}; command `{command}`; "
-            f"up to {args.seeds} seeds each. Common settings: {', '.join(COMMON)}; each "
-            "baseline adds BARS's tuned Frappe_x1 settings (`BARS_TUNED` in the script), GDCN's "
-            "models their paper defaults. Runs: `benchmarks/results/frappe_runs.jsonl`.\n\n"
+            f"up to {args.seeds} seeds each. Settings: the shipped config `{SHIPPED}` "
+            f"(`src/slimctr/configs/{SHIPPED}/`): width 10, embeddings N(0, 1e-4), embedding L2 "
+            "0.05 and BARS's schedule for every model; each baseline with BARS's tuned Frappe_x1 "
+            "settings, GDCN's models with their paper defaults. "
+            "Runs: `benchmarks/results/frappe_runs.jsonl`.\n\n"
             "BARS test AUC is the leaderboard's number, which is BARS's first run (seed 2021); "
             "the 5-run mean is from BARS's run logs where they have five. The schedule is "
             "BARS's, and so is its idea of improvement: any rise of validation AUC, for the "

@@ -15,16 +15,47 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from slimctr.config import load_yaml
 from slimctr.runconfig import resolve_config
 from slimctr.rundir import RunDir
+from slimctr.shipped import config_path
 from slimctr.training import run
 
 # Settings a study holds fixed without naming them in its keys, because every logged run, before
 # and after the default changed, trained with them. fp32 wherever the study runs, so that its rows
 # stay comparable across machines (``precision=auto`` would pick bf16 on some); dense Adam on the
-# embedding tables, the optimiser of every logged run, whatever a later default becomes. A study's
-# own override of one of them wins, and is part of its key.
-PINNED = ("train.precision=fp32", "train.embedding_optimizer=adam")
+# embedding tables, the optimiser of every logged run, whatever a later default becomes; and the
+# ``paper`` preset, the default of every logged run. A study's own override of one of them wins,
+# and is part of its key.
+PINNED = ("train.precision=fp32", "train.embedding_optimizer=adam", "train.preset=paper")
+
+
+def shipped_overrides(name: str, model: str) -> list[str]:
+    """The shipped config ``name`` for ``model`` as ``key=value`` overrides, the form of a run's
+    key (``train.embedding_l2=1e-05``, ``model.hidden_dims=[400,400]``); pinned settings, which
+    keys leave out, are left out."""
+    data = load_yaml(config_path(name, model))
+    overrides = [f"{key}={_text(value)}" for key, value in _leaves(data) if key != "model_name"]
+    return [o for o in overrides if o not in PINNED]
+
+
+def _leaves(data: dict[str, Any], where: str = "") -> list[tuple[str, Any]]:
+    found = []
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        section = isinstance(value, dict) and path in ("model", "train")
+        found += _leaves(value, path) if section else [(path, value)]
+    return found
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ",".join(_text(v) for v in value) + "]"
+    if isinstance(value, dict):  # per-field widths
+        return "{" + ", ".join(f"{k}: {_text(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 def run_key(model: str, seed: int, overrides: list[str]) -> str:

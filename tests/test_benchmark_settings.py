@@ -13,10 +13,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import depth
 import fdo
 import frappe
-from runlog import run_folder, run_key
+from runlog import PINNED, RunLog, run_folder, run_key, shipped_overrides
 
 from slimctr.models import MODELS
 from slimctr.runconfig import resolve_config
+from slimctr.shipped import shipped_configs
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -26,9 +27,22 @@ def test_every_table_setting_is_a_key_of_the_model_and_set_once(model):
     keys = [o.split("=")[0] for o in overrides]
     assert len(keys) == len(set(keys))
     assert (config.train.epochs, config.train.plateau_patience) == (100, 0)  # BARS schedule
-    if model in frappe.BARS_TUNED:
-        for override in frappe.BARS_TUNED[model]:
-            assert override in overrides
+    pinned = resolve_config(model, overrides=[*PINNED, *overrides], seed=0)
+    assert pinned == resolve_config(model, config_file="frappe_x1", overrides=PINNED, seed=0)
+
+
+@pytest.mark.parametrize("name", sorted(shipped_configs()))
+def test_shipped_numbers_are_the_means_of_the_logged_runs(name):
+    """What `slimctr configs` says a model reached is what its logged runs reached."""
+    shipped = shipped_configs()[name]
+    log = RunLog(frappe.LOG)
+    assert shipped.test_auc, "every shipped config reports what it reached"
+    for model, reached in shipped.test_auc.items():
+        overrides = shipped_overrides(name, model)
+        runs = [r for s in range(reached["seeds"]) if (r := log.get(model, s, overrides))]
+        assert len(runs) == reached["seeds"], model
+        mean = sum(r["test"]["auc"] for r in runs) / len(runs)
+        assert mean == pytest.approx(reached["mean"], abs=5e-5), model
 
 
 def test_bars_settings_win_over_the_common_ones():

@@ -83,7 +83,7 @@ def train(
 
     config = resolve_config(
         model,
-        config_file=Path(config_file) if config_file else None,
+        config_file=config_file,
         overrides=overrides,
         seed=seed,
         threads=threads,

@@ -148,11 +148,19 @@ def _build_parser() -> _Parser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_models)
 
+    p = commands.add_parser("configs", help="list the shipped configs and what they reached")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_configs)
+
     p = commands.add_parser("train", help="train a model on a prepared store")
     p.add_argument("data", type=Path, metavar="DATA_DIR")
     p.add_argument("--model", required=True, metavar="NAME")
     p.add_argument("--out", required=True, type=Path, metavar="RUN_DIR")
-    p.add_argument("--config", type=Path, metavar="FILE.yaml")
+    p.add_argument(
+        "--config",
+        metavar="FILE.yaml|NAME",
+        help="a YAML config file, or the name of a shipped config (see `slimctr configs`)",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -440,6 +448,22 @@ def _models(args: argparse.Namespace) -> int:
         return 0
     for name, entry in MODELS.items():
         print(f"  {name:<10} {entry.description}")
+    return 0
+
+
+def _configs(args: argparse.Namespace) -> int:
+    from slimctr.shipped import shipped_configs
+
+    found = shipped_configs()
+    if args.json:
+        print(json.dumps({name: config.to_json() for name, config in found.items()}))
+        return 0
+    for config in found.values():
+        print(f"{config.name}: {config.description}\n  numbers from {config.study}")
+        for model in config.models:
+            reached = config.test_auc.get(model)
+            auc = f"test AUC {reached['mean']:.4f} ({reached['seeds']} seeds)" if reached else ""
+            print(f"    {model:<10} {auc}")
     return 0
 
 

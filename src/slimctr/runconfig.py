@@ -26,6 +26,7 @@ from slimctr.errors import SlimctrError, shown
 from slimctr.models import MODELS
 from slimctr.models.registry import ModelEntry
 from slimctr.schema import Schema
+from slimctr.shipped import config_path
 from slimctr.training.trainer import PRESETS, TrainConfig
 
 
@@ -74,7 +75,7 @@ class RunConfig:
 def resolve_config(
     model_name: str,
     *,
-    config_file: Path | None = None,
+    config_file: str | Path | None = None,
     overrides: Sequence[str] = (),
     seed: int | None = None,
     threads: int | None = None,
@@ -82,10 +83,12 @@ def resolve_config(
     """The run configuration: defaults, then the YAML file, then ``--set`` overrides, then flags.
 
     ``model_name`` may be spelled as pip spells package names (``GDCN-P`` is ``gdcn_p``); the
-    configuration records the registered name.
+    configuration records the registered name. ``config_file`` is a YAML file or the name of a
+    shipped config (``slimctr.shipped``).
     """
     name = canonical_model_name(model_name)
     entry = MODELS[name]
+    config_file = config_path(config_file, name) if config_file else None
     data = load_yaml(config_file) if config_file else {}
     saved = data.get("model_name", name)
     if not isinstance(saved, str) or canonical_model_name(saved) != name:
