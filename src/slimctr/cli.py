@@ -216,6 +216,34 @@ def _build_parser() -> _Parser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_export)
 
+    p = commands.add_parser("tune", help="tune a model's settings on a store with Optuna")
+    p.add_argument("data", type=Path, metavar="DATA_DIR")
+    p.add_argument("--model", required=True, metavar="NAME")
+    p.add_argument("--trials", required=True, type=int, metavar="N", help="finished trials in all")
+    p.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S s")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="the study; resumable")
+    p.add_argument("--config", metavar="FILE.yaml|NAME", help="the base config (as for train)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fix one setting (it is then not tuned), e.g. train.epochs=10",
+    )
+    p.add_argument(
+        "--objective",
+        default="auc",
+        metavar="auc|auc,bytes",
+        help="auc (default), or auc,bytes: AUC and embedding bytes together (a Pareto front)",
+    )
+    p.add_argument("--rerun-top", type=int, default=0, metavar="K", help="retrain the best K")
+    p.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds of --rerun-top")
+    p.add_argument("--seed", type=int, default=0, help="the sampler's and the trials' seed")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_tune)
+
     p = commands.add_parser("fdo", help="field-level dimension optimisation of a finished run")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument(
@@ -539,6 +567,39 @@ def _export(args: argparse.Namespace) -> int:
 
 def _s(items: Sequence[object]) -> str:
     return "" if len(items) == 1 else "s"
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from slimctr.tuning.tune import TuneOptions, tune
+
+    options = TuneOptions(
+        trials=args.trials,
+        timeout=args.timeout,
+        objectives=tuple(o.strip() for o in args.objective.split(",")),
+        seed=args.seed,
+        rerun_top=args.rerun_top,
+        seeds=args.seeds,
+        threads=args.threads,
+    )
+    summary = tune(
+        args.data,
+        args.model,
+        args.out,
+        options,
+        config_file=args.config,
+        overrides=args.overrides,
+    )
+    best = summary["best"]
+    seeds = len(best["seeds"])
+    settings = ", ".join(f"{k}={v}" for k, v in best["settings"].items())
+    text = (
+        f"{args.out}: {summary['trials'].get('complete', 0)} trials complete, "
+        f"{summary['trials'].get('pruned', 0)} pruned; best trial {best['trial']}: valid AUC "
+        f"{best['valid_auc_mean']:.4f} (mean of {seeds} seed{'s' * (seeds > 1)}), test AUC "
+        f"{best['test_auc_mean']:.4f}; {settings}\n"
+        f"train it: slimctr train DATA --model {summary['model']} --config {summary['config']}"
+    )
+    return _report(args, summary, text)
 
 
 def _fdo(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ N(0, 1e-4^2)) so that the models compare on one footing. All fields need one wid
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -40,6 +41,7 @@ from slimctr.nn.attention import InteractingLayer
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.nn.mlp import MLP
 from slimctr.schema import Schema
+from slimctr.tuning.space import Int, Param, generic_space_of
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +60,12 @@ class AutoIntConfig:
     dropout: float = 0.0
     batch_norm: bool = True
     embedding_init_std: float | None = 1e-4  # N(0, std^2) for all embeddings; None: xavier
+
+    # slimctr tune: the generic keys and the number of attention layers
+    search_space: ClassVar[tuple[Param, ...]] = (
+        *generic_space_of("embedding_dim", "hidden_dims", "dropout"),
+        Int("attention_layers", 1, 5),
+    )
 
     def __post_init__(self) -> None:
         check_optional_int("embedding_align_dim", self.embedding_align_dim, minimum=1)

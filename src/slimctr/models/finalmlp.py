@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +50,7 @@ from slimctr.models.registry import register
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.nn.mlp import MLP
 from slimctr.schema import Schema
+from slimctr.tuning.space import MLPS, Choice, Param, generic_space_of
 
 CONTEXT_DIM = 16  # width of each gate's learned context vector c_k
 
@@ -74,6 +76,13 @@ class FinalMLPConfig:
     dropout: float = 0.0
     batch_norm: bool = True
     embedding_init_std: float | None = 1e-4  # N(0, std^2) for all embeddings; None: xavier
+
+    # slimctr tune: the width, dropout and both streams' MLPs
+    search_space: ClassVar[tuple[Param, ...]] = (
+        *generic_space_of("embedding_dim", "dropout"),
+        Choice("stream1_dims", MLPS),
+        Choice("stream2_dims", ((100,), *MLPS)),
+    )
 
     def __post_init__(self) -> None:
         check_embedding_dim("embedding_dim", self.embedding_dim, per_field=True)

@@ -29,7 +29,7 @@ width K (``slimctr.nn.align``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +49,7 @@ from slimctr.models.registry import register
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.nn.mlp import MLP
 from slimctr.schema import Schema
+from slimctr.tuning.space import Choice, Int, Param, generic_space_of
 
 
 class MaskBlock(nn.Module):
@@ -97,6 +98,13 @@ class MaskNetConfig:
     embedding_norm: bool = True  # LN_EMB on the blocks' input; false: V_emb as it is
     batch_norm: bool = True
     embedding_init_std: float | None = 1e-4  # N(0, std^2) for all embeddings; None: xavier
+
+    # slimctr tune: the generic keys and the mask blocks
+    search_space: ClassVar[tuple[Param, ...]] = (
+        *generic_space_of("embedding_dim", "hidden_dims", "dropout"),
+        Int("num_blocks", 1, 4),
+        Choice("block_dim", (32, 50, 64, 128)),
+    )
 
     def __post_init__(self) -> None:
         check_optional_int("embedding_align_dim", self.embedding_align_dim, minimum=1)

@@ -20,6 +20,7 @@ N(0, 1e-4^2)) so that the models compare on one footing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -38,6 +39,7 @@ from slimctr.nn.embedding import FieldEmbedding
 from slimctr.nn.fm import LinearTerm
 from slimctr.nn.mlp import MLP
 from slimctr.schema import Schema
+from slimctr.tuning.space import Choice, Param, generic_space_of
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +51,12 @@ class XDeepFMConfig:
     dropout: float = 0.0
     batch_norm: bool = True
     embedding_init_std: float | None = 1e-4  # N(0, std^2) for all embeddings; None: xavier
+
+    # slimctr tune: the generic keys and the CIN's layers
+    search_space: ClassVar[tuple[Param, ...]] = (
+        *generic_space_of("embedding_dim", "hidden_dims", "dropout"),
+        Choice("cin_layer_sizes", ((16, 16, 16), (64,), (64, 64), (128, 128))),
+    )
 
     def __post_init__(self) -> None:
         check_optional_int("embedding_align_dim", self.embedding_align_dim, minimum=1)

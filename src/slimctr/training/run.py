@@ -38,13 +38,15 @@ def train(
     resume: bool = False,
     progress: Callback | None = None,
     plan: dict[str, Any] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> dict[str, Any]:
     """Train, keep the best epoch, score the test split there, and write the run folder ``out``.
 
     A new or failed ``out`` gets a fresh run. With ``resume``, an unfinished run there is
     continued from its last finished epoch and a finished one is reused (its metrics returned),
     both only if they were started with ``config`` on this store; without it they are refused.
-    ``plan`` (a dimension plan's JSON data) is recorded in the run. Started by torchrun, every
+    ``plan`` (a dimension plan's JSON data) is recorded in the run; ``callbacks`` act inside the
+    trainer after ``progress`` (tuning's pruning, say), on rank 0 only. Started by torchrun, every
     rank trains its share and rank 0 alone writes (``slimctr.training.distributed``).
     """
     world = World.from_env()
@@ -62,7 +64,8 @@ def train(
         checkpoint = run.checkpoint() if state is RunState.STARTED else None
         trained = replace(config, train=replace(config.train, precision=run.precision()))
         try:
-            metrics = _fit(run, store, trained, progress, checkpoint, world)
+            acting = [*([progress] if progress else []), *callbacks]
+            metrics = _fit(run, store, trained, acting, checkpoint, world)
         except Exception as error:  # an interrupt (not an Exception) leaves it resumable
             if world.rank == 0:
                 run.fail(str(error) if isinstance(error, SlimctrError) else repr(error))
@@ -100,14 +103,14 @@ def _fit(
     run: RunDir,
     store: Store,
     config: RunConfig,
-    progress: Callback | None,
+    acting: Sequence[Callback],
     checkpoint: dict[str, Any] | None,
     world: World,
 ) -> dict[str, Any]:
     cores_per_rank = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     torch.set_num_threads(config.threads or max(cores_per_rank, 1))
     model = build_model(config, store.schema)
-    writers = [*([progress] if progress else []), Checkpoint(run.save_checkpoint)]
+    writers = [*acting, Checkpoint(run.save_checkpoint)]
     callbacks = writers if world.rank == 0 else []
     trainer = Trainer(
         model, store, config.train, seed=config.seed, callbacks=callbacks, world=world

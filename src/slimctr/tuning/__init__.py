@@ -1,0 +1,1 @@
+"""Hyperparameter tuning on Optuna: search spaces (``space``) and ``slimctr tune`` (``tune``)."""
