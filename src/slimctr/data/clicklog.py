@@ -6,11 +6,14 @@ Columns (all categorical, as strings, but ``label``, 0/1)::
     label  user_id item_id  age gender city device  category brand price  hour weekday
 
 Population. U users (default rows / 15) and I items (default rows / 40). The user of a row is
-drawn with a Zipf law over users, P(user of activity rank k) ∝ k^-``user_activity_exponent``
-(1.0), the item likewise with ``item_popularity_exponent`` (1.1): a few heavy users and hit items,
-a long tail seen once or twice. User and item are drawn independently (no exposure bias), the
-hour from a typical daily traffic curve (``HOUR_TRAFFIC``), the weekday with busier weekends.
-Printed ids are a random permutation of the ranks, as hashed ids are.
+drawn with a Zipf-Mandelbrot law over users, P(user of activity rank k) ∝ (k + ``RANK_OFFSET``)
+^-``user_activity_exponent`` (10 and 1.0), the item likewise with ``item_popularity_exponent``
+(1.1): heavy users and hit items, and a long tail seen once or twice. The offset keeps the heads
+as real logs have them (the top user about 1.4% of the rows at 100k rows, the top item about
+2%); a plain Zipf law (offset 0) gave the top user 11% and the top item 17%. User and item are
+drawn independently (no exposure bias), the hour from a typical daily traffic curve
+(``HOUR_TRAFFIC``), the weekday with busier weekends. Printed ids are a random permutation of
+the ranks, as hashed ids are.
 
 Side features are fixed per user and per item, as in a real log: a user's ``age`` (7 buckets),
 ``gender`` (3, one "unknown") and ``device`` (4) follow fixed shares, ``city`` a Zipf(1.0) law
@@ -66,6 +69,7 @@ GENDERS, GENDER_SHARES = ("f", "m", "unknown"), (0.48, 0.46, 0.06)
 DEVICES, DEVICE_SHARES = ("android", "ios", "desktop", "tablet"), (0.50, 0.30, 0.15, 0.05)
 NUM_CITIES, NUM_CATEGORIES, NUM_PRICES = 100, 20, 10
 SIDE_EXPONENT = 1.0  # cities, categories, items per brand
+RANK_OFFSET = 10.0  # users and items: Zipf-Mandelbrot, so no single user or item dominates
 # relative impressions per hour 00..23: night trough, morning rise, evening peak
 HOUR_TRAFFIC = (3, 2, 1.5, 1, 1, 1.5, 3, 5, 6, 6, 6, 6.5, 7, 6.5, 6, 6, 6.5, 7, 8, 9, 9.5, 9, 7, 5)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -170,7 +174,7 @@ def _impressions(
     rng: np.random.Generator, config: ClickLogConfig, popularity: np.ndarray
 ) -> dict[str, np.ndarray]:
     """The user, item (by rank), hour and weekday of each row, drawn independently."""
-    activity = _zipf(config.num_users, config.user_activity_exponent)
+    activity = _zipf(config.num_users, config.user_activity_exponent, RANK_OFFSET)
     return {
         "user": rng.choice(config.num_users, config.rows, p=activity),
         "item": rng.choice(config.num_items, config.rows, p=popularity),
@@ -228,7 +232,7 @@ def _items(rng: np.random.Generator, config: ClickLogConfig) -> dict[str, np.nda
     brand_offset = rng.normal(0.0, 1.0, brands)
     level = category_level[category] + brand_offset[brand] + rng.normal(0.0, 1.5, n)
     return {
-        "popularity": _zipf(n, config.item_popularity_exponent),
+        "popularity": _zipf(n, config.item_popularity_exponent, RANK_OFFSET),
         "brand": brand,
         "brand_offset": brand_offset,
         "category": category,
@@ -270,9 +274,9 @@ def _bisect_bias(logit: np.ndarray, positive_rate: float) -> float:
     return (low + high) / 2
 
 
-def _zipf(n: int, exponent: float) -> np.ndarray:
-    """P(rank k) ∝ k^-exponent for k = 1..n."""
-    weights = np.arange(1, n + 1, dtype=np.float64) ** -exponent
+def _zipf(n: int, exponent: float, offset: float = 0.0) -> np.ndarray:
+    """P(rank k) ∝ (k + offset)^-exponent for k = 1..n."""
+    weights = (np.arange(1, n + 1, dtype=np.float64) + offset) ** -exponent
     return weights / weights.sum()
 
 
