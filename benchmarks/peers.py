@@ -166,6 +166,7 @@ def _slimctr_model(
     out = args.workdir / f"run-{model}-{precision or 'default'}"
     shutil.rmtree(out, ignore_errors=True)
     settings = [*SLIMCTR_MODELS[model], "train.epochs=1", f"train.batch_size={BATCH_SIZE}"]
+    settings = ["train.preset=paper", *settings]  # no embedding L2, as the peer and earlier runs
     settings += [f"train.precision={precision}"] if precision else []
     command = [_slimctr(), "train", str(store), "--model", model, "--out", str(out)]
     command += ["--threads", str(args.threads), "--json"]

@@ -59,6 +59,7 @@ VARIANTS = ("adam", "adam+compile", "lazy_adam", "lazy_adam+prefetch", "lazy_ada
 def trainer_for(store_path: Path, model: str, variant: str, args: argparse.Namespace) -> Trainer:
     optimizer = variant.split("+")[0]
     overrides = [*SETTINGS[model], f"train.embedding_optimizer={optimizer}", *args.overrides]
+    overrides = ["train.preset=paper", *overrides]  # the protocol of the committed results
     config = resolve_config(model, overrides=overrides, threads=args.threads)
     store = open_store(store_path)
     trainer = Trainer(build_model(config, store.schema), store, config.train, seed=0)

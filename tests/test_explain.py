@@ -295,6 +295,9 @@ PLANTED = SyntheticConfig(
     seed=0,
 )
 BRIEF_TRAINING = [
+    # the protocol the experiments below were run under; with the auto preset (embedding L2
+    # 0.01, BARS's schedule) the third planted pair ranked 14th of 66 (seed 0): issue 21's
+    "train.preset=paper",
     "model.embedding_dim=8",
     "train.batch_size=256",
     "train.epochs=6",

@@ -304,6 +304,19 @@ def test_a_version_2_bundle_keeps_its_embedding_optimizer(frappe_run, tmp_path, 
     assert Bundle(bundle).config.train.embedding_optimizer == optimizer
 
 
+def test_a_version_3_config_without_the_new_defaults_keeps_the_paper_settings():
+    """Version 4 made the auto preset the default: a version-3 file that lacks a training key
+    (written before the key existed) gets the paper preset's value, the default it trained
+    with, so its recorded settings still reproduce it."""
+    old = {"model_name": "dcnv2", "train": {"lr": 0.002}}
+    migrated = runconfig.read_config(old, 3, "old.yaml").train
+    paper = runconfig.resolve_config("dcnv2", overrides=["train.preset=paper", "train.lr=0.002"])
+    assert migrated == paper.train
+    assert (migrated.epochs, migrated.batch_size, migrated.embedding_l2) == (50, 4096, 0.0)
+    today = runconfig.read_config(old, 4, "new.yaml").train  # the same file, read as today's
+    assert (today.preset, today.batch_size, today.embedding_l2) == ("auto", None, 0.01)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -50,10 +50,26 @@ def _sparse_flag_to_embedding_optimizer(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "train": train}
 
 
-CONFIG_VERSION = 3
+def _paper_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 made ``auto`` the default preset, whose defaults differ from the ``paper``
+    preset's, the default until then: a training key missing from a version-3 file (one that
+    slimctr wrote before the key existed) takes the value it had under ``paper``."""
+    old = {
+        "preset": "paper",
+        "epochs": 50,
+        "batch_size": 4096,
+        "embedding_l2": 0.0,
+        "early_stopping_patience": 5,
+        "plateau_patience": 3,
+    }
+    return {**data, "train": {**old, **(data.get("train") or {})}}
+
+
+CONFIG_VERSION = 4
 CONFIG_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _bf16_to_precision,
     2: _sparse_flag_to_embedding_optimizer,
+    3: _paper_defaults,
 }
 
 

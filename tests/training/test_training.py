@@ -18,7 +18,7 @@ from slimctr.runconfig import build_model, resolve_config
 from slimctr.rundir import RunDir, RunState
 from slimctr.training import run
 from slimctr.training.callbacks import Callback
-from slimctr.training.trainer import Trainer, _add_l2, clip_grad_norm
+from slimctr.training.trainer import TrainConfig, Trainer, _add_l2, clip_grad_norm
 
 FAST = [
     "model.hidden_dims=[32,32]",
@@ -353,13 +353,21 @@ def test_config_file_then_overrides_then_flags(tmp_path):
 
 
 def test_presets_fill_only_what_the_run_does_not_choose(tmp_path):
-    paper = resolve_config("gdcn_p").train
+    auto = resolve_config("gdcn_p").train
+    assert (auto.preset, auto.batch_size, auto.epochs) == ("auto", None, None)
+    assert auto.embedding_l2 == 0.01
+    assert (auto.early_stopping_patience, auto.plateau_patience) == (2, 0)
+    assert auto == TrainConfig()  # the fields' defaults are the auto preset's
+    paper = resolve_config("gdcn_p", overrides=["train.preset=paper"]).train
     assert (
         paper.preset,
         paper.early_stopping_patience,
         paper.plateau_patience,
         paper.weight_decay,
-    ) == ("paper", 5, 3, 0.0)
+        paper.batch_size,
+        paper.epochs,
+        paper.embedding_l2,
+    ) == ("paper", 5, 3, 0.0, 4096, 50, 0.0)
     reference = resolve_config("gdcn_p", overrides=["train.preset=reference_code"]).train
     assert (
         reference.early_stopping_patience,
@@ -376,6 +384,29 @@ def test_presets_fill_only_what_the_run_does_not_choose(tmp_path):
     assert (from_file.weight_decay, from_file.early_stopping_patience) == (0.0, 4)
     with pytest.raises(SlimctrError, match=r"train\.preset"):
         resolve_config("gdcn_p", overrides=["train.preset=fast"])
+
+
+@pytest.mark.parametrize(
+    ("rows", "batch", "epochs"),
+    [(1_000, 256, 200), (80_000, 512, 128), (202_027, 1024, 102), (36_000_000, 4096, 10)],
+)
+def test_auto_chooses_the_batch_and_epochs_from_the_training_rows(rows, batch, epochs):
+    chosen = TrainConfig().for_rows(rows)
+    assert (chosen.batch_size, chosen.epochs) == (batch, epochs)
+    steps = -(-rows // batch)
+    assert steps >= min(100, rows / 256) or batch == 4096  # about 100 steps an epoch or more
+    mine = TrainConfig(batch_size=64, epochs=3).for_rows(rows)  # what a run sets stays
+    assert (mine.batch_size, mine.epochs) == (64, 3)
+
+
+def test_a_run_records_the_batch_and_epochs_auto_chose(store, tmp_path):
+    config = resolve_config("lr", overrides=["train.early_stopping_patience=1"], threads=1)
+    assert (config.train.batch_size, config.train.epochs) == (None, None)
+    run.train(store.path, tmp_path / "r", config)
+    recorded = RunDir(tmp_path / "r").config().train
+    assert (recorded.batch_size, recorded.epochs) == (256, 200)  # 9,600 training rows
+    again = run.train(store.path, tmp_path / "r", config, resume=True)  # the same run, reused
+    assert again == RunDir(tmp_path / "r").metrics()
 
 
 def test_precision_auto_follows_the_cpu(monkeypatch):

@@ -51,6 +51,8 @@ def train(
     """
     world = World.from_env()
     store = open_store(data_dir)
+    # the batch size and epochs the auto preset chooses are recorded with the run
+    config = replace(config, train=config.train.for_rows(len(store.split("train"))))
     run = RunDir(out)
     with run.lock() if world.rank == 0 else contextlib.nullcontext():
         decided = _decide(run, store, config, resume, plan) if world.rank == 0 else None

@@ -25,7 +25,7 @@ import functools
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,15 +42,32 @@ from slimctr.training.callbacks import Callback, EarlyStopping
 from slimctr.training.distributed import ALONE, DataParallel, World
 from slimctr.training.metrics import auc, logloss_from_logits
 
+# The ``auto`` preset (TrainConfig's docstring and ``TrainConfig.for_rows``).
+AUTO_EMBEDDING_L2 = 0.01
+STEPS_PER_EPOCH = 100
+MIN_BATCH, MAX_BATCH = 256, 4096
+STEP_BUDGET = 20_000
+MIN_EPOCHS, MAX_EPOCHS = 10, 200
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Optimisation settings. Defaults follow the GDCN paper (Adam 1e-3, batch 4096).
+    """Optimisation settings: Adam 1e-3 on binary cross-entropy, and the preset's protocol.
 
-    ``preset`` names the protocol (GDCN spec 3): ``paper`` (early stopping patience 5, plateau
-    patience 3, no weight decay) or ``reference_code`` (4, 5 and weight decay 1e-6, as the GDCN
-    reference code runs). The preset fills the keys of ``PRESETS`` that a run does not set itself
-    (``slimctr.runconfig.resolve_config`` applies it); the resolved values are recorded.
+    ``preset`` names the protocol, and fills the keys of ``PRESETS`` that a run does not set
+    itself (``slimctr.runconfig.resolve_config`` applies it; the fields' defaults are ``auto``'s):
+
+    - ``auto`` (the default, issue 16): settings meant to hold up on data nobody tuned for.
+      Embedding L2 ``AUTO_EMBEDDING_L2``; BARS's schedule (the learning rate cut tenfold after
+      every epoch without a new best validation AUC, stop after 2 such epochs in a row), which
+      the BARS benchmark runs on every dataset and model; and a batch size and epoch budget
+      chosen from the number of training rows (``for_rows``): ``batch_size`` and ``epochs`` are
+      null until then, and a run records the numbers chosen.
+    - ``paper`` (GDCN spec 3): batch 4096, at most 50 epochs, early stopping patience 5,
+      plateau patience 3, no weight decay or embedding L2: the GDCN paper's protocol, and every
+      default before issue 16.
+    - ``reference_code``: as ``paper`` with patience 4, plateau patience 5 and weight decay 1e-6,
+      as the GDCN reference code runs.
 
     ``precision``: ``bf16`` autocasts the forward pass to bfloat16 (the loss stays float32),
     ``fp32`` does not, and ``auto`` (the default) picks bf16 where the CPU has native bf16 matrix
@@ -78,16 +95,16 @@ class TrainConfig:
     not the default. The reported ``train_loss`` is the log loss alone, without the penalty.
     """
 
-    preset: Literal["paper", "reference_code"] = "paper"
-    epochs: int = 50
-    batch_size: int = 4096
+    preset: Literal["auto", "paper", "reference_code"] = "auto"
+    epochs: int | None = None  # None: chosen from the training rows (for_rows)
+    batch_size: int | None = None  # None: chosen from the training rows (for_rows)
     lr: float = 1e-3
     embedding_lr: float | None = None  # None: same as lr
     embedding_optimizer: Literal["adam", "lazy_adam"] = "adam"  # see the class docstring
     weight_decay: float = 0.0  # Adam weight decay on the dense (non-embedding) parameters
-    embedding_l2: float = 0.0  # L2 strength on embedding rows; see the class docstring
-    early_stopping_patience: int = 5
-    plateau_patience: int = 3
+    embedding_l2: float = AUTO_EMBEDDING_L2  # L2 on the embedding rows, see above
+    early_stopping_patience: int = 2
+    plateau_patience: int = 0
     plateau_factor: float = 0.1
     plateau_threshold: float = 0.0  # a rise of more than this (absolute AUC) is an improvement
     min_lr: float = 0.0  # the plateau cuts never take the learning rate below this
@@ -98,7 +115,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "eval_batch_size", "early_stopping_patience")
         for name in positive:
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise SlimctrError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         non_negative = (
             "weight_decay",
@@ -118,6 +135,32 @@ class TrainConfig:
             raise SlimctrError(f"train.plateau_factor must be in (0, 1], got {self.plateau_factor}")
         if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
             raise SlimctrError(f"train.grad_clip_norm must be > 0, got {self.grad_clip_norm}")
+
+    def for_rows(self, rows: int) -> TrainConfig:
+        """This config with a null ``batch_size`` and ``epochs`` chosen for ``rows`` training rows.
+
+        The batch is the power of two nearest below rows / ``STEPS_PER_EPOCH``, within
+        [``MIN_BATCH``, ``MAX_BATCH``], so that an epoch has about 100 steps or more: with a
+        100k-row log, batch 4096 gives 20 steps an epoch and models stop long before they have
+        learned (issue 16). The epoch budget is ``STEP_BUDGET`` steps, within [``MIN_EPOCHS``,
+        ``MAX_EPOCHS``] epochs; early stopping ends most runs well before it.
+
+        >>> chosen = TrainConfig().for_rows(100_000)
+        >>> chosen.batch_size, chosen.epochs
+        (512, 103)
+        >>> chosen = TrainConfig().for_rows(36_000_000)
+        >>> chosen.batch_size, chosen.epochs
+        (4096, 10)
+        """
+        batch = self.batch_size
+        if batch is None:
+            power = 2 ** math.floor(math.log2(max(rows / STEPS_PER_EPOCH, 1)))
+            batch = min(max(power, MIN_BATCH), MAX_BATCH)
+        epochs = self.epochs
+        if epochs is None:
+            steps = max(math.ceil(rows / batch), 1)
+            epochs = min(max(math.ceil(STEP_BUDGET / steps), MIN_EPOCHS), MAX_EPOCHS)
+        return replace(self, batch_size=batch, epochs=epochs)
 
 
 def resolve_precision(requested: str) -> Literal["fp32", "bf16"]:
@@ -139,9 +182,23 @@ def _cpu_flags() -> frozenset[str]:
     return frozenset(next(lines, ":").split(":", 1)[1].split())
 
 
+_PAPER = {"epochs": 50, "batch_size": 4096, "embedding_l2": 0.0}
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"early_stopping_patience": 5, "plateau_patience": 3, "weight_decay": 0.0},
-    "reference_code": {"early_stopping_patience": 4, "plateau_patience": 5, "weight_decay": 1e-6},
+    "auto": {
+        "epochs": None,
+        "batch_size": None,
+        "embedding_l2": AUTO_EMBEDDING_L2,
+        "early_stopping_patience": 2,
+        "plateau_patience": 0,
+        "weight_decay": 0.0,
+    },
+    "paper": {**_PAPER, "early_stopping_patience": 5, "plateau_patience": 3, "weight_decay": 0.0},
+    "reference_code": {
+        **_PAPER,
+        "early_stopping_patience": 4,
+        "plateau_patience": 5,
+        "weight_decay": 1e-6,
+    },
 }
 
 
@@ -163,7 +220,9 @@ class Trainer:
     ) -> None:
         self.model = model
         self.store = store
-        self.config = config
+        config = config.for_rows(len(store.split("train")))
+        assert config.epochs is not None and config.batch_size is not None  # for_rows chose
+        self.config, self.epochs = config, config.epochs
         self.seed = seed
         self.world = world
         parallel = [DataParallel(world)] if world.size > 1 else []
@@ -212,7 +271,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train until a callback stops it or ``epochs``; returns the best epoch's scores."""
         self._call("on_fit_start")
-        while self.epoch < self.config.epochs and not self.stop:
+        while self.epoch < self.epochs and not self.stop:
             self._call("on_epoch_start")
             started = time.perf_counter()
             loss = self._train_epoch()
