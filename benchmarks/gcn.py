@@ -39,6 +39,17 @@ VARIANTS = {
     "xavier": [XAVIER],
     "xavier-no-l2": [XAVIER, "train.embedding_l2=0"],
     "xavier-no-l2-16": [XAVIER, "train.embedding_l2=0", "model.embedding_dim=16"],
+    # BARS's CrossNet-V2 run (reczoo/BARS ranking/ctr/DCNv2/CrossNetv2_frappe_x1): L2 0.001,
+    # 4 layers
+    "l2-0.001": ["train.embedding_l2=0.001"],
+    "l2-0.001-4": ["train.embedding_l2=0.001", "model.num_cross_layers=4"],
+    "xavier-l2-0.001": [XAVIER, "train.embedding_l2=0.001"],
+    "xavier-l2-0.001-patient": [
+        XAVIER,
+        "train.embedding_l2=0.001",
+        "train.plateau_patience=2",
+        "train.early_stopping_patience=4",
+    ],
 }
 DEPTHS = (1, 2, 3, 4, 6, 8)
 CN_V2 = "model.hidden_dims=[]"  # DCNv2's cross network alone, at GCN's depth (3 unless varied)
