@@ -48,7 +48,7 @@ from slimctr.data.synthetic import SyntheticConfig, write_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results" / "defaults.md"
-SELECTION = ROOT / "docs" / "results" / "defaults_l2.md"
+SELECTION = ROOT / "docs" / "results" / "defaults_selection.md"
 LOGS = ROOT / "benchmarks" / "results"
 LOGISTIC_LOG = LOGS / "defaults_logistic.jsonl"
 MODELS = ("dcnv2", "gdcn_p")
@@ -59,8 +59,14 @@ CRITEO_ROWS = {"criteo-300k": 300_000, "criteo-1m": 1_000_000}
 DATASETS = ["clicklog-20k", "clicklog-50k", "clicklog-100k", "clicklog-200k", "frappe"]
 DATASETS += ["criteo-300k", "synthetic", "criteo-1m"]
 SELECT = ["clicklog-20k", "clicklog-100k"]
-L2_CANDIDATES = (0.0, 0.001, 0.01, 0.05)
 SELECT_SEEDS = 2
+# The selections, in the order they were made: the setting, its candidates, the models judged.
+SELECTIONS = {
+    "train.embedding_l2": ((0.0, 0.001, 0.01, 0.05), MODELS),
+    # DCNv2 alone: GDCN-P's default dropout is its paper's 0.5; DCNv2's was 0
+    "model.dropout": ((0.0, 0.2, 0.5), ("dcnv2",)),
+}
+SELECTED = ["train.embedding_l2=0.01"]  # what the earlier selections chose, in later ones' keys
 
 
 def store_for(dataset: str, work: Path) -> Path:
@@ -121,28 +127,31 @@ def row(dataset: str, seeds: int) -> str | None:
     return f"| {dataset} | {lr} | {' | '.join(cells)} |"
 
 
-def select(args: argparse.Namespace) -> str:
-    """Train (unless logged) and tabulate every L2 candidate on the selection datasets."""
-    shortfalls: dict[float, list[float]] = {l2: [] for l2 in L2_CANDIDATES}
-    lines = ["| dataset | model | " + " | ".join(f"L2 {l2:g}" for l2 in L2_CANDIDATES) + " |"]
-    lines.append("|---|---|" + "---|" * len(L2_CANDIDATES))
+def select(args: argparse.Namespace, key: str) -> str:
+    """Train (unless logged) and tabulate every candidate value of ``key`` on the selection
+    datasets, for the models ``SELECTIONS[key]`` names."""
+    values, models = SELECTIONS[key]
+    shortfalls: dict[float, list[float]] = {v: [] for v in values}
+    lines = [f"| dataset | model | {' | '.join(f'{v:g}' for v in values)} |"]
+    lines.append("|---|---|" + "---|" * len(values))
     for dataset in SELECT:
         store = None if args.logged_only else store_for(dataset, args.work)
-        for model in MODELS:
+        for model in models:
             means = {}
-            for l2 in L2_CANDIDATES:
-                keys = [*DEFAULTS, f"train.embedding_l2={l2:g}"]
+            for value in values:
+                earlier = [s for s in SELECTED if not s.startswith(f"{key}=")]
+                keys = [*DEFAULTS, *earlier, f"{key}={value:g}"]
                 log, work = run_log(dataset), args.work / "runs" / dataset
                 for seed in range(SELECT_SEEDS):
                     if store is not None:
                         log.train(store, model, seed, keys, work, threads=args.threads)
                 runs = [r for s in range(SELECT_SEEDS) if (r := log.get(model, s, keys))]
                 if runs:
-                    means[l2] = statistics.mean(r["valid"]["auc"] for r in runs)
-            cells = [f"{means[l2]:.4f}" if l2 in means else "-" for l2 in L2_CANDIDATES]
+                    means[value] = statistics.mean(r["valid"]["auc"] for r in runs)
+            cells = [f"{means[v]:.4f}" if v in means else "-" for v in values]
             lines.append(f"| {dataset} | {model} | {' | '.join(cells)} |")
-            for l2, mean in means.items():
-                shortfalls[l2].append(max(means.values()) - mean)
+            for value, mean in means.items():
+                shortfalls[value].append(max(means.values()) - mean)
     lines.append(
         "| mean shortfall | | "
         + " | ".join(f"{statistics.mean(s):.4f}" if s else "-" for s in shortfalls.values())
@@ -154,6 +163,7 @@ def select(args: argparse.Namespace) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=("select", "report"), default="report")
+    parser.add_argument("--select", choices=sorted(SELECTIONS), default="train.embedding_l2")
     parser.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
@@ -162,16 +172,19 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS}")
     args = parser.parse_args()
     if args.stage == "select":
-        table = select(args)
+        table = select(args, args.select)
         print(table)
         if args.write:
             stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+            text = SELECTION.read_text() if SELECTION.is_file() else "# Choosing defaults\n"
+            earlier = [s for s in SELECTED if not s.startswith(f"{args.select}=")]
             SELECTION.write_text(
-                "# Choosing the default embedding L2\n\n"
+                f"{text}\n## {args.select}\n\n"
                 f"{stamp}; command `python benchmarks/defaults.py {' '.join(sys.argv[1:])}`. "
                 f"Mean validation AUC over seeds 0..{SELECT_SEEDS - 1} of every other default "
-                "(the auto preset), per candidate strength; the shortfall is from the best "
-                "candidate of each row. Test AUC played no part.\n\n" + table + "\n"
+                f"(the auto preset{''.join(', ' + s for s in earlier)}), "
+                "per candidate value; the shortfall is from the best candidate of each row. "
+                "Test AUC played no part.\n\n" + table + "\n"
             )
         return
     for dataset in [] if args.logged_only else args.datasets:
