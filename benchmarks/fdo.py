@@ -41,7 +41,7 @@ from typing import Any
 from depth import SYNTHETIC, prepare_data
 from frappe import SHARED
 from frappe import overrides_for as frappe_overrides
-from runlog import PINNED, RunLog, run_folder
+from runlog import RunLog, pinned, run_folder
 
 from slimctr.data.synthetic import SyntheticConfig, generate
 from slimctr.fdo import fdo
@@ -177,7 +177,7 @@ def study(args: argparse.Namespace) -> None:
                 folder = args.work / "runs" / dataset / f"{model}-{seed}"
                 overrides = source_overrides(dataset, model)
                 config = resolve_config(
-                    model, overrides=[*PINNED, *overrides], seed=seed, threads=args.threads
+                    model, overrides=[*pinned(model), *overrides], seed=seed, threads=args.threads
                 )
                 if dataset == "frappe" and not (folder / "full").exists():
                     table_run = run_folder(args.table_work, model, seed, overrides)

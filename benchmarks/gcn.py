@@ -10,7 +10,7 @@ Stage 1 (``--stage variants``): every variant, seeds 0..S-1 (default 3). Stage 2
 depth``): the variant named by --best at 1, 2, 3, 4, 6 and 8 layers, 3 seeds. Runs share the
 Frappe table's log (benchmarks/results/frappe_runs.jsonl), so the table's own GCN runs count.
 
-    python benchmarks/gcn.py --stage variants [--seeds 3] [--write]
+    python benchmarks/gcn.py --stage variants [--seeds 3] [--variants NAME ...] [--write]
     python benchmarks/gcn.py --stage depth --best xavier-no-l2 [--write]
 """
 
@@ -77,6 +77,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=("variants", "depth"), default="variants")
     parser.add_argument("--best", choices=sorted(VARIANTS), help="the variant of the depth curve")
+    parser.add_argument(
+        "--variants", nargs="+", choices=sorted(VARIANTS), help="stage variants: only these"
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--data", type=Path, default=SHARED / "frappe")
     parser.add_argument("--threads", type=int, default=None)
@@ -88,7 +91,7 @@ def main() -> None:
         parser.error("--stage depth needs --best VARIANT")
     log = RunLog(LOG)
     if args.stage == "variants":
-        jobs = [(m, v, None) for v in VARIANTS for m in ("gcn", "cnv2")]
+        jobs = [(m, v, None) for v in args.variants or VARIANTS for m in ("gcn", "cnv2")]
     else:
         jobs = [(m, args.best, d) for d in DEPTHS for m in ("gcn", "cnv2")]
     if not args.logged_only:

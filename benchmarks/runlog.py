@@ -28,6 +28,14 @@ from slimctr.training import run
 # ``paper`` preset, the default of every logged run. A study's own override of one of them wins,
 # and is part of its key.
 PINNED = ("train.precision=fp32", "train.embedding_optimizer=adam", "train.preset=paper")
+# Model defaults that changed after runs were logged without naming them: DCNv2's dropout was 0
+# until 2026-12-04 (now 0.2).
+PINNED_BY_MODEL = {"dcnv2": ("model.dropout=0",)}
+
+
+def pinned(model: str) -> list[str]:
+    """The settings pinned for ``model``'s runs, before a study's own overrides."""
+    return [*PINNED, *PINNED_BY_MODEL.get(model, ())]
 
 
 def shipped_overrides(name: str, model: str) -> list[str]:
@@ -36,7 +44,7 @@ def shipped_overrides(name: str, model: str) -> list[str]:
     keys leave out, are left out."""
     data = load_yaml(config_path(name, model))
     overrides = [f"{key}={_text(value)}" for key, value in _leaves(data) if key != "model_name"]
-    return [o for o in overrides if o not in PINNED]
+    return [o for o in overrides if o not in pinned(model)]
 
 
 def _leaves(data: dict[str, Any], where: str = "") -> list[tuple[str, Any]]:
@@ -105,7 +113,9 @@ class RunLog:
         found = self.get(model, seed, overrides)
         if found is not None:
             return found
-        config = resolve_config(model, overrides=[*PINNED, *overrides], seed=seed, threads=threads)
+        config = resolve_config(
+            model, overrides=[*pinned(model), *overrides], seed=seed, threads=threads
+        )
         out = run_folder(work, model, seed, overrides)
         metrics = run.train(data, out, config, resume=True)
         history = RunDir(out).history()

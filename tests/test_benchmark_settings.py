@@ -10,10 +10,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import defaults
 import depth
 import fdo
 import frappe
-from runlog import PINNED, RunLog, run_folder, run_key, shipped_overrides
+from runlog import PINNED, RunLog, pinned, run_folder, run_key, shipped_overrides
 
 from slimctr.models import MODELS
 from slimctr.runconfig import resolve_config
@@ -27,8 +28,8 @@ def test_every_table_setting_is_a_key_of_the_model_and_set_once(model):
     keys = [o.split("=")[0] for o in overrides]
     assert len(keys) == len(set(keys))
     assert (config.train.epochs, config.train.plateau_patience) == (100, 0)  # BARS schedule
-    pinned = resolve_config(model, overrides=[*PINNED, *overrides], seed=0)
-    assert pinned == resolve_config(model, config_file="frappe_x1", overrides=PINNED, seed=0)
+    keyed = resolve_config(model, overrides=[*pinned(model), *overrides], seed=0)
+    assert keyed == resolve_config(model, config_file="frappe_x1", overrides=PINNED, seed=0)
 
 
 @pytest.mark.parametrize("name", sorted(shipped_configs()))
@@ -89,3 +90,11 @@ def test_fdo_frappe_sources_are_the_table_settings_on_bars_schedule(model):
     assert config.train.embedding_l2 == table.train.embedding_l2
     assert (config.train.epochs, config.train.plateau_patience) == (100, 0)
     assert config.train.early_stopping_patience == 2
+
+
+@pytest.mark.parametrize("model", defaults.MODELS)
+def test_the_defaults_study_keys_name_todays_defaults(model):
+    """The defaults study names the model defaults it chose, so its logged keys keep meaning
+    what they meant; they must be the package's defaults (with the logs' fixed precision)."""
+    keyed = resolve_config(model, overrides=[*pinned(model), *defaults.defaults_for(model)])
+    assert keyed == resolve_config(model, overrides=["train.precision=fp32"])
