@@ -27,7 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from frappe import ANY_RISE, SHARED
+from frappe import ANY_RISE, GCN_BEFORE, SHARED
 from frappe import LOG as FRAPPE_LOG
 from frappe import overrides_for as frappe_overrides
 from runlog import RunLog
@@ -56,6 +56,8 @@ def overrides(dataset: str, model: str, depth: int) -> list[str]:
     if dataset == OLD_PLATEAU:
         return [o for o in overrides("frappe", model, depth) if o != ANY_RISE]
     base = frappe_overrides(model) if dataset == "frappe" else list(SYNTHETIC)
+    if dataset == "frappe" and model == "gcn":
+        base = list(GCN_BEFORE)  # the table's GCN settings when this study ran
     layers = [o for o in base if o.startswith("model.num_cross_layers=")]
     table_depth = int(layers[0].split("=")[1]) if layers else DEFAULT_DEPTH
     if depth == table_depth:

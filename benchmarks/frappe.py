@@ -54,6 +54,17 @@ SHIPPED = "frappe_x1"
 # Any rise of validation AUC is an improvement (as in BARS's runs): the trainer's default since
 # 2026-11-27, spelled out in the config so that runs under the old rule keep their own keys.
 ANY_RISE = "train.plateau_threshold=0"
+# GCN's row before the GCN study (docs/results/gcn.md) gave it xavier embeddings and L2 0.001:
+# the depth and GCN studies logged their runs under these settings.
+GCN_BEFORE = [
+    "model.embedding_dim=10",
+    "model.embedding_init_std=0.0001",
+    "train.embedding_l2=0.05",
+    "train.epochs=100",
+    "train.plateau_patience=0",
+    ANY_RISE,
+    "train.early_stopping_patience=2",
+]
 # How a logged run without a key was trained, where the trainer's default has since changed.
 OLD_DEFAULTS = {"train.plateau_threshold": "torch's relative 1e-4 (the old default)"}
 # BARS's 5-run mean test AUC, where its run log has five runs (the leaderboard shows run 1).
@@ -218,7 +229,8 @@ def main() -> None:
             f"up to {args.seeds} seeds each. Settings: the shipped config `{SHIPPED}` "
             f"(`src/slimctr/configs/{SHIPPED}/`): width 10, embeddings N(0, 1e-4), embedding L2 "
             "0.05 and BARS's schedule for every model; each baseline with BARS's tuned Frappe_x1 "
-            "settings, GDCN's models with their paper defaults. "
+            "settings, GDCN-S and GDCN-P with their paper defaults, GCN with its paper's xavier "
+            "embeddings and L2 0.001 (`docs/results/gcn.md`). "
             "Runs: `benchmarks/results/frappe_runs.jsonl`.\n\n"
             "BARS test AUC is the leaderboard's number, which is BARS's first run (seed 2021); "
             "the 5-run mean is from BARS's run logs where they have five. The schedule is "

@@ -22,7 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from frappe import LOG, SHARED, overrides_for, with_settings
+from frappe import GCN_BEFORE, LOG, SHARED, overrides_for, with_settings
 from runlog import RunLog
 
 from slimctr.data.datasets import locate
@@ -61,7 +61,7 @@ def overrides(model: str, variant: str, depth: int | None = None) -> list[str]:
         base = with_settings(overrides_for("dcnv2"), [CN_V2, "model.num_cross_layers=3"])
         base = [o for o in base if not o.startswith(("model.dropout", "model.batch_norm"))]
     else:
-        base = overrides_for("gcn")
+        base = list(GCN_BEFORE)  # the base every variant changes
     settings = with_settings(base, VARIANTS[variant])
     return with_settings(settings, [f"model.num_cross_layers={depth}"]) if depth else settings
 

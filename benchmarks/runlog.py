@@ -57,6 +57,8 @@ def _leaves(data: dict[str, Any], where: str = "") -> list[tuple[str, Any]]:
 
 
 def _text(value: Any) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
