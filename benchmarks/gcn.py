@@ -52,6 +52,7 @@ VARIANTS = {
     ],
 }
 DEPTHS = (1, 2, 3, 4, 6, 8)
+GCN_DEPTH = 3  # GCN's default depth, the depth of the variants
 CN_V2 = "model.hidden_dims=[]"  # DCNv2's cross network alone, at GCN's depth (3 unless varied)
 
 
@@ -63,7 +64,9 @@ def overrides(model: str, variant: str, depth: int | None = None) -> list[str]:
     else:
         base = list(GCN_BEFORE)  # the base every variant changes
     settings = with_settings(base, VARIANTS[variant])
-    return with_settings(settings, [f"model.num_cross_layers={depth}"]) if depth else settings
+    if depth is None or (model == "gcn" and depth == GCN_DEPTH):  # the variants' own runs
+        return settings
+    return with_settings(settings, [f"model.num_cross_layers={depth}"])
 
 
 def summary(runs: list[dict]) -> str:
