@@ -58,8 +58,9 @@ class TrainConfig:
     itself (``slimctr.runconfig.resolve_config`` applies it; the fields' defaults are ``auto``'s):
 
     - ``auto`` (the default, issue 16): settings meant to hold up on data nobody tuned for.
-      Embedding L2 ``AUTO_EMBEDDING_L2``; BARS's schedule (the learning rate cut tenfold after
-      every epoch without a new best validation AUC, stop after 2 such epochs in a row), which
+      Embedding L2 ``AUTO_EMBEDDING_L2`` (0.01, chosen by validation AUC on two generated click
+      logs: docs/results/defaults_selection.md); BARS's schedule (the learning rate cut tenfold
+      after every epoch without a new best validation AUC, stop after 2 such epochs in a row), which
       the BARS benchmark runs on every dataset and model; and a batch size and epoch budget
       chosen from the number of training rows (``for_rows``): ``batch_size`` and ``epochs`` are
       null until then, and a run records the numbers chosen.
