@@ -128,18 +128,17 @@ def tune(
     tuning.record()
     study = tuning.study()
     tuning.retry_stale(study)
-    left = options.trials - len(finished(study))
-    if left > 0:
-        done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        stop = optuna.study.MaxTrialsCallback(options.trials, states=done)
+    if len(study.get_trials(deepcopy=False, states=finished_states())) < options.trials:
+        stop = optuna.study.MaxTrialsCallback(options.trials, states=finished_states())
         study.optimize(tuning.objective, timeout=options.timeout, callbacks=[stop])
     return tuning.report(study)
 
 
-def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+def finished_states() -> tuple[optuna.trial.TrialState, ...]:
+    """The states that count towards ``trials``: the same for the check and Optuna's stop."""
     from optuna.trial import TrialState
 
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class Pruning(Callback):
