@@ -153,6 +153,20 @@ def test_a_killed_trial_is_queued_again_and_continues_its_run(store, tmp_path, m
 def test_user_errors_are_one_line(cli, store, tmp_path):
     result = cli("tune", store, "--model", "dcnv2", "--trials", "0", "--out", tmp_path / "x")
     assert result.code == 1 and "--trials must be >= 1" in result.err
+    for timeout in ("nan", "inf", "0"):
+        result = cli(
+            "tune",
+            store,
+            "--model",
+            "lr",
+            "--trials",
+            "1",
+            "--out",
+            tmp_path / "x",
+            "--timeout",
+            timeout,
+        )
+        assert result.code == 1 and "--timeout must be a finite number" in result.err
     result = cli(
         "tune",
         store,

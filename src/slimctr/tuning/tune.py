@@ -37,6 +37,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -88,8 +89,10 @@ class TuneOptions:
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise SlimctrError(f"--trials must be >= 1, got {self.trials}")
-        if self.timeout is not None and self.timeout <= 0:
-            raise SlimctrError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        if self.timeout is not None and not 0 < self.timeout < math.inf:
+            raise SlimctrError(
+                f"--timeout must be a finite number of seconds > 0, got {self.timeout}"
+            )
         if self.objectives not in OBJECTIVES:
             choices = " or ".join(",".join(o) for o in OBJECTIVES)
             raise SlimctrError(f"--objective must be {choices}, got {','.join(self.objectives)}")
