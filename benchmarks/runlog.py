@@ -29,8 +29,8 @@ from slimctr.training import run
 # and is part of its key.
 PINNED = ("train.precision=fp32", "train.embedding_optimizer=adam", "train.preset=paper")
 # Model defaults that changed after runs were logged without naming them: DCNv2's dropout was 0
-# until 2026-12-04 (now 0.2).
-PINNED_BY_MODEL = {"dcnv2": ("model.dropout=0",)}
+# and its embeddings N(0, 1e-4^2) until 2026-12-04 (now 0.2 and xavier).
+PINNED_BY_MODEL = {"dcnv2": ("model.dropout=0", "model.embedding_init_std=0.0001")}
 
 
 def pinned(model: str) -> list[str]:
