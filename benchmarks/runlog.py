@@ -40,11 +40,11 @@ def pinned(model: str) -> list[str]:
 
 def shipped_overrides(name: str, model: str) -> list[str]:
     """The shipped config ``name`` for ``model`` as ``key=value`` overrides, the form of a run's
-    key (``train.embedding_l2=1e-05``, ``model.hidden_dims=[400,400]``); pinned settings, which
-    keys leave out, are left out."""
+    key (``train.embedding_l2=1e-05``, ``model.hidden_dims=[400,400]``); the settings every study
+    pins (``PINNED``), which keys leave out, are left out."""
     data = load_yaml(config_path(name, model))
     overrides = [f"{key}={_text(value)}" for key, value in _leaves(data) if key != "model_name"]
-    return [o for o in overrides if o not in pinned(model)]
+    return [o for o in overrides if o not in PINNED]
 
 
 def _leaves(data: dict[str, Any], where: str = "") -> list[tuple[str, Any]]:
