@@ -283,7 +283,11 @@ def test_lazy_adam_moves_the_touched_rows_as_dense_adam_and_leaves_the_others(st
     start = build_model(_config(), store.schema).state_dict()[table]  # the seed's initial table
     assert torch.equal(lazy[table][~touched], start[~touched])
     assert not torch.isclose(dense[table][~touched], start[~touched]).any()
-    torch.testing.assert_close(lazy[table][touched], dense[table][touched])
+    # SparseAdam adds eps after the bias correction (on step one an effective eps of
+    # 1e-8 / sqrt(1 - 0.999)), Adam before it: where a gradient is near 1e-5 the lazy step is a
+    # few percent of the learning rate shorter, elsewhere within 1% of it.
+    gap = (lazy[table][touched] - dense[table][touched]).abs() / config.train.lr
+    assert gap.max() < 0.05 and (gap < 0.01).float().mean() > 0.99
     for name in lazy:
         if name != table:
             torch.testing.assert_close(lazy[name], dense[name])
@@ -333,7 +337,8 @@ def test_unknown_model_and_mistyped_key_suggest_the_closest(store):
 @pytest.mark.parametrize("optimizer", ["lazy_adam", "adam"])
 def test_both_embedding_optimizers_train_with_l2_and_clipping(store, tmp_path, optimizer):
     extra = [f"train.embedding_optimizer={optimizer}", "train.embedding_l2=0.01"]
-    config = _config(extra=[*extra, "train.grad_clip_norm=1", "train.epochs=1"])
+    # one epoch of ~20 steps: a learning rate of 1e-2 makes it enough to learn something
+    config = _config(extra=[*extra, "train.grad_clip_norm=1", "train.epochs=1", "train.lr=0.01"])
     metrics = run.train(store.path, tmp_path / "r", config)
     assert 0.5 < metrics["test"]["auc"] <= 1
 
