@@ -158,7 +158,8 @@ def row(dataset: str, seeds: int) -> str | None:
     if baseline is None and set(cells) == {"-"}:
         return None
     lr = "-" if baseline is None else f"{baseline['test_auc']:.4f} (C={baseline['C']:g})"
-    return f"| {dataset} | {lr} | {' | '.join(cells)} |"
+    rows = "-" if baseline is None else f"{baseline['rows']['test']:,}"
+    return f"| {dataset} | {rows} | {lr} | {' | '.join(cells)} |"
 
 
 def select(args: argparse.Namespace, name: str) -> str:
@@ -232,7 +233,8 @@ def main() -> None:
                 keys = defaults_for(model)
                 run_log(dataset).train(store, model, seed, keys, work, threads=args.threads)
     headings = "".join(f" {heading} test AUC (seeds) |" for heading, _, _ in columns())
-    lines = [f"| dataset | logistic regression test AUC |{headings}", "|---|---|" + "---|" * 3]
+    lines = [f"| dataset | test rows | logistic regression test AUC |{headings}"]
+    lines.append("|---|---|---|" + "---|" * len(columns()))
     lines += [r for r in (row(d, args.seeds) for d in args.datasets) if r]
     table = "\n".join(lines)
     print(table)
@@ -243,9 +245,12 @@ def main() -> None:
             f"# Defaults on data nobody tuned for\n\n{stamp}; command `{command}`.\n\n"
             "Every DCNv2 and GDCN-P run uses slimctr's defaults (the `auto` preset) and nothing "
             "else; the logistic regression is scikit-learn's on one-hot ids, its C chosen by "
-            "validation AUC. ✓: every seed's test AUC is above the logistic regression's.\n\n"
-            + table
-            + "\n"
+            "validation AUC. ✓: every seed's test AUC is above the logistic regression's. "
+            "On clicklog-20k (2,000 test rows, 15% clicks) an AUC near 0.63 has a standard "
+            "error of about 0.018 (Hanley and McNeil), so differences of that size there are "
+            "noise. The last column is DCNv2 under "
+            "the first round of defaults (N(0, 1e-4^2) embeddings, as BARS), before the third "
+            "selection made xavier its default.\n\n" + table + "\n"
         )
 
 

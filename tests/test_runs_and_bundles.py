@@ -19,8 +19,11 @@ from slimctr.bundle import Bundle
 from slimctr.errors import SlimctrError
 from slimctr.rundir import RunDir, RunState
 from tests.conftest import write_text
-from tests.test_cli_train import FAST, _one_line_error
+from tests.test_cli_train import FAST as CLI_FAST
+from tests.test_cli_train import _one_line_error
 
+# ~24 steps: at a learning rate of 1e-2 enough for DCNv2 to learn the planted rule
+FAST = [*CLI_FAST, "--set", "train.lr=0.01"]
 FRAPPE = ("user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather",
           "country", "city")  # fmt: skip
 
@@ -49,7 +52,6 @@ def frappe_run(tmp_path_factory):
         main(["prepare", str(tmp / "frappe"), "--dataset", "frappe", "--out", str(tmp / "d")]) == 0
     )
     args = ["train", str(tmp / "d"), "--model", "DCNv2", "--out", str(tmp / "run"), *FAST]
-    args += ["--set", "train.lr=0.01"]  # ~24 steps: enough to learn the planted rule at 1e-2
     assert main(args) == 0
     return tmp
 
