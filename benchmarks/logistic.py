@@ -24,7 +24,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from slimctr.data.store import Store, open_store
-from slimctr.training.metrics import auc, logloss
+from slimctr.metrics import auc, logloss
 
 GRID = tuple(float(c) for c in np.logspace(-3, 2, 11))  # 1e-3 .. 1e2, half a decade apart
 # liblinear, not saga: on a sparse L2 problem of this size its trust-region Newton method

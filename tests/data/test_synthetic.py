@@ -73,13 +73,6 @@ def read_text(path: Path, delimiter: str, config: SyntheticConfig) -> pa.Table:
     )
 
 
-def test_auc_helpers_agree_with_hand_computed_value():
-    labels = np.array([0, 1, 0, 1])
-    scores = np.array([0.1, 0.4, 0.4, 0.8])
-    assert auc(labels, scores) == pytest.approx(3.5 / 4)
-    assert synthetic._auc(labels.astype(bool), scores) == pytest.approx(3.5 / 4)
-
-
 def test_same_seed_gives_identical_bytes_whatever_the_chunk_size(tmp_path):
     first = write_synthetic(SMALL, tmp_path / "a.csv")
     second = write_synthetic(SMALL, tmp_path / "b.csv", chunk_rows=701)

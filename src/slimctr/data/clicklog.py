@@ -59,8 +59,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from slimctr.data.synthetic import _auc
 from slimctr.files import atomic_path
+from slimctr.metrics import auc_or_nan
 
 ROWS_PER_USER, ROWS_PER_ITEM, ITEMS_PER_BRAND = 15, 40, 8
 AGES = ("<18", "18-24", "25-34", "35-44", "45-54", "55-64", "65+")
@@ -164,8 +164,8 @@ def _generate(config: ClickLogConfig) -> tuple[pa.Table, dict[str, Any]]:
         "bias": bias,
         "first_order_std": float(first_order.std()),
         "interaction_std": float(interaction.std()),
-        "bayes_auc": _auc(label, logit),
-        "first_order_auc": _auc(label, first_order),
+        "bayes_auc": auc_or_nan(label, logit),
+        "first_order_auc": auc_or_nan(label, first_order),
     }
     return _table(rng, label, rows, users, items), summary
 

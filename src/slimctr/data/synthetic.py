@@ -75,6 +75,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from slimctr.files import atomic_path
+from slimctr.metrics import auc_or_nan
 
 MAX_IMPORTANT_CARDINALITY = 5_000  # by default larger fields stay unimportant
 CALIBRATION_ROWS = 200_000
@@ -559,8 +560,8 @@ def _describe(
         },
         bias=plan.bias,
         positive_rate=float(_sigmoid(logit).mean()),
-        bayes_auc=_auc(labels, logit),
-        first_order_auc=_auc(labels, first_order),
+        bayes_auc=auc_or_nan(labels, logit),
+        first_order_auc=auc_or_nan(labels, first_order),
     )
 
 
@@ -764,15 +765,3 @@ def _counts(plan: _Plan, j: int, u: np.ndarray) -> np.ndarray:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
-
-
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Rank (Mann-Whitney) AUC, ties averaged; nan unless both classes occur."""
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    ranks = ((ends - counts + 1 + ends) / 2)[inverse]  # 1-based
-    positives = int(labels.sum())
-    negatives = len(labels) - positives
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / positives / negatives)

@@ -37,10 +37,10 @@ from slimctr.data.batch import Batch
 from slimctr.data.loader import BatchLoader
 from slimctr.data.store import Store
 from slimctr.errors import SlimctrError
+from slimctr.metrics import auc, logloss_from_logits
 from slimctr.nn.embedding import set_sparse_gradients
 from slimctr.training.callbacks import Callback, EarlyStopping
 from slimctr.training.distributed import ALONE, DataParallel, World
-from slimctr.training.metrics import auc, logloss_from_logits
 
 # The ``auto`` preset (TrainConfig's docstring and ``TrainConfig.for_rows``).
 AUTO_EMBEDDING_L2 = 0.01

@@ -89,6 +89,15 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return doubled_u / (2 * num_positive * num_negative)
 
 
+def auc_or_nan(labels: np.ndarray, scores: np.ndarray) -> float:
+    """``auc``, or nan where only one class occurs: for describing generated data, whose smallest
+    samples may hold no click, not for scoring a model."""
+    positives = int(np.count_nonzero(_binary_labels(labels)))
+    if positives in (0, len(labels)):
+        return math.nan
+    return auc(labels, scores)
+
+
 def logloss(labels: np.ndarray, probabilities: np.ndarray, eps: float = DEFAULT_EPS) -> float:
     """Mean binary cross-entropy ``-mean(y log p + (1 - y) log(1 - p))``, p clipped to [eps, 1-eps].
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from slimctr.training.metrics import Evaluation, auc, logloss, logloss_from_logits
+from slimctr.metrics import Evaluation, auc, auc_or_nan, logloss, logloss_from_logits
 
 
 def pairwise_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -191,3 +191,11 @@ def test_evaluation_accepts_bf16_and_2d_logits():
     )
     with pytest.raises(ValueError, match="3 logits and 2 labels"):
         evaluation.update(torch.zeros(3), torch.zeros(2))
+
+
+def test_auc_or_nan_is_auc_with_both_classes_and_nan_with_one():
+    scores = np.array([0.1, 0.4, 0.4, 0.8])
+    both = np.array([0, 1, 0, 1])
+    assert auc_or_nan(both.astype(bool), scores) == auc(both, scores) == 3.5 / 4
+    assert np.isnan(auc_or_nan(np.zeros(4, dtype=bool), scores))
+    assert np.isnan(auc_or_nan(np.ones(4), scores))
