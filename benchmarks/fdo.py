@@ -44,9 +44,9 @@ from frappe import overrides_for as frappe_overrides
 from runlog import RunLog, pinned, run_folder
 
 from slimctr.data.synthetic import SyntheticConfig, generate
-from slimctr.fdo import fdo
 from slimctr.runconfig import resolve_config
 from slimctr.rundir import RunDir, RunState
+from slimctr.search.fdo import fdo
 from slimctr.training import run
 from slimctr.training.trainer import score
 

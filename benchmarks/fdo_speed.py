@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from slimctr.data.loader import BatchLoader
-from slimctr.fdo import config_for_plan, plan_from_run, uniform_plan
 from slimctr.runconfig import build_model
-from slimctr.training import run
+from slimctr.search.fdo import FDO, FDOConfig, uniform_plan
+from slimctr.search.runner import Start, config_for_plan
 from slimctr.training.trainer import Trainer
 
 RESULTS = Path(__file__).parent / "results"
@@ -49,10 +49,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    config, _, store = run.load_run(args.run_dir)
-    plans = {f"FDO {r}": plan_from_run(args.run_dir, r) for r in args.ratio}
+    start = Start.from_run(args.run_dir)
+    config, store = start.config, start.store
+    plans = {f"FDO {r}": FDO(FDOConfig(variance_ratio=r)).fit(start).plan_ for r in args.ratio}
     plans |= {f"uniform {w}": uniform_plan(store.schema, w) for w in args.uniform}
-    configs = {"full": config} | {name: config_for_plan(config, p) for name, p in plans.items()}
+    configs = {"full": config} | {
+        name: config_for_plan(config, p.widths) for name, p in plans.items()
+    }
     loader = BatchLoader(store, "train", batch_size=config.train.batch_size)
     rng = np.random.default_rng(0)
     rows = store.split("train")

@@ -8,6 +8,7 @@ while progress and logs go to stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -161,14 +162,7 @@ def _build_parser() -> _Parser:
         metavar="FILE.yaml|NAME",
         help="a YAML config file, or the name of a shipped config (see `slimctr configs`)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. train.epochs=3 or model.num_cross_layers=4",
-    )
+    _add_set(p, "override one setting, e.g. train.epochs=3 or model.num_cross_layers=4")
     p.add_argument(
         "--resume",
         action="store_true",
@@ -223,14 +217,7 @@ def _build_parser() -> _Parser:
     p.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S s")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="the study; resumable")
     p.add_argument("--config", metavar="FILE.yaml|NAME", help="the base config (as for train)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fix one setting (it is then not tuned), e.g. train.epochs=10",
-    )
+    _add_set(p, "fix one setting (it is then not tuned), e.g. train.epochs=10")
     p.add_argument(
         "--objective",
         default="auc",
@@ -268,6 +255,25 @@ def _build_parser() -> _Parser:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_fdo)
+
+    p = commands.add_parser("searchers", help="list the dimension searches and what each needs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_searchers)
+
+    p = commands.add_parser(
+        "search", help="search per-field embedding widths (see `slimctr searchers`), then retrain"
+    )
+    p.add_argument("method", metavar="METHOD")
+    p.add_argument("source", type=Path, metavar="RUN_DIR|DATA_DIR")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="plan.json, run/")
+    p.add_argument("--model", metavar="NAME", help="the model, when starting from data")
+    p.add_argument("--config", metavar="FILE.yaml|NAME", help="its config, as for train")
+    _add_set(p, "search.KEY sets the method (e.g. search.variance_ratio=0.9); model.KEY and "
+             "train.KEY the model, when starting from data")  # fmt: skip
+    p.add_argument("--retrain", action="store_true", help="train the plan into DIR/run")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_search)
 
     p = commands.add_parser(
         "explain", help="interaction heatmaps and gate importance of a finished run, as a report"
@@ -521,6 +527,12 @@ def _train(args: argparse.Namespace) -> int:
     return _report(args, metrics, text)
 
 
+def _add_set(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
 def _report(args: argparse.Namespace, data: dict[str, Any], text: str) -> int:
     """One JSON object on stdout with --json, else the human line."""
     print(json.dumps(data) if args.json else text)
@@ -602,8 +614,74 @@ def _tune(args: argparse.Namespace) -> int:
     return _report(args, summary, text)
 
 
+def _searchers(args: argparse.Namespace) -> int:
+    from slimctr.search import SEARCHERS
+
+    needs = {"run": "a finished run", "store": "data and --model"}
+    found = {
+        n: {"starts_from": needs[e.starts_from], "summary": e.summary} for n, e in SEARCHERS.items()
+    }
+    if args.json:
+        print(json.dumps(found))
+        return 0
+    for name, entry in found.items():
+        print(f"  {name:<10} from {entry['starts_from']}: {entry['summary']}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from slimctr.config import apply_overrides
+    from slimctr.data.store import open_store
+    from slimctr.runconfig import resolve_config
+    from slimctr.rundir import RECORD
+    from slimctr.search import SEARCHERS, Start, train_plan
+    from slimctr.training.callbacks import ProgressBar
+
+    if args.method not in SEARCHERS:
+        raise SlimctrError(f"unknown search method {args.method!r}; known: {', '.join(SEARCHERS)}")
+    entry = SEARCHERS[args.method]
+    method = [o.removeprefix("search.") for o in args.overrides if o.startswith("search.")]
+    model = [o for o in args.overrides if not o.startswith("search.")]
+    if (args.source / RECORD).is_file():
+        given = [
+            flag for flag, value in (("--model", args.model), ("--config", args.config)) if value
+        ]
+        if given or model:
+            what = given[0] if given else f"--set {model[0]}"
+            raise SlimctrError(f"{what}: a search from a run keeps the run's model and settings")
+        start = Start.from_run(args.source)
+        if args.threads is not None:  # the retrained run's threads: no result depends on them
+            config = dataclasses.replace(start.config, threads=args.threads)
+            start = dataclasses.replace(start, config=config)
+    elif entry.starts_from == "run":
+        raise SlimctrError(f"{args.method} starts from a finished run: {args.source} is not one")
+    elif args.model is None:
+        raise SlimctrError("give --model NAME to search on data")
+    else:
+        config = resolve_config(
+            args.model, config_file=args.config, overrides=model, threads=args.threads
+        )
+        start = Start(config, open_store(args.source))
+    searcher = entry.searcher(apply_overrides(entry.config(), method))
+    plan = searcher.fit(start, args.out / "work").plan_
+    args.out.mkdir(parents=True, exist_ok=True)
+    plan.save(args.out / "plan.json")
+    summary: dict[str, Any] = {"plan": str(args.out / "plan.json"), **plan.to_dict()}
+    text = (
+        f"{args.out / 'plan.json'}: {plan.method}, widths {list(plan.widths.values())}, "
+        f"{plan.embedding_params:,} embedding parameters ({plan.embedding_bytes:,} bytes), "
+        f"{plan.feature_ratio:.1%} of the feature values kept"
+    )
+    if args.retrain:
+        progress = None if args.json else ProgressBar(title=f"{plan.method} plan")
+        metrics = train_plan(plan, start, args.out / "run", progress=progress)
+        summary |= {"run": str(args.out / "run"), "metrics": metrics}
+        text += f"\n{args.out / 'run'}: test AUC {metrics['test']['auc']:.4f}"
+    return _report(args, summary, text)
+
+
 def _fdo(args: argparse.Namespace) -> int:
-    from slimctr.fdo import fdo
+    from slimctr.search.fdo import fdo
     from slimctr.training.callbacks import ProgressBar
 
     if not args.ratios and not args.formula and not args.uniform:

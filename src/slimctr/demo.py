@@ -39,10 +39,10 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo into ``out``; returns the models' metrics by name. ``show_store`` prints
     the prepared store (the CLI passes its own printer)."""
-    from slimctr.fdo import fdo
     from slimctr.report import explain_run
     from slimctr.runconfig import resolve_config
     from slimctr.rundir import RunDir, RunState
+    from slimctr.search.fdo import fdo
     from slimctr.training import run
     from slimctr.training.callbacks import ProgressBar
 

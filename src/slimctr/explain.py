@@ -17,7 +17,7 @@ field f owns a slice of width d_f of the concatenated embedding c0 and of every 
   gate of a field the model ignores to any value, so without weight decay such gates drift
   (upwards as training overfits, most for the largest fields); with weight decay the gate
   weights of unused fields shrink and their gates settle near sigmoid(0) = 0.5.
-* **FDO widths** (spec 5.4): the width ``slimctr.fdo`` gives each trained table at a variance
+* **FDO widths** (spec 5.4): the width ``slimctr.search.fdo`` gives each trained table at a variance
   ratio, beside the importance, with their Pearson correlation per layer and for the layer mean.
 
 GCN, GDCN-S and GDCN-P support all three; DCN-V2 only the interaction heatmap (no gates).
@@ -388,11 +388,11 @@ def _gates_frame(gates: np.ndarray, rows: tuple[int, ...], owners: list[str]) ->
 
 
 def _fdo_widths(model: nn.Module, store: Store, variance_ratio: float) -> np.ndarray | None:
-    from slimctr.fdo import pca_plan
+    from slimctr.search.fdo import fdo_plan
 
     if not hasattr(model, "embedding"):
         return None
-    plan = pca_plan(model, store.schema, variance_ratio)
+    plan = fdo_plan(model, store.schema, variance_ratio)
     return np.array([plan.widths[f.name] for f in store.schema.fields])
 
 

@@ -1,4 +1,4 @@
-"""FDO: the PCA width rule, dimension plans, and retraining a plan (GDCN spec 4, 10.9-10.14)."""
+"""FDO: the PCA width rule, its plans, and retraining a plan (GDCN spec 4, 10.9-10.14)."""
 
 from __future__ import annotations
 
@@ -13,22 +13,14 @@ import torch
 from slimctr.data.prepare import PrepareOptions, Sources, prepare
 from slimctr.data.synthetic import SyntheticConfig, write_synthetic
 from slimctr.errors import SlimctrError
-from slimctr.fdo import (
-    DimensionPlan,
-    config_for_plan,
-    fdo,
-    formula_plan,
-    implied_params,
-    pca_plan,
-    pca_width,
-    plan_from_run,
-    retrain,
-    uniform_plan,
-)
 from slimctr.models import MODELS
 from slimctr.runconfig import RunConfig, resolve_config
 from slimctr.rundir import RunDir, RunState
 from slimctr.schema import FieldSpec, Schema
+from slimctr.search.fdo import FDO, FDOConfig, fdo, fdo_plan, formula_plan, uniform_plan
+from slimctr.search.pca import pca_width
+from slimctr.search.plan import Plan
+from slimctr.search.runner import Start, config_for_plan, implied_params, train_plan
 from slimctr.training import run
 from slimctr.training.callbacks import ProgressBar
 from tests.models.test_gdcn import CRITEO_SIZES, CRITEO_WIDTHS_95
@@ -122,7 +114,7 @@ def test_formula_and_uniform_plans():
     uniform = uniform_plan(schema, 8)
     assert set(uniform.widths.values()) == {8} and uniform.d_bar == uniform.k_bar == 8
     assert uniform.embedding_params == 8 * 100
-    assert (uniform.rule, uniform.variance_ratio, uniform.source_run) == ("uniform", None, None)
+    assert (uniform.method, uniform.settings, uniform.source_run) == ("uniform", {"width": 8}, None)
     with pytest.raises(SlimctrError, match="uniform width"):
         uniform_plan(schema, 0)
     with pytest.raises(SlimctrError, match="multiplier"):
@@ -137,9 +129,7 @@ def test_criteo_plans_give_the_specs_numbers():
     assert sum(reference.widths.values()) == 255 and round(reference.d_bar, 2) == 18.66
     assert implied_params(gcn, schema, reference.widths) == 20_673_636
     widths = dict(zip(reference.widths, CRITEO_WIDTHS_95, strict=True))
-    plan = DimensionPlan(
-        rule="pca", widths=widths, field_sizes=reference.field_sizes, variance_ratio=0.95
-    )
+    plan = Plan(method="fdo", widths=widths, field_sizes=reference.field_sizes)
     assert plan.embedding_params == 6_429_706 and round(plan.d_bar, 3) == 5.916
     assert round(plan.k_bar, 2) == 7.87
     assert implied_params(gcn, schema, widths) == 6_996_429
@@ -151,8 +141,8 @@ def test_gcn_parameter_formula():
     schema = _schema(7, 30, 4, numeric=2)
     widths = {"I0": 1, "I1": 3, "C0": 2, "C1": 5, "C2": 4}
     config = resolve_config("gcn", overrides=["model.num_cross_layers=2"])
-    plan = DimensionPlan(
-        rule="formula", widths=widths, field_sizes={"I0": 1, "I1": 1, "C0": 7, "C1": 30, "C2": 4}
+    plan = Plan(
+        method="formula", widths=widths, field_sizes={"I0": 1, "I1": 1, "C0": 7, "C1": 30, "C2": 4}
     )
     width = sum(widths.values())
     assert plan.embedding_params == 1 + 3 + 2 * 7 + 5 * 30 + 4 * 4
@@ -168,18 +158,16 @@ def test_plan_round_trip_and_strict_reading(tmp_path):
     plan.save(tmp_path / "p.json")
     data = json.loads((tmp_path / "p.json").read_text())
     assert data["d_bar"] == plan.d_bar and data["embedding_params"] == plan.embedding_params
-    assert DimensionPlan.load(tmp_path / "p.json") == plan
-    assert DimensionPlan.from_dict({k: v for k, v in data.items() if k != "k_bar"}) == plan
+    assert Plan.load(tmp_path / "p.json").same_as(plan)
+    assert Plan.from_dict({k: v for k, v in data.items() if k != "k_bar"}).same_as(plan)
     with pytest.raises(SlimctrError, match="unknown config key 'widht'"):
-        DimensionPlan.from_dict({**data, "widht": 3})
+        Plan.from_dict({**data, "widht": 3})
     with pytest.raises(SlimctrError, match="missing config key 'field_sizes'"):
-        DimensionPlan.from_dict({k: v for k, v in data.items() if k != "field_sizes"})
+        Plan.from_dict({k: v for k, v in data.items() if k != "field_sizes"})
     with pytest.raises(SlimctrError, match="d_bar 99 disagrees"):
-        DimensionPlan.from_dict({**data, "d_bar": 99})
+        Plan.from_dict({**data, "d_bar": 99})
     with pytest.raises(SlimctrError, match="missing C1; unknown C7"):
-        DimensionPlan.from_dict({**data, "widths": {"I0": 1, "C0": 2, "C7": 3}})
-    with pytest.raises(SlimctrError, match="variance_ratio exactly when its rule is pca"):
-        DimensionPlan.from_dict({**data, "rule": "pca"})
+        Plan.from_dict({**data, "widths": {"I0": 1, "C0": 2, "C7": 3}})
 
 
 @pytest.mark.parametrize(
@@ -191,7 +179,7 @@ def test_loading_a_bad_plan_is_a_one_line_error(tmp_path, content, fragment):
     if content is not None:
         path.write_text(content)
     with pytest.raises(SlimctrError, match=fragment) as caught:
-        DimensionPlan.load(path)
+        Plan.load(path)
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -209,19 +197,20 @@ def test_pca_plan_leaves_the_pad_row_out_and_gives_numeric_fields_width_one():
         table = model.embedding.table("C0")  # rows 1.. on one line, PAD row 0 far off it
         table[1:] = torch.randn(39, 1) * torch.randn(1, 8)
         table[0] = 100 * torch.randn(8)
-    plan = pca_plan(model, schema, 0.99, source_run="somewhere")
+    plan = fdo_plan(model, schema, 0.99)
     assert plan.widths["C0"] == 1 and plan.widths["I0"] == 1 and plan.widths["C1"] <= 2
-    assert plan.source_widths == {"I0": 8, "C0": 8, "C1": 8} and plan.source_run == "somewhere"
+    assert plan.source_widths == {"I0": 8, "C0": 8, "C1": 8} and plan.source_run is None
     assert plan.field_sizes == {"I0": 1, "C0": 40, "C1": 3} and plan.model_params is None
+    assert (plan.method, plan.settings) == ("fdo", {"variance_ratio": 0.99})
 
 
 def test_models_without_field_tables_are_refused():
     schema = _schema(5, 9)
     lr = resolve_config("lr")
     with pytest.raises(SlimctrError, match="LR has no per-field embedding tables"):
-        pca_plan(MODELS["lr"].model(schema, lr.model), schema, 0.9)
+        fdo_plan(MODELS["lr"].model(schema, lr.model), schema, 0.9)
     with pytest.raises(SlimctrError, match="'lr' has no embedding_dim"):
-        config_for_plan(lr, uniform_plan(schema, 4))
+        config_for_plan(lr, uniform_plan(schema, 4).widths)
 
 
 def test_config_for_plan_sets_widths_and_alignment():
@@ -229,7 +218,7 @@ def test_config_for_plan_sets_widths_and_alignment():
     unequal = {"C0": 2, "C1": 5}
     gcn = config_for_plan(resolve_config("gcn"), unequal)
     assert gcn.model.embedding_dim == unequal
-    assert config_for_plan(gcn, uniform_plan(schema, 3)).model.embedding_dim == 3
+    assert config_for_plan(gcn, uniform_plan(schema, 3).widths).model.embedding_dim == 3
 
     @dataclasses.dataclass(frozen=True, kw_only=True)
     class Aligned:
@@ -283,16 +272,16 @@ def test_fdo_plans_and_retrains_fresh_models(source, tmp_path):
     """Spec 10.12 and 10.14: fresh weights at the planned widths; the plan records its source."""
     summaries = fdo(source, [0.5, 0.95], tmp_path / "fdo", retrain=True)
     _, source_model, store = run.load_run(source)
-    first, second = (DimensionPlan.load(tmp_path / "fdo" / f"plan-{r}.json") for r in (0.5, 0.95))
+    first, second = (Plan.load(tmp_path / "fdo" / f"plan-{r}.json") for r in (0.5, 0.95))
     assert all(first.widths[n] <= second.widths[n] <= 8 for n in first.widths)
     assert len(set(first.widths.values())) > 1  # per-field widths, not one shrunk width
     for summary, plan in zip(summaries, (first, second), strict=True):
-        assert plan.rule == "pca" and plan.variance_ratio == summary["variance_ratio"]
+        assert plan.method == "fdo" and plan.settings["variance_ratio"] == summary["variance_ratio"]
         assert plan.source_run == str(source.resolve()) and set(plan.source_widths.values()) == {8}
         assert summary["widths"] == plan.widths and summary["d_bar"] == plan.d_bar
-        recorded = RunDir(tmp_path / "fdo" / f"run-{plan.variance_ratio}").plan()
-        assert DimensionPlan.from_dict(recorded) == plan
-        config, model, _ = run.load_run(tmp_path / "fdo" / f"run-{plan.variance_ratio}")
+        recorded = RunDir(summary["run"]).plan()
+        assert Plan.from_dict(recorded).same_as(plan)
+        config, model, _ = run.load_run(summary["run"])
         assert model.embedding.field_dims == tuple(plan.widths.values())
         assert config.seed == 0 and config.train.epochs == 2  # the source's settings
         retrained = list(model.state_dict().values())
@@ -306,7 +295,7 @@ def test_fdo_plans_and_retrains_fresh_models(source, tmp_path):
         )
         assert plan.model_params == metrics["num_params"]
     # Retraining is training from scratch: the same run as a fresh one at the planned widths.
-    config = config_for_plan(run.load_run(source)[0], second)
+    config = config_for_plan(run.load_run(source)[0], second.widths)
     run.train(store.path, tmp_path / "scratch", config)
     _, scratch, _ = run.load_run(tmp_path / "scratch")
     retrained = run.load_run(tmp_path / "fdo" / "run-0.95")[1].state_dict()
@@ -335,9 +324,9 @@ class _StopInSecondEpoch(ProgressBar):
 def test_fdo_writes_the_baseline_plans(source, tmp_path):
     summaries = fdo(source, [], tmp_path / "fdo", formula=True, uniform=[4])
     assert [s["name"] for s in summaries] == ["formula", "uniform-4"]
-    formula = DimensionPlan.load(tmp_path / "fdo" / "plan-formula.json")
-    uniform = DimensionPlan.load(tmp_path / "fdo" / "plan-uniform-4.json")
-    assert formula.rule == "formula" and uniform.rule == "uniform"
+    formula = Plan.load(tmp_path / "fdo" / "plan-formula.json")
+    uniform = Plan.load(tmp_path / "fdo" / "plan-uniform-4.json")
+    assert formula.method == "formula" and uniform.method == "uniform"
     assert set(uniform.widths.values()) == {4}
     assert formula.source_run == str(source.resolve())  # the run it is compared with
     config = run.load_run(source)[0]
@@ -346,11 +335,11 @@ def test_fdo_writes_the_baseline_plans(source, tmp_path):
     assert summaries[0]["widths"] == formula.widths and "metrics" not in summaries[0]
 
 
-def test_plan_from_run_and_refusals(source, tmp_path):
-    plan = plan_from_run(source, 0.9)
-    assert plan.source_run == str(source.resolve()) and plan.variance_ratio == 0.9
+def test_the_fdo_searcher_and_refusals(source, tmp_path):
+    plan = FDO(FDOConfig(variance_ratio=0.9)).fit(Start.from_run(source)).plan_
+    assert plan.source_run == str(source.resolve()) and plan.settings["variance_ratio"] == 0.9
     with pytest.raises(SlimctrError, match="variance_ratio must be in"):
-        plan_from_run(source, 1.2)
+        FDOConfig(variance_ratio=1.2)
     with pytest.raises(SlimctrError, match="more than once"):
         fdo(source, [0.9, 0.9], tmp_path / "o")
     config = RunDir(source).config()
@@ -358,13 +347,12 @@ def test_plan_from_run_and_refusals(source, tmp_path):
         run.train(RunDir(source).data()["path"], tmp_path / "unfinished", config,
                   progress=_StopInSecondEpoch())  # fmt: skip
     for call in (
-        lambda: plan_from_run(tmp_path / "unfinished", 0.9),
+        lambda: Start.from_run(tmp_path / "unfinished"),
         lambda: fdo(tmp_path / "unfinished", [0.9], tmp_path / "o"),
-        lambda: retrain(plan, tmp_path / "unfinished", tmp_path / "r"),
     ):
         with pytest.raises(SlimctrError, match=r"is not a finished run: its training never"):
             call()
     other = uniform_plan(_schema(5, numeric=1), 4)
     with pytest.raises(SlimctrError, match=r"missing I1, I2, C1, .*; unknown I0, C0$"):
-        retrain(other, source, tmp_path / "r")
+        train_plan(other, Start.from_run(source), tmp_path / "r")
     assert not (tmp_path / "r").exists()

@@ -1,0 +1,286 @@
+"""The result every dimension search leaves: a ``Plan``.
+
+A plan gives each field (schema order) a width d_f and, for methods that prune feature values,
+the rows it keeps; it records how it was found (the method and its settings, the source run) and
+its honest size (dimension-search spec 1.4):
+
+    kept_f            rows kept of field f (all n_f unless the plan prunes rows)
+    embedding_params  Σ_f kept_f d_f: the floats of the tables that are stored
+    index_bytes       4 n_f for each field with pruned rows: the int32 map from a feature id to
+                      its kept row (a pruned id reaches the field's zero row), decoding metadata
+    embedding_bytes   4 embedding_params + index_bytes (float32 tables)
+    feature_ratio     Σ kept_f / Σ n_f, the share of feature values kept (OptFS's "feature ratio")
+    d_bar, k_bar      FDO's sizes: Σ d_f n_f / Σ n_f and Σ d_f / F (GDCN spec 4)
+
+A plan is saved as JSON; the kept ids, which can be millions, go to a safetensors file beside it
+(``<name>.kept.safetensors``) whose SHA-256 the JSON records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from slimctr.config import from_dict, to_dict
+from slimctr.errors import SlimctrError
+from slimctr.files import atomic_path, sha256_bytes, write_json
+from slimctr.schema import Schema
+
+Setting = int | float | str | bool | None  # a value of a plan's settings
+FLOAT_BYTES = 4  # the tables are stored in float32
+INDEX_BYTES = 4  # an int32 per feature id maps it to its kept row
+# Sizes written for readers and checked against the plan when read back.
+_DERIVED = (
+    "kept_rows",
+    "embedding_params",
+    "index_bytes",
+    "embedding_bytes",
+    "feature_ratio",
+    "d_bar",
+    "k_bar",
+)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class Plan:
+    """Per-field widths, and the kept rows where a method prunes them, with their provenance.
+
+    ``method`` names what made the plan (a searcher of ``SEARCHERS``, or the ``formula`` and
+    ``uniform`` baselines) and ``settings`` its configuration. ``field_sizes`` are the table
+    rows n_f (PAD and OOV included; 1 for a numeric field's vector). ``kept`` maps a field whose
+    rows are pruned to the sorted ids it keeps; fields not in it keep every row.
+    ``model_params`` counts the parameters of the source model's architecture with the plan
+    applied, when known.
+    """
+
+    method: str
+    widths: dict[str, int]
+    field_sizes: dict[str, int]
+    settings: dict[str, Setting] = dataclasses.field(default_factory=dict)
+    kept: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    source_run: str | None = None
+    source_widths: dict[str, int] | None = None
+    model_params: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.method, str) or not self.method:
+            raise SlimctrError(f"a plan's method must be a name, got {self.method!r}")
+        if not self.field_sizes:
+            raise SlimctrError("a plan needs at least one field")
+        for key in ("widths", "field_sizes", "source_widths"):
+            values = getattr(self, key)
+            if values is not None:
+                check_fields(f"the plan's {key} and field_sizes differ", self.field_sizes, values)
+                _check_counts(key, values)
+        object.__setattr__(self, "widths", {n: self.widths[n] for n in self.field_sizes})
+        object.__setattr__(self, "kept", _checked_kept(self.kept, self.field_sizes))
+        if self.model_params is not None and not is_count(self.model_params):
+            raise SlimctrError(
+                f"model_params must be an int >= 1 or null, got {self.model_params!r}"
+            )
+
+    # -- sizes ---------------------------------------------------------------------------------
+
+    @property
+    def kept_rows(self) -> dict[str, int]:
+        """kept_f: the rows each field keeps."""
+        return {n: len(self.kept[n]) if n in self.kept else s for n, s in self.field_sizes.items()}
+
+    @property
+    def embedding_params(self) -> int:
+        """Σ kept_f d_f: the floats of the stored tables (numeric vectors included)."""
+        return sum(self.widths[n] * rows for n, rows in self.kept_rows.items())
+
+    @property
+    def index_bytes(self) -> int:
+        """The int32 id-to-row maps of the fields with pruned rows."""
+        return sum(INDEX_BYTES * self.field_sizes[n] for n in self.kept)
+
+    @property
+    def embedding_bytes(self) -> int:
+        """The bytes stored: float32 tables and the id-to-row maps."""
+        return FLOAT_BYTES * self.embedding_params + self.index_bytes
+
+    @property
+    def feature_ratio(self) -> float:
+        """Σ kept_f / Σ n_f: the share of feature values kept."""
+        return sum(self.kept_rows.values()) / sum(self.field_sizes.values())
+
+    @property
+    def d_bar(self) -> float:
+        """D̄ = Σ d_f n_f / Σ n_f, the mean width weighted by table rows (pruning aside)."""
+        weighted = sum(self.widths[n] * size for n, size in self.field_sizes.items())
+        return weighted / sum(self.field_sizes.values())
+
+    @property
+    def k_bar(self) -> float:
+        """K̄ = Σ d_f / F, the mean width over fields (D = F K̄)."""
+        return sum(self.widths.values()) / len(self.widths)
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data: the plan (without the kept ids themselves), then its sizes."""
+        data = {k: v for k, v in to_dict(dataclasses.replace(self, kept={})).items()}
+        return {k: v for k, v in data.items() if k != "kept"} | {
+            key: getattr(self, key) for key in _DERIVED
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, kept: Mapping[str, np.ndarray] | None = None) -> Plan:
+        """The plan in ``data`` with the kept ids ``kept``. Unknown or missing keys are errors,
+        and so are sizes (optional) that disagree with the plan."""
+        if not isinstance(data, Mapping):
+            raise SlimctrError(f"a plan must be a JSON object, got {type(data).__name__}")
+        if "kept" in data:
+            raise SlimctrError("a plan's kept ids are stored beside it (kept_ids), not in it")
+        fields = {k: v for k, v in data.items() if k not in (*_DERIVED, "kept_ids")}
+        plan = from_dict(cls, fields)
+        plan = dataclasses.replace(plan, kept=dict(kept or {}))
+        for key in (k for k in _DERIVED if k in data):
+            if not _agrees(data[key], getattr(plan, key)):
+                raise SlimctrError(
+                    f"the plan's {key} {data[key]!r} disagrees with the plan ({getattr(plan, key)})"
+                )
+        return plan
+
+    def save(self, path: Path) -> None:
+        """Write the plan as JSON at ``path``, atomically, and its kept ids beside it."""
+        path = Path(path)
+        data = self.to_dict()
+        if self.kept:
+            sidecar = kept_ids_path(path)
+            tensors = {n: torch.from_numpy(ids) for n, ids in self.kept.items()}
+            content = save_safetensors(tensors)
+            with atomic_path(sidecar) as staged:
+                staged.write_bytes(content)
+            data["kept_ids"] = {"file": sidecar.name, "sha256": sha256_bytes(content)}
+        write_json(path, data)
+
+    @classmethod
+    def load(cls, path: Path) -> Plan:
+        """The plan saved at ``path``; a damaged or missing kept-ids file is an error."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            kept = _read_kept(path, data.get("kept_ids") if isinstance(data, dict) else None)
+            return cls.from_dict(data, kept)
+        except FileNotFoundError as error:
+            raise SlimctrError(f"plan file not found: {error.filename}") from None
+        except json.JSONDecodeError as error:
+            raise SlimctrError(
+                f"plan {path} is not valid JSON (line {error.lineno}: {error.msg})"
+            ) from None
+        except (OSError, UnicodeDecodeError, SlimctrError) as error:
+            raise SlimctrError(f"plan {path}: {error}") from None
+
+    def check_schema(self, schema: Schema) -> None:
+        """Raise unless the plan names exactly the schema's fields, and each field whose rows it
+        prunes has the table size it was planned for."""
+        expected = [f.name for f in schema.fields]
+        check_fields("the plan does not fit the data's fields", expected, self.widths)
+        sizes = field_sizes(schema)  # widths fit other sizes; kept ids only their own table's
+        wrong = [n for n in self.kept if sizes[n] != self.field_sizes[n]]
+        if wrong:
+            name = wrong[0]
+            raise SlimctrError(
+                f"the plan does not fit the data: field {name!r} has {sizes[name]} rows in the "
+                f"data and {self.field_sizes[name]} in the plan"
+            )
+
+    def same_as(self, other: Plan) -> bool:
+        """Equal settings, widths, sizes and kept ids."""
+        return (
+            self.to_dict() == other.to_dict()
+            and self.kept.keys() == other.kept.keys()
+            and all(np.array_equal(ids, other.kept[n]) for n, ids in self.kept.items())
+        )
+
+
+def field_sizes(schema: Schema) -> dict[str, int]:
+    """n_f: a categorical field's table rows (PAD and OOV included); 1 for a numeric field."""
+    return {f.name: f.vocab_size if f.kind == "categorical" else 1 for f in schema.fields}
+
+
+def kept_ids_path(path: Path) -> Path:
+    """Where the kept ids of the plan saved at ``path`` go."""
+    return path.with_name(f"{path.stem}.kept.safetensors")
+
+
+def check_fields(what: str, expected: Iterable[str], given: Iterable[str]) -> None:
+    """Raise, naming the missing and the unknown fields, unless ``given`` has the ``expected``."""
+    expected, given = list(expected), list(given)
+    missing = [n for n in expected if n not in given]
+    unknown = [n for n in given if n not in expected]
+    if missing or unknown:
+        listed = [", ".join(names) or "none" for names in (missing, unknown)]
+        raise SlimctrError(f"{what}: missing {listed[0]}; unknown {listed[1]}")
+
+
+def is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+# -- internals -------------------------------------------------------------------------------
+
+
+def _check_counts(key: str, values: Mapping[str, Any]) -> None:
+    for name, value in values.items():
+        if not is_count(value):
+            raise SlimctrError(f"the plan's {key} of {name!r} must be an int >= 1, got {value!r}")
+
+
+def _checked_kept(kept: Any, sizes: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """``kept`` as int64 arrays in schema order, each sorted, unique, within its table and not
+    empty (a field keeps at least one row)."""
+    if not isinstance(kept, Mapping):
+        raise SlimctrError(f"a plan's kept rows must map fields to ids, got {type(kept).__name__}")
+    check_fields("the plan's kept rows name fields it does not have", sizes, [*sizes, *kept])
+    checked = {}
+    for name in (n for n in sizes if n in kept):
+        ids = np.asarray(kept[name])
+        if ids.ndim != 1 or not len(ids) or not np.issubdtype(ids.dtype, np.integer):
+            raise SlimctrError(f"field {name!r}: kept rows must be a non-empty list of ids")
+        ids = ids.astype(np.int64)
+        if ids[0] < 0 or ids[-1] >= sizes[name] or not np.all(ids[1:] > ids[:-1]):
+            raise SlimctrError(
+                f"field {name!r}: kept rows must be increasing ids in [0, {sizes[name]})"
+            )
+        checked[name] = ids
+    return checked
+
+
+def _read_kept(path: Path, record: Any) -> dict[str, np.ndarray]:
+    """The kept ids named by a plan file's ``kept_ids`` record (none when it has none)."""
+    if record is None:
+        return {}
+    if not isinstance(record, Mapping) or set(record) != {"file", "sha256"}:
+        raise SlimctrError("kept_ids must be an object with the keys file and sha256")
+    sidecar = path.with_name(str(record["file"]))
+    content = sidecar.read_bytes()
+    if sha256_bytes(content) != record["sha256"]:
+        raise SlimctrError(f"{sidecar.name} is damaged: its checksum differs from the plan's")
+    try:
+        return {n: t.numpy() for n, t in load_safetensors(content).items()}
+    except SafetensorError as error:
+        raise SlimctrError(f"{sidecar.name} is not a safetensors file ({error})") from None
+
+
+def _agrees(value: Any, expected: Any) -> bool:
+    if isinstance(expected, dict):
+        return isinstance(value, dict) and value == expected
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isclose(value, expected, rel_tol=1e-9)
+    )

@@ -1,0 +1,136 @@
+"""What every search shares: where it starts, applying a plan to a model, and training it.
+
+A search starts from a ``Start``: the settings and data of a finished run (whose trained model
+some methods read, as FDO does) or of a store with settings. ``train_plan`` is the one runner:
+it checks the plan against the data, gives the model the plan's widths and trains it into a run
+folder that records the plan; a finished run of the same plan is reused and an unfinished one
+resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimctr.config import from_dict, to_dict
+from slimctr.data.store import Store
+from slimctr.errors import SlimctrError
+from slimctr.models import MODELS
+from slimctr.nn.embedding import FieldEmbedding
+from slimctr.nn.fm import LinearTerm
+from slimctr.runconfig import RunConfig
+from slimctr.schema import Schema
+from slimctr.search.plan import Plan
+from slimctr.training import run
+from slimctr.training.callbacks import ProgressBar
+
+
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """A search's starting point: settings and data, and the finished run they came from (with
+    its best model) when there is one."""
+
+    config: RunConfig
+    store: Store
+    run_dir: Path | None = None
+    model: nn.Module | None = None
+
+    @classmethod
+    def from_run(cls, run_dir: Path) -> Start:
+        """A finished run's settings, training store and best model."""
+        config, model, store = run.load_run(Path(run_dir))
+        return cls(config, store, Path(run_dir).resolve(), model)
+
+    def trained_model(self, method: str) -> nn.Module:
+        """The run's best model; an error naming ``method`` when the search started from a
+        store."""
+        if self.model is None:
+            raise SlimctrError(f"{method} starts from a trained run: give a run folder, not data")
+        return self.model
+
+
+def train_plan(
+    plan: Plan, start: Start, out: Path, *, progress: ProgressBar | None = None
+) -> dict[str, Any]:
+    """Train a fresh model of ``start``'s settings with ``plan`` applied into ``out``, the plan
+    recorded in the run; returns its metrics. A finished run of this plan in ``out`` is reused and
+    an unfinished one resumed from its last epoch (``run.train`` refuses one with other settings:
+    the widths are part of the configuration)."""
+    plan.check_schema(start.store.schema)
+    if plan.kept:
+        raise SlimctrError(
+            f"plan {plan.method!r} prunes rows, which training cannot apply yet: only its widths "
+            "could be trained"
+        )
+    resized = config_for_plan(start.config, plan.widths)
+    return run.train(
+        start.store.path, Path(out), resized, resume=True, progress=progress, plan=plan.to_dict()
+    )
+
+
+def config_for_plan(config: RunConfig, widths: Mapping[str, int]) -> RunConfig:
+    """``config`` with ``widths`` as ``model.embedding_dim``, one int when all are equal.
+
+    A model with an ``embedding_align_dim`` setting left at None gets one when the widths differ:
+    the source's common width, or else the largest planned width.
+    """
+    model = config.model
+    keys = {f.name for f in dataclasses.fields(model)} if dataclasses.is_dataclass(model) else set()
+    if "embedding_dim" not in keys:
+        raise SlimctrError(
+            f"model {config.model_name!r} has no embedding_dim setting, so a plan's widths "
+            "cannot be applied to it"
+        )
+    distinct = set(widths.values())
+    changes: dict[str, Any] = {"embedding_dim": distinct.pop() if len(distinct) == 1 else widths}
+    if len(distinct) > 1 and "embedding_align_dim" in keys and model.embedding_align_dim is None:
+        source = model.embedding_dim
+        common = set(source.values()) if isinstance(source, Mapping) else {source}
+        changes["embedding_align_dim"] = common.pop() if len(common) == 1 else max(distinct)
+    try:  # a run directory must be able to load the config back
+        resized = dataclasses.replace(config, model=dataclasses.replace(model, **changes))
+        from_dict(RunConfig, to_dict(resized), types={"model": type(model)})
+    except SlimctrError as error:
+        raise SlimctrError(
+            f"model {config.model_name!r} cannot take these widths: {error}"
+        ) from None
+    return resized
+
+
+def implied_params(config: RunConfig, schema: Schema, widths: Mapping[str, int]) -> int:
+    """Parameters of ``config``'s model with per-field ``widths`` (an alignment layer included).
+
+    The model is built and dropped; the global random state is left as it was.
+    """
+    resized = config_for_plan(config, widths)
+    with torch.random.fork_rng(devices=[]):
+        model = MODELS[resized.model_name].model(schema, resized.model)
+    return sum(p.numel() for p in model.parameters())
+
+
+def field_embedding(model: nn.Module, method: str) -> FieldEmbedding:
+    """The model's ``embedding``, or its one field embedding that is not a first-order term
+    (``LinearTerm``'s width-1 weights: LR's only tables, nothing to shrink); an error naming
+    ``method`` otherwise."""
+    embedding = getattr(model, "embedding", None)
+    if isinstance(embedding, FieldEmbedding):
+        return embedding
+    linear = {id(m.weights) for m in model.modules() if isinstance(m, LinearTerm)}
+    found = [m for m in model.modules() if isinstance(m, FieldEmbedding) and id(m) not in linear]
+    if len(found) != 1:
+        what = "several field embeddings" if found else "no per-field embedding tables"
+        raise SlimctrError(
+            f"{method} needs one field embedding, but {type(model).__name__} has {what}"
+        )
+    return found[0]
+
+
+def model_widths(model: nn.Module, method: str) -> dict[str, int]:
+    """The width of each field of ``model``'s field embedding."""
+    embedding = field_embedding(model, method)
+    return dict(zip(embedding.field_names, embedding.field_dims, strict=True))

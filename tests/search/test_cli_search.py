@@ -1,0 +1,59 @@
+"""`slimctr searchers` and `slimctr search`: from a run, a plan file and its retrained run, with
+one-line errors for what does not fit."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from slimctr.rundir import RunDir
+from slimctr.search import Plan, Start
+from slimctr.search.fdo import FDO, FDOConfig
+
+
+def test_searchers_lists_each_method_and_what_it_starts_from(cli):
+    listed = cli("searchers", "--json")
+    assert listed.code == 0 and json.loads(listed.out)["fdo"]["starts_from"] == "a finished run"
+    text = cli("searchers")
+    assert text.code == 0 and text.out.strip().startswith("fdo ") and "finished run" in text.out
+
+
+def test_search_from_a_run_writes_the_plan_and_retrains_it(cli, runs, tmp_path):
+    out = tmp_path / "search"
+    args = ("search", "fdo", runs / "dcnv2", "--out", out, "--set", "search.variance_ratio=0.9")
+    result = cli(*args, "--retrain", "--threads", "1", "--json")
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    plan = Plan.load(out / "plan.json")
+    expected = FDO(FDOConfig(variance_ratio=0.9)).fit(Start.from_run(runs / "dcnv2")).plan_
+    assert plan.same_as(expected) and summary["embedding_params"] == plan.embedding_params
+    assert summary["metrics"]["embedding_params"] == plan.embedding_params
+    assert RunDir(out / "run").plan() == plan.to_dict()
+    again = cli(*args, "--retrain", "--threads", "1", "--json")  # the finished run is reused
+    assert again.code == 0 and json.loads(again.out)["metrics"] == summary["metrics"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (("--method-typo",), "unrecognized arguments"),
+        (("--model", "gcn"), "--model: a search from a run keeps the run's model"),
+        (("--set", "train.epochs=3"), "--set train.epochs=3: a search from a run keeps"),
+        (("--set", "search.variance_ratoi=0.9"), "variance_ratoi"),
+        (("--set", "search.variance_ratio=1.5"), r"variance_ratio must be in \(0, 1\]"),
+    ],
+)
+def test_search_refuses_what_does_not_fit_in_one_line(cli, runs, tmp_path, extra, fragment):
+    result = cli("search", "fdo", runs / "dcnv2", "--out", tmp_path / "s", *extra)
+    assert result.code != 0 and not (tmp_path / "s" / "plan.json").exists()
+    assert re.search(fragment, result.err.strip().splitlines()[-1]), result.err
+
+
+def test_search_names_the_unknown_method_and_a_source_that_is_not_a_run(cli, runs, tmp_path):
+    unknown = cli("search", "optembedd", runs / "dcnv2", "--out", tmp_path / "s")
+    assert unknown.code == 1 and "unknown search method 'optembedd'; known: fdo" in unknown.err
+    data = json.loads((runs / "dcnv2" / "data.json").read_text())["path"]
+    not_run = cli("search", "fdo", data, "--out", tmp_path / "s")
+    assert not_run.code == 1 and "fdo starts from a finished run" in not_run.err

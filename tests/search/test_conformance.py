@@ -1,0 +1,65 @@
+"""What every registered searcher must show (issue 17): with one seed it is deterministic, its
+plan round-trips through its files, the plan's size is what the retrained model stores, and a
+model it cannot handle is refused in one line."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from slimctr.errors import SlimctrError
+from slimctr.search import SEARCHERS, Plan, Start, train_plan
+
+
+def _start(name: str, run_dir) -> Start:
+    start = Start.from_run(run_dir)
+    if SEARCHERS[name].starts_from == "store":
+        return Start(start.config, start.store)
+    return start
+
+
+def _plan(name: str, start: Start, work) -> Plan:
+    entry = SEARCHERS[name]
+    return entry.searcher(entry.config()).fit(start, work).plan_
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_the_registry_entry_is_complete(name):
+    entry = SEARCHERS[name]
+    assert dataclasses.is_dataclass(entry.config) and entry.config.__dataclass_params__.frozen
+    assert entry.searcher.name == name and entry.starts_from in ("run", "store")
+    assert entry.summary and "\n" not in entry.summary
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_the_same_start_gives_the_same_plan(name, runs, tmp_path):
+    first = _plan(name, _start(name, runs / "dcnv2"), tmp_path / "a")
+    second = _plan(name, _start(name, runs / "dcnv2"), tmp_path / "b")
+    assert first.same_as(second) and first.method == name
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_the_plan_round_trips_through_its_files(name, runs, tmp_path):
+    plan = _plan(name, _start(name, runs / "dcnv2"), tmp_path / "work")
+    plan.save(tmp_path / "plan.json")
+    assert Plan.load(tmp_path / "plan.json").same_as(plan)
+    assert Plan.from_dict(plan.to_dict(), plan.kept).same_as(plan)
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_the_plans_size_is_what_the_retrained_model_stores(name, runs, tmp_path):
+    start = _start(name, runs / "dcnv2")
+    plan = _plan(name, start, tmp_path / "work")
+    metrics = train_plan(plan, start, tmp_path / "retrained")
+    assert metrics["embedding_params"] == plan.embedding_params
+    assert metrics["embedding_bytes"] == plan.embedding_bytes
+    if plan.model_params is not None:
+        assert metrics["num_params"] == plan.model_params
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_a_model_without_field_tables_is_refused_in_one_line(name, runs, tmp_path):
+    with pytest.raises(SlimctrError) as caught:
+        _plan(name, _start(name, runs / "lr"), tmp_path / "work")
+    assert "LR" in str(caught.value) and "\n" not in str(caught.value)

@@ -1,0 +1,102 @@
+"""The plan every search leaves: kept rows, honest sizes (spec 1.4), the JSON and its sidecar."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from slimctr.errors import SlimctrError
+from slimctr.schema import FieldSpec, Schema
+from slimctr.search.plan import Plan, kept_ids_path
+
+
+def _pruned() -> Plan:
+    """Field a keeps 3 of its 10 rows at width 4; b keeps all 5 at width 2; n is numeric."""
+    return Plan(
+        method="test",
+        settings={"strength": 1e-8, "rounds": 3, "mode": "field"},
+        widths={"n": 1, "a": 4, "b": 2},
+        field_sizes={"n": 1, "a": 10, "b": 5},
+        kept={"a": np.array([0, 3, 7])},
+    )
+
+
+def test_sizes_count_kept_rows_times_widths_and_the_index_maps():
+    plan = _pruned()
+    assert plan.kept_rows == {"n": 1, "a": 3, "b": 5}
+    assert plan.embedding_params == 1 * 1 + 3 * 4 + 5 * 2
+    assert plan.index_bytes == 4 * 10  # an int32 per id of the one pruned field
+    assert plan.embedding_bytes == 4 * plan.embedding_params + 40
+    assert plan.feature_ratio == pytest.approx(9 / 16)
+    assert plan.d_bar == pytest.approx((1 + 40 + 10) / 16) and plan.k_bar == pytest.approx(7 / 3)
+    whole = Plan(method="test", widths=plan.widths, field_sizes=plan.field_sizes)
+    assert whole.embedding_params == 1 + 40 + 10 and whole.index_bytes == 0
+    assert whole.feature_ratio == 1.0 and whole.embedding_params > plan.embedding_params
+
+
+def test_a_plan_with_kept_rows_round_trips_through_json_and_its_sidecar(tmp_path):
+    plan = _pruned()
+    plan.save(tmp_path / "plan.json")
+    data = json.loads((tmp_path / "plan.json").read_text())
+    assert data["kept_rows"] == {"n": 1, "a": 3, "b": 5} and "kept" not in data
+    assert data["kept_ids"]["file"] == kept_ids_path(tmp_path / "plan.json").name
+    loaded = Plan.load(tmp_path / "plan.json")
+    assert loaded.same_as(plan) and loaded.kept["a"].dtype == np.int64
+    with pytest.raises(SlimctrError, match=r"kept_rows .* disagrees"):  # the ids are beside it
+        Plan.from_dict(data)
+
+
+def test_a_damaged_or_missing_sidecar_is_a_one_line_error(tmp_path):
+    _pruned().save(tmp_path / "plan.json")
+    sidecar = kept_ids_path(tmp_path / "plan.json")
+    sidecar.write_bytes(sidecar.read_bytes()[:-1] + b"x")
+    with pytest.raises(SlimctrError, match="is damaged: its checksum differs") as caught:
+        Plan.load(tmp_path / "plan.json")
+    assert "\n" not in str(caught.value)
+    sidecar.unlink()
+    with pytest.raises(SlimctrError, match=r"plan file not found: .*plan\.kept\.safetensors"):
+        Plan.load(tmp_path / "plan.json")
+
+
+@pytest.mark.parametrize(
+    ("kept", "fragment"),
+    [
+        ({"a": np.array([3, 1])}, "increasing ids in \\[0, 10\\)"),
+        ({"a": np.array([1, 1])}, "increasing ids"),
+        ({"a": np.array([0, 10])}, "increasing ids"),
+        ({"a": np.array([-1, 2])}, "increasing ids"),
+        ({"a": np.array([], dtype=np.int64)}, "non-empty list of ids"),
+        ({"a": np.array([0.5])}, "non-empty list of ids"),
+        ({"z": np.array([0])}, "unknown z"),
+    ],
+)
+def test_kept_rows_must_be_increasing_ids_of_the_field(kept, fragment):
+    with pytest.raises(SlimctrError, match=fragment):
+        Plan(method="test", widths={"a": 2}, field_sizes={"a": 10}, kept=kept)
+
+
+def test_kept_ids_written_into_the_json_are_refused():
+    data = _pruned().to_dict()
+    with pytest.raises(SlimctrError, match="stored beside it"):
+        Plan.from_dict({**data, "kept": {"a": [0, 3, 7]}})
+    with pytest.raises(SlimctrError, match="embedding_params 1 disagrees"):
+        Plan.from_dict({**data, "embedding_params": 1}, _pruned().kept)
+
+
+def test_pruned_rows_fit_only_their_own_table_size():
+    def schema(size: int) -> Schema:
+        return Schema(
+            label="label",
+            fields=(
+                FieldSpec(name="n", kind="numeric"),
+                FieldSpec(name="a", kind="categorical", vocab_size=size),
+                FieldSpec(name="b", kind="categorical", vocab_size=7),
+            ),
+        )
+
+    plan = _pruned()
+    plan.check_schema(schema(10))  # b's size differs: its widths still fit
+    with pytest.raises(SlimctrError, match="field 'a' has 12 rows in the data and 10 in the plan"):
+        plan.check_schema(schema(12))
