@@ -131,10 +131,9 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data: the plan (without the kept ids themselves), then its sizes."""
-        data = {k: v for k, v in to_dict(dataclasses.replace(self, kept={})).items()}
-        return {k: v for k, v in data.items() if k != "kept"} | {
-            key: getattr(self, key) for key in _DERIVED
-        }
+        data = to_dict(dataclasses.replace(self, kept={}))
+        del data["kept"]
+        return data | {key: getattr(self, key) for key in _DERIVED}
 
     @classmethod
     def from_dict(cls, data: Any, kept: Mapping[str, np.ndarray] | None = None) -> Plan:
