@@ -5,6 +5,8 @@ only some of its rows), all leaving a ``Plan`` that one runner trains.
 ``plan``      ``Plan``: widths, kept rows, honest sizes, provenance; JSON plus a safetensors file
 ``runner``    ``Start`` (a trained run or a store), applying a plan, ``train_plan``
 ``fdo``       FDO and the formula and uniform baseline plans
+``gates``     OptEmbed's row mask and width sampling, OptFS's feature gates and temperature
+``evolution`` OptEmbed's evolutionary search over per-field widths
 ``registry``  ``SEARCHERS``
 """
 
