@@ -122,8 +122,13 @@ def main() -> None:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         command = "python benchmarks/gcn.py " + " ".join(sys.argv[1:])
         section = f"## {args.stage}\n\n{stamp}; command `{command}`.\n\n{table}\n"
-        text = RESULTS.read_text() if RESULTS.is_file() else "# GCN's gap on Frappe_x1\n\n"
-        RESULTS.write_text(text + "\n" + section)
+        text = RESULTS.read_text() if RESULTS.is_file() else "# GCN's gap on Frappe_x1\n"
+        start = text.find(f"\n## {args.stage}\n")  # the stage's earlier section is replaced
+        if start < 0:
+            RESULTS.write_text(text + "\n" + section)
+            return
+        end = text.find("\n## ", start + 1)
+        RESULTS.write_text(text[: start + 1] + section + ("" if end < 0 else text[end:]))
 
 
 if __name__ == "__main__":
