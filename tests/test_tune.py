@@ -80,6 +80,8 @@ def test_a_tiny_tune_writes_its_study_and_resumes_without_redoing_trials(store, 
     winner = summary["best"]["settings"]
     assert best.train.lr == winner["train.lr"] and best.model.dropout == winner["model.dropout"]
     assert best.model.hidden_dims == (16,) and best.train.epochs == 2
+    command = f"# slimctr train {store} --model dcnv2 --config best.yaml"
+    assert (out / "best.yaml").read_text().splitlines()[1] == command  # says how to use it
 
     second = cli(*args, "--trials", "5")
     assert second.code == 0, second.err

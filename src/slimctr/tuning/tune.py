@@ -400,7 +400,7 @@ class Tuning:
         header = (
             f"# slimctr tune {self.out}: trial {winner['trial']}, validation AUC "
             f"{winner['valid_auc_mean']:.4f} (mean of {seeds} seed{'s' * (seeds > 1)})\n"
-            "# slimctr train DATA --model MODEL --config best.yaml\n"
+            f"# slimctr train {self.data} --model {config.model_name} --config best.yaml\n"
         )
         with atomic_path(self.out / "best.yaml") as path:
             path.write_text(header + dump_yaml(to_dict(chosen)))
