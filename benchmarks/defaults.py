@@ -99,16 +99,19 @@ def store_for(dataset: str, work: Path) -> Path:
     if dataset == "frappe":
         located = locate("frappe", [SHARED / "frappe"])
         return prepare(located.sources, out, located.options)[0].path
-    if dataset == "synthetic":
-        located = locate("synthetic", [], seed=0)
-        return prepare(located.sources, out, located.options, attach=located.attach)[0].path
-    source = work / "sources" / f"{dataset}.{'tsv' if dataset in CRITEO_ROWS else 'parquet'}"
+    suffix = "tsv" if dataset in CRITEO_ROWS else "parquet"
+    source = work / "sources" / f"{dataset}.{suffix}"  # under work, wherever the script runs
     if not source.is_file():
         source.parent.mkdir(parents=True, exist_ok=True)
-        if dataset in CRITEO_ROWS:
+        if dataset == "synthetic":  # the embedded default, as `slimctr train` makes it
+            write_synthetic(SyntheticConfig(seed=0), source)
+        elif dataset in CRITEO_ROWS:
             write_synthetic(SyntheticConfig.criteo(rows=CRITEO_ROWS[dataset]), source)
         else:
             write_clicklog(ClickLogConfig(rows=CLICKLOG_ROWS[dataset], seed=0), source)
+    if dataset == "synthetic":
+        located = locate("synthetic", [source], seed=0)
+        return prepare(located.sources, out, located.options, attach=located.attach)[0].path
     if dataset in CRITEO_ROWS:
         located = locate("criteo", [source])
         return prepare(located.sources, out, located.options)[0].path
