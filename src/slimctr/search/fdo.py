@@ -51,6 +51,7 @@ class FDO:
     """
 
     name = "fdo"
+    plan_: Plan  # set by fit
 
     def __init__(self, config: FDOConfig | None = None) -> None:
         self.config = config or FDOConfig()

@@ -8,8 +8,9 @@ A searcher is built from its typed config, ``fit(start, work)`` runs its stages 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from slimctr.search.fdo import FDO, FDOConfig
 from slimctr.search.plan import Plan
@@ -29,7 +30,7 @@ class SearcherEntry:
     ``run``, or a ``store`` with settings) and one line on what it does."""
 
     config: type
-    searcher: type
+    searcher: Callable[[Any], Searcher]
     starts_from: Literal["run", "store"]
     summary: str
 
