@@ -37,8 +37,7 @@ class EvolutionConfig:
     keep: int = 0
 
     def __post_init__(self) -> None:
-        counts = ("generations", "population", "parent_pool")
-        for name in counts:
+        for name in ("generations", "population", "parent_pool"):
             if getattr(self, name) < 1:
                 raise SlimctrError(f"evolution {name} must be >= 1, got {getattr(self, name)}")
         for name in ("mutants", "children", "keep"):

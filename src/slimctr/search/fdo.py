@@ -178,7 +178,8 @@ def fdo(
             "variance_ratio": plan.settings.get("variance_ratio"),
             "plan": str(out / f"plan-{name}.json"),
         }
-        summary |= {key: plan.to_dict()[key] for key in _SUMMARY}
+        data = plan.to_dict()
+        summary |= {key: data[key] for key in _SUMMARY}
         if retrain:
             summary["run"] = str(out / f"run-{name}")
             if progress is not None:
