@@ -662,7 +662,7 @@ def _search(args: argparse.Namespace) -> int:
             args.model, config_file=args.config, overrides=model, threads=args.threads
         )
         start = Start(config, open_store(args.source))
-    searcher = entry.searcher(apply_overrides(entry.config(), method))
+    searcher = entry.searcher(apply_overrides(entry.config(), method, where="search"))
     plan = searcher.fit(start, args.out / "work").plan_
     args.out.mkdir(parents=True, exist_ok=True)
     plan.save(args.out / "plan.json")

@@ -107,9 +107,14 @@ def to_dict(instance: Any) -> dict[str, Any]:
 
 
 def apply_overrides(
-    instance: T, overrides: Sequence[str], *, types: Mapping[str, type] | None = None
+    instance: T,
+    overrides: Sequence[str],
+    *,
+    types: Mapping[str, type] | None = None,
+    where: str = "",
 ) -> T:
-    """A copy of ``instance`` with each ``key=value`` applied, then validated as a whole.
+    """A copy of ``instance`` with each ``key=value`` applied, then validated as a whole;
+    errors name the keys under ``where`` (the section ``instance`` is, e.g. ``search``).
 
     Each value is parsed as YAML (``4``, ``0.0005``, ``[400,400]``, ``null``, ``true``, text); keys
     are dotted paths. Nested sections keep the classes they have in ``instance``; ``types`` can
@@ -131,7 +136,8 @@ def apply_overrides(
                 f"malformed override {override!r} (expected key=value, e.g. train.lr=0.001)"
             )
         _set_path(raw, key, _parse_value(text, override))
-    return from_dict(type(instance), raw, types={**_section_types(instance), **(types or {})})
+    sections = {**_section_types(instance), **(types or {})}
+    return from_dict(type(instance), raw, where=where, types=sections)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -41,7 +41,8 @@ def test_search_from_a_run_writes_the_plan_and_retrains_it(cli, runs, tmp_path):
         (("--method-typo",), "unrecognized arguments"),
         (("--model", "gcn"), "--model: a search from a run keeps the run's model"),
         (("--set", "train.epochs=3"), "--set train.epochs=3: a search from a run keeps"),
-        (("--set", "search.variance_ratoi=0.9"), "variance_ratoi"),
+        (("--set", "search.variance_ratoi=0.9"), "unknown config key 'search.variance_ratoi'"),
+        (("--set", "search.variance_ratio=nan"), "'search.variance_ratio' expects float"),
         (("--set", "search.variance_ratio=1.5"), r"variance_ratio must be in \(0, 1\]"),
     ],
 )
