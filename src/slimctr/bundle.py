@@ -75,12 +75,14 @@ def write_bundle(
     store: Store,
     metrics: dict[str, Any],
     versions: dict[str, str],
+    schema: Schema | None = None,
 ) -> None:
-    """Write the bundle of ``model`` (trained with ``config`` on ``store``) into ``folder``."""
+    """Write the bundle of ``model`` (trained with ``config`` on ``store``) into ``folder``;
+    ``schema``: what the model was built for, when not the store's (pruned fields)."""
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     files = {
         CONFIG: dump_yaml(to_dict(config)).encode(),
-        SCHEMA: json_bytes(store.schema.to_dict()),
+        SCHEMA: json_bytes((schema or store.schema).to_dict()),
         ENCODING: json_bytes(encoding_of(store)),
         VOCABULARY: (store.path / VOCABULARY).read_bytes(),
         WEIGHTS: save_safetensors(state),
@@ -184,7 +186,7 @@ class Bundle:
         """Raise unless ``store`` is encoded as this model's training data was (same fields,
         vocabularies and numeric statistics), so its ids mean what the model learned."""
         same = (
-            store.schema == self.schema
+            store.schema == self.schema.unpruned()
             and store.manifest["checksums"].get(VOCABULARY) == self.manifest["files"][VOCABULARY]
             and encoding_of(store)["fields"] == [*self.encoder.fields.values()]
         )

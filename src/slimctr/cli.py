@@ -674,7 +674,9 @@ def _search(args: argparse.Namespace) -> int:
     )
     if args.retrain:
         progress = None if args.json else ProgressBar(title=f"{plan.method} plan")
-        metrics = train_plan(plan, start, args.out / "run", progress=progress)
+        metrics = train_plan(
+            plan, start, args.out / "run", initial=searcher.initial_, progress=progress
+        )
         summary |= {"run": str(args.out / "run"), "metrics": metrics}
         text += f"\n{args.out / 'run'}: test AUC {metrics['test']['auc']:.4f}"
     return _report(args, summary, text)

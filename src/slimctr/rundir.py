@@ -166,8 +166,9 @@ class RunDir:
             verified(self.path / name, expected, RECORD)
         return self.path / BUNDLE
 
-    def check_continues(self, config: RunConfig, store: Store) -> None:
-        """Raise unless this run was started with ``config`` on ``store``."""
+    def check_continues(self, config: RunConfig, store: Store, schema: Schema) -> None:
+        """Raise unless this run was started with ``config`` on ``store``, its model built for
+        ``schema`` (the store's, or one with pruned fields)."""
         try:
             saved = self.config()
         except SlimctrError:  # no longer reads as a config (a model or key since removed)
@@ -184,6 +185,8 @@ class RunDir:
             )
         if self.data().get("recipe_id") != store.manifest["recipe_id"]:
             raise SlimctrError(f"{self.path} was trained on another store than {store.path}")
+        if self.schema() != schema:
+            raise SlimctrError(f"{self.path} was started with other kept rows of its fields")
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -204,18 +207,20 @@ class RunDir:
         self,
         config: RunConfig,
         store: Store,
+        schema: Schema,
         *,
         precision: str,
         plan: dict[str, Any] | None = None,
     ) -> None:
         """Create the run (new, or over a failed one) with its configuration and provenance;
-        ``precision`` is what its ``train.precision`` resolved to on this machine."""
+        ``schema`` is what its model is built for (the store's, or one with pruned fields),
+        ``precision`` what its ``train.precision`` resolved to on this machine."""
         if self.state not in (RunState.NEW, RunState.FAILED):
             raise SlimctrError(f"{self.path} already holds a {self.state} run")
         remove_leftovers(self.path)  # of a killed start; we hold the lock
         files = {
             CONFIG: dump_yaml(to_dict(config)).encode(),
-            SCHEMA: json_bytes(store.schema.to_dict()),
+            SCHEMA: json_bytes(schema.to_dict()),
             DATA: json_bytes(
                 {"path": str(store.path.resolve()), "recipe_id": store.manifest["recipe_id"]}
             ),

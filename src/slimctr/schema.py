@@ -7,11 +7,17 @@ Categorical ids are laid out the same way in every field's table::
     2 ...        kept values, most frequent first (ties by value)
 
 so a field's ``vocab_size`` is its number of kept values plus ``NUM_RESERVED_IDS``.
+
+A model retrained after a search that prunes feature values (OptEmbed, OptFS) is built from a
+schema whose categorical fields may give ``kept_rows``: its table stores only that many rows,
+and an id-to-row map sends every other id to a zero vector (``slimctr.nn.embedding``). The data
+is encoded as before; ``unpruned`` gives back the data's schema.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 PAD_ID = 0
@@ -23,17 +29,25 @@ FieldKind = Literal["categorical", "numeric"]
 
 @dataclass(frozen=True, kw_only=True)
 class FieldSpec:
-    """One input field. ``vocab_size`` counts table rows (PAD and OOV included); 0 for numeric."""
+    """One input field. ``vocab_size`` counts table rows (PAD and OOV included); 0 for numeric.
+    ``kept_rows``: the rows a pruned model stores for it (None: all ``vocab_size``)."""
 
     name: str
     kind: FieldKind
     vocab_size: int = 0
+    kept_rows: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("categorical", "numeric"):
             raise ValueError(f"field {self.name!r}: kind must be categorical or numeric")
         if self.kind == "categorical" and self.vocab_size < NUM_RESERVED_IDS:
             raise ValueError(f"field {self.name!r}: vocab_size must be >= {NUM_RESERVED_IDS}")
+        if self.kept_rows is not None and not (
+            self.kind == "categorical" and 1 <= self.kept_rows <= self.vocab_size
+        ):
+            raise ValueError(
+                f"field {self.name!r}: kept_rows must be in [1, vocab_size] of a categorical field"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,8 +79,26 @@ class Schema:
                 return spec
         raise KeyError(name)
 
+    def with_kept_rows(self, kept_rows: Mapping[str, int]) -> Schema:
+        """This schema with ``kept_rows`` (field name to rows kept) on the fields it names."""
+        unknown = [name for name in kept_rows if name not in {f.name for f in self.fields}]
+        if unknown:
+            raise KeyError(unknown[0])
+        fields = tuple(
+            replace(f, kept_rows=kept_rows.get(f.name, f.kept_rows)) for f in self.fields
+        )
+        return replace(self, fields=fields)
+
+    def unpruned(self) -> Schema:
+        """The data's schema: no field's rows pruned."""
+        return replace(self, fields=tuple(replace(f, kept_rows=None) for f in self.fields))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "fields": [asdict(f) for f in self.fields]}
+        fields = [
+            {k: v for k, v in asdict(f).items() if k != "kept_rows" or v is not None}
+            for f in self.fields
+        ]
+        return {"label": self.label, "fields": fields}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Schema:

@@ -267,3 +267,50 @@ def test_set_sparse_gradients_switches_every_table() -> None:
     assert all(isinstance(m, FieldEmbedding) and m.sparse for m in model.values())
     set_sparse_gradients(model, enabled=False)
     assert not any(isinstance(m, FieldEmbedding) and m.sparse for m in model.values())
+
+
+PRUNED = SCHEMA.with_kept_rows({"b": 3})
+
+
+@pytest.mark.parametrize("widths", [4, {"n0": 4, "a": 4, "b": 3, "n1": 2}])
+def test_a_pruned_field_stores_only_its_kept_rows_and_embeds_the_rest_as_zeros(widths) -> None:
+    emb = FieldEmbedding(PRUNED, widths)
+    emb.set_kept("b", [0, 2, 6])
+    _set_tables(emb)
+    assert emb.table("b").shape[0] == 3 and emb.table("a").shape[0] == 5
+    assert emb.pruned_fields == ("b",) and emb.kept_ids("b").tolist() == [0, 2, 6]
+    out = emb.flat(BATCH)
+    b = emb.table("b").detach()
+    width_b = b.shape[1]
+    start = 4 + 4  # n0 and a come first
+    got = out[:, start : start + width_b]
+    # ids 2, 6, 0: rows 1, 2 and 0 of the kept table; a kept id of another field is unaffected
+    assert torch.equal(got, torch.stack([b[1], b[2], b[0]]))
+    batch = Batch(categorical=torch.tensor([[3, 5]], dtype=torch.int32), numeric=torch.zeros(1, 2),
+                  labels=torch.zeros(1))  # fmt: skip
+    assert torch.equal(emb.flat(batch)[0, start : start + width_b], torch.zeros(width_b))
+    assert torch.equal(emb.flat(batch)[0, 4:8], emb.table("a").detach()[3])
+
+
+def test_pruned_maps_travel_with_the_weights_and_bad_kept_ids_are_errors() -> None:
+    emb = FieldEmbedding(PRUNED, 4)
+    emb.set_kept("b", [1, 4, 5])
+    copy = FieldEmbedding(PRUNED, 4)
+    copy.load_state_dict(emb.state_dict())
+    assert copy.kept_ids("b").tolist() == [1, 4, 5]
+    assert torch.equal(copy(BATCH), emb(BATCH))
+    assert "row_index" not in FieldEmbedding(SCHEMA, 4).state_dict()
+    for ids in ([1, 2], [1, 2, 9]):
+        with pytest.raises(SlimctrError, match="keeps 3 of 7"):
+            emb.set_kept("b", ids)
+    with pytest.raises(SlimctrError, match="keeps all its rows"):
+        emb.set_kept("a", [0])
+
+
+def test_a_schema_with_kept_rows_round_trips_and_unpruned_gives_the_data_schema() -> None:
+    assert "kept_rows" not in SCHEMA.to_dict()["fields"][1]
+    assert Schema.from_dict(PRUNED.to_dict()) == PRUNED != SCHEMA
+    assert PRUNED.unpruned() == SCHEMA
+    for bad in ({"n0": 1}, {"b": 8}, {"b": 0}):
+        with pytest.raises(ValueError, match="kept_rows"):
+            SCHEMA.with_kept_rows(bad)

@@ -12,12 +12,16 @@ Fields appear in ``Schema.fields`` order in both layouts, so slice f of c0 belon
 Stacking needs one width. With ``align_dim=K`` the Dimension Alignment Layer (``nn.align``, GDCN
 spec 4.3) maps every field to width K after the lookup, a_f = e_f W_f with W_f in R^{d_f x K},
 and both layouts are built from the a_f: stacked (B, F, K), concatenated (B, F K).
+
+A field whose schema gives ``kept_rows`` r_f (a model retrained after OptEmbed or OptFS pruned
+feature values) stores only r_f rows: its id-to-row map, ``row_index`` (int32, saved with the
+weights), sends a kept id to its row and every other id to a zero vector, which no table stores.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +58,8 @@ class FieldEmbedding(nn.Module):
 
     offsets: Tensor  # (F_cat,) int32: first row of each categorical field in the fused table
     numeric_column: Tensor  # (sum of numeric d_f,): the numeric column each vector entry scales
+    row_index: Tensor  # (sum of n_f over pruned fields,) int32: id -> stored row, -1 for none
+    map_starts: Tensor  # (F_cat,) int32: where each field's map starts in row_index; -1 unpruned
 
     def __init__(
         self,
@@ -75,7 +81,7 @@ class FieldEmbedding(nn.Module):
         self._common_width = widths.pop() if len(widths) == 1 else None
 
         categorical = schema.categorical
-        sizes = [f.vocab_size for f in categorical]
+        sizes = [f.vocab_size if f.kept_rows is None else f.kept_rows for f in categorical]
         cat_dims = [self._dims[f.name] for f in categorical]
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         self._rows = {f.name: (s, n) for f, s, n in zip(categorical, starts, sizes, strict=True)}
@@ -90,6 +96,14 @@ class FieldEmbedding(nn.Module):
             )
         # int32 like the ids, so adding them needs no upcast.
         self.register_buffer("offsets", torch.tensor(starts, dtype=torch.int32), persistent=False)
+        self._pruned = {f.name for f in categorical if f.kept_rows is not None}
+        self._maps: dict[str, tuple[int, int]] = {}  # pruned field -> (start in row_index, n_f)
+        if self._pruned:
+            self._add_row_maps(categorical)
+
+        # A search stage's transform of the stacked rows (OptEmbed's masks, OptFS's gates); it is
+        # not part of the model: ``forward(rows (B, F, d), batch) -> (B, F, d)``.
+        self.row_hook: Callable[[Tensor, Batch], Tensor] | None = None
 
         # All numeric vectors in one flat parameter, so a batch is one gather and one product.
         num_dims = [self._dims[f.name] for f in schema.numeric]
@@ -160,6 +174,33 @@ class FieldEmbedding(nn.Module):
         start, rows = self._rows[field_name]
         return self.fused_table.weight.narrow(0, start, rows)
 
+    @property
+    def pruned_fields(self) -> tuple[str, ...]:
+        """The fields that store only their kept rows."""
+        return tuple(f.name for f in self._specs if f.name in self._pruned)
+
+    @torch.no_grad()
+    def set_kept(self, field_name: str, ids: Sequence[int] | Tensor) -> None:
+        """Make the increasing ``ids`` the kept values of the pruned field ``field_name``, row i
+        of its table the one of ids[i]; every other id embeds as zeros."""
+        if field_name not in self._pruned:
+            raise SlimctrError(f"field {field_name!r} keeps all its rows, it has no row map")
+        start, size = self._maps[field_name]
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        kept = self._rows[field_name][1]
+        if ids.shape != (kept,) or (ids.numel() and (ids.min() < 0 or ids.max() >= size)):
+            raise SlimctrError(f"field {field_name!r} keeps {kept} of {size} ids, got {ids.shape}")
+        mapping = self.row_index.narrow(0, start, size)
+        mapping.fill_(-1)
+        mapping[ids] = torch.arange(kept, dtype=torch.int32)
+
+    def kept_ids(self, field_name: str) -> Tensor:
+        """The ids of a pruned field that have a row, in row order."""
+        if field_name not in self._pruned:
+            raise SlimctrError(f"field {field_name!r} keeps all its rows, it has no row map")
+        start, size = self._maps[field_name]
+        return torch.nonzero(self.row_index.narrow(0, start, size) >= 0).flatten()
+
     def projection(self, field_name: str) -> Tensor:
         """Field's alignment map W_f, (d_f, K), as a view of the parameter."""
         if self.alignment is None:
@@ -190,25 +231,66 @@ class FieldEmbedding(nn.Module):
     def _stacked(self, batch: Batch, width: int) -> Tensor:
         blocks: dict[str, Tensor] = {}
         if self.fused_table is not None:
-            blocks["categorical"] = self.fused_table(batch.categorical + self.offsets)  # (B, Fc, d)
+            blocks["categorical"] = self._fused_lookup(batch)  # (B, Fc, d)
         if self.numeric_vectors is not None:
             vectors = self.numeric_vectors.view(-1, width)  # (Fn, d)
             blocks["numeric"] = batch.numeric.unsqueeze(-1) * vectors  # (B, Fn, d)
         if len(self._runs) == 1:
-            return blocks[self._runs[0][0]]
-        return torch.cat([blocks[kind][:, start:stop] for kind, start, stop in self._runs], dim=1)
+            rows = blocks[self._runs[0][0]]
+        else:
+            rows = torch.cat([blocks[k][:, start:stop] for k, start, stop in self._runs], dim=1)
+        return rows if self.row_hook is None else self.row_hook(rows, batch)
+
+    def _fused_lookup(self, batch: Batch) -> Tensor:
+        assert self.fused_table is not None
+        rows, keep = self._table_rows(batch)
+        looked_up = self.fused_table(rows + self.offsets)  # (B, Fc, d)
+        return looked_up if keep is None else looked_up * keep.unsqueeze(-1)
+
+    def _table_rows(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """Each categorical id's row in its field's table, (B, Fc), and where the field keeps
+        a row for it (None when no field is pruned)."""
+        ids = batch.categorical
+        if not self._pruned:
+            return ids, None
+        pruned = self.map_starts >= 0  # (Fc,)
+        mapped = self.row_index[torch.where(pruned, ids + self.map_starts, 0)]
+        rows = torch.where(pruned, mapped, ids)
+        keep = rows >= 0
+        return rows.clamp(min=0), keep.to(self._embedding_modules()[0].weight.dtype)
+
+    def _add_row_maps(self, categorical: tuple[FieldSpec, ...]) -> None:
+        """The id-to-row maps of the pruned fields, at first keeping each one's first ids."""
+        starts: list[int] = []
+        mapping: list[Tensor] = []
+        for spec in categorical:
+            if spec.kept_rows is None:
+                starts.append(-1)
+                continue
+            start = sum(len(part) for part in mapping)
+            self._maps[spec.name] = (start, spec.vocab_size)
+            starts.append(start)
+            ids = torch.arange(spec.vocab_size, dtype=torch.int32)
+            mapping.append(torch.where(ids < spec.kept_rows, ids, -1))
+        self.register_buffer("row_index", torch.cat(mapping))
+        self.register_buffer(
+            "map_starts", torch.tensor(starts, dtype=torch.int32), persistent=False
+        )
 
     def _concatenated(self, batch: Batch) -> Tensor:
         if self._common_width is not None:
             return self._stacked(batch, self._common_width).flatten(1)
+        if self.row_hook is not None:
+            raise SlimctrError("a search stage's row hook needs every field at one width")
         pieces: dict[str, list[Tensor]] = {}
         if self.fused_table is not None:  # equal categorical widths, but numeric ones differ
-            stacked = self.fused_table(batch.categorical + self.offsets)  # (B, Fc, d)
-            pieces["categorical"] = list(stacked.unbind(1))
+            pieces["categorical"] = list(self._fused_lookup(batch).unbind(1))  # (B, d) each
         else:
-            pieces["categorical"] = [
-                table(batch.categorical[:, i]) for i, table in enumerate(self.field_tables)
-            ]
+            rows, keep = self._table_rows(batch)
+            looked_up = [table(rows[:, i]) for i, table in enumerate(self.field_tables)]
+            if keep is not None:
+                looked_up = [e * keep[:, i, None] for i, e in enumerate(looked_up)]
+            pieces["categorical"] = looked_up
         if self.numeric_vectors is not None:
             # (B, sum of numeric d_f): column numeric_column[j] times vector entry j
             scaled = batch.numeric[:, self.numeric_column] * self.numeric_vectors

@@ -25,12 +25,13 @@ class LinearTerm(nn.Module):
     """The first-order term w_0 + sum_f w_f(x_f) of LR and FM.
 
     A categorical field contributes a learned scalar per id, a numeric field w_f * x_f: a
-    ``FieldEmbedding`` of width 1, summed over fields. w_0 starts at zero.
+    ``FieldEmbedding`` of width 1, summed over fields. w_0 starts at zero. It keeps every row
+    when a search prunes the model's embedding (OptEmbed does not prune first-order weights).
     """
 
     def __init__(self, schema: Schema, init_std: float | None = None) -> None:
         super().__init__()
-        self.weights = FieldEmbedding(schema, 1, init_std=init_std)
+        self.weights = FieldEmbedding(schema.unpruned(), 1, init_std=init_std)
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, batch: Batch) -> Tensor:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from torch import nn
+from torch import Tensor, nn
 
 from slimctr.errors import SlimctrError
 from slimctr.schema import PAD_ID, Schema
@@ -52,6 +52,7 @@ class FDO:
 
     name = "fdo"
     plan_: Plan  # set by fit
+    initial_: dict[str, Tensor] | None = None  # the retrained model starts fresh (spec 1.2)
 
     def __init__(self, config: FDOConfig | None = None) -> None:
         self.config = config or FDOConfig()

@@ -60,7 +60,8 @@ class Plan:
     rows n_f (PAD and OOV included; 1 for a numeric field's vector). ``kept`` maps a field whose
     rows are pruned to the sorted ids it keeps; fields not in it keep every row.
     ``model_params`` counts the parameters of the source model's architecture with the plan
-    applied, when known.
+    applied, when known; ``seconds`` the wall time of each stage that found it (the search's
+    cost; ``same_as`` ignores it).
     """
 
     method: str
@@ -71,6 +72,7 @@ class Plan:
     source_run: str | None = None
     source_widths: dict[str, int] | None = None
     model_params: int | None = None
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str) or not self.method:
@@ -198,9 +200,10 @@ class Plan:
             )
 
     def same_as(self, other: Plan) -> bool:
-        """Equal settings, widths, sizes and kept ids."""
+        """Equal settings, widths, sizes and kept ids (however long each took to find)."""
+        untimed = [dataclasses.replace(plan, seconds={}).to_dict() for plan in (self, other)]
         return (
-            self.to_dict() == other.to_dict()
+            untimed[0] == untimed[1]
             and self.kept.keys() == other.kept.keys()
             and all(np.array_equal(ids, other.kept[n]) for n, ids in self.kept.items())
         )
@@ -209,6 +212,11 @@ class Plan:
 def field_sizes(schema: Schema) -> dict[str, int]:
     """n_f: a categorical field's table rows (PAD and OOV included); 1 for a numeric field."""
     return {f.name: f.vocab_size if f.kind == "categorical" else 1 for f in schema.fields}
+
+
+def plan_rows(kept: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """The rows each pruned field keeps: the ``kept_rows`` of a pruned model's schema."""
+    return {name: len(ids) for name, ids in kept.items()}
 
 
 def kept_ids_path(path: Path) -> Path:

@@ -2,7 +2,8 @@
 
 A searcher is built from its typed config, ``fit(start, work)`` runs its stages on a ``Start``
 (keeping what it needs to resume under ``work``) and returns itself with the result in ``plan_``
-(scikit-learn's convention for fitted attributes).
+(scikit-learn's convention for fitted attributes) and, in ``initial_``, the weights the retrained
+model starts from (None: fresh ones), which ``train_plan`` takes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from torch import Tensor
+
 from slimctr.search.fdo import FDO, FDOConfig
+from slimctr.search.optembed import OptEmbed, OptEmbedConfig
+from slimctr.search.optfs import OptFS, OptFSConfig
 from slimctr.search.plan import Plan
 from slimctr.search.runner import Start
 
@@ -20,6 +25,7 @@ from slimctr.search.runner import Start
 class Searcher(Protocol):
     name: str
     plan_: Plan
+    initial_: dict[str, Tensor] | None
 
     def fit(self, start: Start, work: Path | None = None) -> Searcher: ...
 
@@ -42,5 +48,19 @@ SEARCHERS: dict[str, SearcherEntry] = {
         "run",
         "field-level dimension optimisation (GDCN): PCA of each trained table, the smallest "
         "width keeping a share of its variance",
+    ),
+    "optembed": SearcherEntry(
+        OptEmbedConfig,
+        OptEmbed,
+        "store",
+        "OptEmbed (CIKM 2022): a supernet learns row-pruning thresholds and trains every width, "
+        "evolution picks per-field widths, retraining from the initial weights",
+    ),
+    "optfs": SearcherEntry(
+        OptFSConfig,
+        OptFS,
+        "store",
+        "OptFS (WWW 2023): a gate per feature value sharpened by a temperature schedule keeps "
+        "the values that help, retraining from a rewound checkpoint",
     ),
 }

@@ -2,20 +2,22 @@
 
 A search starts from a ``Start``: the settings and data of a finished run (whose trained model
 some methods read, as FDO does) or of a store with settings. ``train_plan`` is the one runner:
-it checks the plan against the data, gives the model the plan's widths and trains it into a run
-folder that records the plan; a finished run of the same plan is reused and an unfinished one
-resumed.
+it checks the plan against the data, gives the model the plan's widths and kept rows, starts it
+from fresh weights or from a search's saved ones (``restore``), and trains it into a run folder
+that records the plan; a finished run of the same plan is reused and an unfinished one resumed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from slimctr.config import from_dict, to_dict
 from slimctr.data.store import Store
@@ -23,11 +25,12 @@ from slimctr.errors import SlimctrError
 from slimctr.models import MODELS
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.nn.fm import LinearTerm
-from slimctr.runconfig import RunConfig
+from slimctr.runconfig import RunConfig, build_model
 from slimctr.schema import Schema
-from slimctr.search.plan import Plan
+from slimctr.search.plan import Plan, plan_rows
 from slimctr.training import run
-from slimctr.training.callbacks import ProgressBar
+from slimctr.training.callbacks import Callback, ProgressBar
+from slimctr.training.trainer import Trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,22 +58,104 @@ class Start:
 
 
 def train_plan(
-    plan: Plan, start: Start, out: Path, *, progress: ProgressBar | None = None
+    plan: Plan,
+    start: Start,
+    out: Path,
+    *,
+    initial: Mapping[str, Tensor] | None = None,
+    progress: ProgressBar | None = None,
 ) -> dict[str, Any]:
-    """Train a fresh model of ``start``'s settings with ``plan`` applied into ``out``, the plan
+    """Train a model of ``start``'s settings with ``plan`` applied into ``out``, the plan
     recorded in the run; returns its metrics. A finished run of this plan in ``out`` is reused and
     an unfinished one resumed from its last epoch (``run.train`` refuses one with other settings:
-    the widths are part of the configuration)."""
+    the widths and kept rows are part of it).
+
+    Fields whose rows the plan prunes store only their kept rows (``Schema.with_kept_rows``).
+    The model starts from fresh weights, or from ``initial``, a state of ``start``'s own model
+    (the reset of dimension-search spec 1.2: OptEmbed's initial weights, OptFS's rewind
+    checkpoint), as ``restore`` maps it onto the planned shapes.
+    """
     plan.check_schema(start.store.schema)
-    if plan.kept:
-        raise SlimctrError(
-            f"plan {plan.method!r} prunes rows, which training cannot apply yet: only its widths "
-            "could be trained"
-        )
     resized = config_for_plan(start.config, plan.widths)
+    source = None
+    if initial is not None:
+        with torch.random.fork_rng(devices=[]):
+            source = build_model(start.config, start.store.schema)
+        source.load_state_dict(initial)
     return run.train(
-        start.store.path, Path(out), resized, resume=True, progress=progress, plan=plan.to_dict()
+        start.store.path,
+        Path(out),
+        resized,
+        resume=True,
+        progress=progress,
+        plan=plan.to_dict(),
+        callbacks=[StartFrom(plan, source)],
+        kept_rows=plan_rows(plan.kept),
     )
+
+
+class StartFrom(Callback):
+    """Before a plan's first epoch: give its pruned fields their kept ids and, with a ``source``
+    model, ``restore`` the weights from it. A resumed run has both in its checkpoint."""
+
+    def __init__(self, plan: Plan, source: nn.Module | None) -> None:
+        self.plan, self.source = plan, source
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if trainer.epoch > 0:
+            return
+        embedding = field_embedding(trainer.model, self.plan.method)
+        for name, ids in self.plan.kept.items():
+            embedding.set_kept(name, torch.from_numpy(ids))
+        if self.source is not None:
+            fresh = restore(trainer.model, self.source, self.plan)
+            if fresh:
+                print(
+                    f"{self.plan.method}: {len(fresh)} tensors whose shape the plan changed "
+                    f"start fresh: {', '.join(fresh)}",
+                    file=sys.stderr,
+                )
+
+
+@torch.no_grad()
+def restore(model: nn.Module, source: nn.Module, plan: Plan) -> list[str]:
+    """Copy ``source``'s weights (the full-width model) into ``model`` (``plan`` applied);
+    returns the names of the tensors left as they were.
+
+    Each field's table takes the source rows of its kept ids, their first d_f columns. Every
+    other tensor is copied when its shape is unchanged; one that the widths changed is copied
+    with each dimension of the source's embedding width D indexed by the kept columns (field f's
+    first d_f of its D/F), when that gives its shape (a cross matrix, an MLP's first layer);
+    others stay as they are (an alignment layer, or GDCN-P's output layer, which reads the cross
+    output and the MLP's together). A non-embedding dimension that happens to equal D would be
+    sliced too: that only changes where retraining starts from.
+    """
+    target, origin = field_embedding(model, plan.method), field_embedding(source, plan.method)
+    for name, width in plan.widths.items():
+        rows = origin.table(name)
+        if name in plan.kept:
+            rows = rows[torch.from_numpy(plan.kept[name])]
+        target.table(name).copy_(rows[:, :width])
+    starts = itertools.accumulate(origin.field_dims, initial=0)  # one more than the fields
+    pairs = zip(starts, target.field_dims, strict=False)
+    columns = torch.cat([torch.arange(start, start + width) for start, width in pairs])
+    width = origin.output_dim
+    prefix = next(name for name, module in model.named_modules() if module is target)
+    tables = {f"{prefix}.{key}" if prefix else key for key in target.state_dict()}
+    given = source.state_dict()
+    fresh = []
+    for key, tensor in model.state_dict().items():
+        if key in tables:
+            continue
+        value = given[key]
+        for dim in range(value.dim()):
+            if value.shape[dim] == width and value.shape != tensor.shape:
+                value = value.index_select(dim, columns)
+        if value.shape == tensor.shape:
+            tensor.copy_(value)
+        else:
+            fresh.append(key)
+    return fresh
 
 
 def config_for_plan(config: RunConfig, widths: Mapping[str, int]) -> RunConfig:
@@ -102,14 +187,22 @@ def config_for_plan(config: RunConfig, widths: Mapping[str, int]) -> RunConfig:
     return resized
 
 
-def implied_params(config: RunConfig, schema: Schema, widths: Mapping[str, int]) -> int:
-    """Parameters of ``config``'s model with per-field ``widths`` (an alignment layer included).
+def implied_params(
+    config: RunConfig,
+    schema: Schema,
+    widths: Mapping[str, int],
+    kept_rows: Mapping[str, int] | None = None,
+) -> int:
+    """Parameters of ``config``'s model with per-field ``widths`` (an alignment layer included)
+    and, for the fields ``kept_rows`` names, only that many rows.
 
     The model is built and dropped; the global random state is left as it was.
     """
     resized = config_for_plan(config, widths)
     with torch.random.fork_rng(devices=[]):
-        model = MODELS[resized.model_name].model(schema, resized.model)
+        model = MODELS[resized.model_name].model(
+            schema.with_kept_rows(kept_rows or {}), resized.model
+        )
     return sum(p.numel() for p in model.parameters())
 
 

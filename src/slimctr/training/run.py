@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from slimctr.files import exclusive, remove_leftovers, staged
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.runconfig import RunConfig, build_model
 from slimctr.rundir import RunDir, RunState, versions
+from slimctr.schema import Schema
 from slimctr.training.callbacks import Callback, Checkpoint
 from slimctr.training.distributed import World
 from slimctr.training.trainer import Trainer, resolve_precision, score
@@ -39,6 +40,7 @@ def train(
     progress: Callback | None = None,
     plan: dict[str, Any] | None = None,
     callbacks: Sequence[Callback] = (),
+    kept_rows: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Train, keep the best epoch, score the test split there, and write the run folder ``out``.
 
@@ -46,16 +48,19 @@ def train(
     continued from its last finished epoch and a finished one is reused (its metrics returned),
     both only if they were started with ``config`` on this store; without it they are refused.
     ``plan`` (a dimension plan's JSON data) is recorded in the run; ``callbacks`` act inside the
-    trainer after ``progress`` (tuning's pruning, say), on rank 0 only. Started by torchrun, every
-    rank trains its share and rank 0 alone writes (``slimctr.training.distributed``).
+    trainer after ``progress`` (tuning's pruning, or a search's initial weights), on rank 0 only.
+    ``kept_rows`` (field to rows kept) builds the model with those fields' tables pruned
+    (``Schema.with_kept_rows``); the run and its bundle record that schema. Started by torchrun,
+    every rank trains its share and rank 0 alone writes (``slimctr.training.distributed``).
     """
     world = World.from_env()
     store = open_store(data_dir)
+    schema = store.schema.with_kept_rows(kept_rows or {})
     # the batch size and epochs the auto preset chooses are recorded with the run
     config = replace(config, train=config.train.for_rows(len(store.split("train"))))
     run = RunDir(out)
     with run.lock() if world.rank == 0 else contextlib.nullcontext():
-        decided = _decide(run, store, config, resume, plan) if world.rank == 0 else None
+        decided = _decide(run, store, schema, config, resume, plan) if world.rank == 0 else None
         state, found = world.broadcast(decided)
         if state == "error" or state is RunState.FINISHED:
             world.leave()
@@ -67,7 +72,7 @@ def train(
         trained = replace(config, train=replace(config.train, precision=run.precision()))
         try:
             acting = [*([progress] if progress else []), *callbacks]
-            metrics = _fit(run, store, trained, acting, checkpoint, world)
+            metrics = _fit(run, store, schema, trained, acting, checkpoint, world)
         except Exception as error:  # an interrupt (not an Exception) leaves it resumable
             if world.rank == 0:
                 run.fail(str(error) if isinstance(error, SlimctrError) else repr(error))
@@ -77,7 +82,12 @@ def train(
 
 
 def _decide(
-    run: RunDir, store: Store, config: RunConfig, resume: bool, plan: dict[str, Any] | None
+    run: RunDir,
+    store: Store,
+    schema: Schema,
+    config: RunConfig,
+    resume: bool,
+    plan: dict[str, Any] | None,
 ) -> tuple[Any, Any]:
     """Rank 0's decision, for every rank: train (a new run, or resume one), reuse a finished run
     (with its metrics), or an error message."""
@@ -90,12 +100,12 @@ def _decide(
                     f"{run.path} already holds a {state} run ({hint} with --resume, or give "
                     "another --out)"
                 )
-            run.check_continues(config, store)
+            run.check_continues(config, store, schema)
             if state is RunState.FINISHED:
                 return state, run.metrics()
         else:
             precision = resolve_precision(config.train.precision)
-            run.start(config, store, precision=precision, plan=plan)
+            run.start(config, store, schema, precision=precision, plan=plan)
         return state, None
     except SlimctrError as error:
         return "error", str(error)
@@ -104,6 +114,7 @@ def _decide(
 def _fit(
     run: RunDir,
     store: Store,
+    schema: Schema,
     config: RunConfig,
     acting: Sequence[Callback],
     checkpoint: dict[str, Any] | None,
@@ -111,7 +122,7 @@ def _fit(
 ) -> dict[str, Any]:
     cores_per_rank = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     torch.set_num_threads(config.threads or max(cores_per_rank, 1))
-    model = build_model(config, store.schema)
+    model = build_model(config, schema)
     writers = [*acting, Checkpoint(run.save_checkpoint)]
     callbacks = writers if world.rank == 0 else []
     trainer = Trainer(
@@ -139,6 +150,7 @@ def _fit(
             config=config,
             model=trainer.model,
             store=store,
+            schema=schema,
             metrics=metrics,
             versions=versions(),
         )
@@ -223,17 +235,22 @@ def model_size(model: nn.Module) -> dict[str, int]:
     """Parameters, embedding parameters and the bytes the embedding tables actually store.
 
     Embeddings are every ``nn.Embedding`` table plus the numeric fields' vectors: sum_f d_f n_f
-    with n_f = 1 for a numeric field, the count FDO plans report. An alignment layer's maps are
-    parameters but not embeddings.
+    with n_f = 1 for a numeric field, the count FDO plans report (a pruned field: its kept rows).
+    Their bytes include the id-to-row maps of pruned fields, which decoding needs. An alignment
+    layer's maps are parameters but not embeddings.
     """
     tables = {id(m.weight): m.weight for m in model.modules() if isinstance(m, nn.Embedding)}
+    maps = []
     for module in model.modules():
         if isinstance(module, FieldEmbedding) and module.numeric_vectors is not None:
             tables[id(module.numeric_vectors)] = module.numeric_vectors
+        if isinstance(module, FieldEmbedding) and module.pruned_fields:
+            maps.append(module.row_index)
+    stored = [*tables.values(), *maps]
     return {
         "num_params": sum(p.numel() for p in model.parameters()),
         "embedding_params": sum(t.numel() for t in tables.values()),
-        "embedding_bytes": sum(t.numel() * t.element_size() for t in tables.values()),
+        "embedding_bytes": sum(t.numel() * t.element_size() for t in stored),
     }
 
 
