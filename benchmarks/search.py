@@ -1,0 +1,340 @@
+"""Dimension search results (issue 17): full width, uniform width, FDO, OptEmbed and OptFS.
+
+For each dataset, model and seed: train the full model, then each method's plan, and retrain it
+with the shared runner (``slimctr.search.train_plan``). A cell is a method with its settings:
+
+    full             the model as shipped for the dataset (Frappe: ``frappe_x1``, width 10)
+    uniform-W        every field at width W, trained fresh
+    fdo-0.8          FDO at variance ratio 0.8 from the full run of the same seed
+    optembed:NAME    OptEmbed with the settings ``VARIANTS["optembed"][NAME]``
+    optfs:NAME       OptFS likewise
+
+Each method has its reference settings (``reference``: the published README values, which were
+set for Criteo, where an epoch is about 8,800 steps; on Frappe it is 49) and variants with larger
+step sizes for the thresholds or gates. ``--select`` trains every variant on the first seed and
+keeps, per (dataset, model, method), the smallest embedding bytes whose validation AUC is within
+``SELECT_MARGIN`` of the full model's on that seed (else the highest validation AUC): a choice
+made on validation only. The other seeds train the chosen variant.
+
+Runs are fp32 with the settings every study pins (``runlog.pinned``), under --work (default
+runs/bench-search, not committed) so that an interrupted study resumes; finished cells are logged
+to benchmarks/results/search_runs.jsonl, with the search's wall time by stage and the retraining's,
+against the full model's training time. Differences to the full model are paired by seed with a
+95% t-interval. Two processes may run at once on disjoint ``--methods``.
+
+    python benchmarks/search.py [--datasets frappe] [--models gdcn_p] [--seeds 3]
+        [--methods full uniform fdo optembed optfs] [--select] [--threads 1]
+        [--write] [--logged-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from depth import prepare_data
+from frappe import SHARED
+from frappe import overrides_for as frappe_overrides
+from paired import interval
+from runlog import pinned
+
+from slimctr.data.store import open_store
+from slimctr.runconfig import resolve_config
+from slimctr.rundir import RunDir
+from slimctr.search import SEARCHERS, Plan, Start, train_plan
+from slimctr.search.fdo import FDO, FDOConfig, uniform_plan
+from slimctr.training import run
+from slimctr.training.trainer import score
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results" / "search.md"
+PLOT = ROOT / "docs" / "results" / "search.png"
+LOG = ROOT / "benchmarks" / "results" / "search_runs.jsonl"
+UNIFORM = {"frappe": 4, "synthetic": 6}  # about 40% of the full width (10 and 16)
+SELECT_MARGIN = 0.0005
+# Settings tried for each searcher; "reference" is its defaults (the papers' README values).
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "optembed": {
+        "reference": {},
+        # the reference grid's largest alpha, and its largest threshold lr times ~180, the ratio
+        # of Criteo's steps per epoch to Frappe's (10 and 100 times the grid's, to bracket it)
+        "t0.1": {"alpha": 1e-4, "threshold_lr": 0.1},
+        "t1": {"alpha": 1e-4, "threshold_lr": 1.0},
+    },
+    "optfs": {
+        "reference": {},
+        # the gates' Adam rate times ~10 and ~100: logits that start at 0.5 can reach 0 in an
+        # epoch or two of Frappe's 49 steps
+        "gate0.01": {"gate_lr": 0.01},
+        "gate0.1": {"gate_lr": 0.1},
+    },
+}
+
+
+def records() -> dict[str, dict[str, Any]]:
+    if not LOG.is_file():
+        return {}
+    lines = LOG.read_text().splitlines()
+    return {r["key"]: r for r in (json.loads(line) for line in lines if line.strip())}
+
+
+def key_of(dataset: str, model: str, seed: int, cell: str) -> str:
+    return f"{dataset} {model} seed={seed} {cell}"
+
+
+def config_for(dataset: str, model: str, seed: int, threads: int | None) -> Any:
+    """The full model's settings: Frappe's shipped config, or the untuned defaults."""
+    shipped = frappe_overrides(model) if dataset == "frappe" else []
+    return resolve_config(model, overrides=[*pinned(model), *shipped], seed=seed, threads=threads)
+
+
+def log(entry: dict[str, Any]) -> None:
+    LOG.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOG, "a") as handle:
+        handle.write(json.dumps(entry) + "\n")
+
+
+def record(
+    key: str, where: tuple[str, str, int, str], run_dir: Path, plan: Plan | None
+) -> dict[str, Any]:
+    """Log the finished run ``run_dir`` of one cell."""
+    dataset, model, seed, cell = where
+    metrics = RunDir(run_dir).metrics()
+    history = RunDir(run_dir).history()
+    config, trained, store = run.load_run(run_dir)
+    began = time.perf_counter()
+    score(trained, store, "test", batch_size=config.train.eval_batch_size)
+    infer = len(store.split("test")) / (time.perf_counter() - began)
+    entry = {
+        "key": key,
+        "dataset": dataset,
+        "model": model,
+        "seed": seed,
+        "cell": cell,
+        "settings": {} if plan is None else plan.settings,
+        "test": metrics["test"],
+        "valid": metrics["valid"],
+        "best_epoch": metrics["best_epoch"],
+        "num_params": metrics["num_params"],
+        "embedding_params": metrics["embedding_params"],
+        "embedding_bytes": metrics["embedding_bytes"],
+        "feature_ratio": 1.0 if plan is None else plan.feature_ratio,
+        "widths": None if plan is None else plan.widths,
+        "search_seconds": {} if plan is None else plan.seconds,
+        "train_seconds": sum(h["seconds"] for h in history),
+        "infer_samples_per_s": infer,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "threads": config.threads,
+        "revision": RunDir(run_dir).versions()["git_revision"],
+    }
+    log(entry)
+    print(f"{key}: test AUC {metrics['test']['auc']:.4f}", flush=True)
+    return entry
+
+
+def train_cell(
+    args: argparse.Namespace, data: Path, where: tuple[str, str, int, str]
+) -> dict[str, Any]:
+    """The logged record of one cell, training it first when the log lacks it."""
+    dataset, model, seed, cell = where
+    key = key_of(*where)
+    if key in records():
+        return records()[key]
+    folder = args.work / dataset / f"{model}-{seed}"
+    config = config_for(dataset, model, seed, args.threads)
+    if cell == "full":
+        run.train(data, folder / "full", config, resume=True)
+        return record(key, where, folder / "full", None)
+    train_cell(args, data, (dataset, model, seed, "full"))  # FDO reads it; every cell needs it
+    start = Start(config, open_store(data))
+    method, _, variant = cell.partition(":")
+    initial = None
+    if method == "fdo":
+        ratio = float(cell.split("-")[1])
+        searcher = FDO(FDOConfig(variance_ratio=ratio))
+        began = time.perf_counter()
+        plan = searcher.fit(Start.from_run(folder / "full")).plan_
+        plan = dataclasses.replace(plan, seconds={"pca": time.perf_counter() - began})
+    elif method == "uniform":
+        plan = uniform_plan(start.store.schema, int(cell.split("-")[1]))
+    else:
+        entry = SEARCHERS[method]
+        searcher = entry.searcher(entry.config(**VARIANTS[method][variant]))
+        searcher.fit(start, folder / cell.replace(":", "-") / "work")
+        plan, initial = searcher.plan_, searcher.initial_
+    plan.save(folder / cell.replace(":", "-") / "plan.json")
+    out = folder / cell.replace(":", "-") / "run"
+    train_plan(plan, start, out, initial=initial)
+    return record(key, where, out, plan)
+
+
+def chosen(dataset: str, model: str, method: str) -> str | None:
+    """The variant ``--select`` keeps for ``method`` (None until every variant and the full
+    model have a first-seed run)."""
+    logged = records()
+    full = logged.get(key_of(dataset, model, 0, "full"))
+    tried = [logged.get(key_of(dataset, model, 0, f"{method}:{v}")) for v in VARIANTS[method]]
+    if full is None or any(r is None for r in tried):
+        return None
+    close = [r for r in tried if r and r["valid"]["auc"] >= full["valid"]["auc"] - SELECT_MARGIN]
+    pick = (
+        min(close, key=lambda r: r["embedding_bytes"])
+        if close
+        else max(tried, key=lambda r: r["valid"]["auc"] if r else -1.0)
+    )
+    assert pick is not None
+    return str(pick["cell"])
+
+
+def cells(args: argparse.Namespace, dataset: str, model: str, seed: int) -> list[str]:
+    """The cells ``--methods`` asks for on this seed (searchers: every variant on the first
+    seed with --select, else the chosen one once known)."""
+    found = []
+    for method in args.methods:
+        if method == "full":
+            found.append("full")
+        elif method == "uniform":
+            found.append(f"uniform-{UNIFORM[dataset]}")
+        elif method == "fdo":
+            found.append("fdo-0.8")
+        elif args.select and seed == 0:
+            found += [f"{method}:{v}" for v in VARIANTS[method]]
+        elif (pick := chosen(dataset, model, method)) is not None:
+            found.append(pick)
+    return found
+
+
+def study(args: argparse.Namespace) -> None:
+    for dataset in args.datasets:
+        data = prepare_data(dataset, ROOT / "runs" / "bench" / "search", args.data)
+        for seed in range(args.seeds):
+            for model in args.models:
+                for cell in cells(args, dataset, model, seed):
+                    train_cell(args, data, (dataset, model, seed, cell))
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
+    runs = [r for r in logged if r["dataset"] == dataset and r["model"] == model]
+    full = {r["seed"]: r for r in runs if r["cell"] == "full"}
+    if not full:
+        return []
+    full_bytes = statistics.mean(r["embedding_bytes"] for r in full.values())
+    full_seconds = statistics.mean(r["train_seconds"] for r in full.values())
+    lines = [
+        f"### {dataset}, {model}\n",
+        "| cell | seeds | test AUC | paired diff to full (95% CI) | test logloss | "
+        "embedding bytes | % of full | feature ratio | total params | search + retrain s "
+        "(x full training) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    by_cell: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_cell.setdefault(r["cell"], []).append(r)
+    for cell in sorted(by_cell, key=_cell_order):
+        group = sorted(by_cell[cell], key=lambda r: r["seed"])
+        aucs = [r["test"]["auc"] for r in group]
+        paired = [
+            r["test"]["auc"] - full[r["seed"]]["test"]["auc"] for r in group if r["seed"] in full
+        ]
+        diff = "-"
+        if cell != "full" and paired:
+            mean, half = interval(paired)
+            diff = f"{mean:+.4f}" + (
+                f" ({mean - half:+.4f}, {mean + half:+.4f})" if len(paired) > 1 else ""
+            )
+        spread = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
+        size = statistics.mean(r["embedding_bytes"] for r in group)
+        cost = statistics.mean(
+            sum(r["search_seconds"].values()) + r["train_seconds"] for r in group
+        )
+        extra = sum(full[r["seed"]]["train_seconds"] for r in group if cell.startswith("fdo"))
+        cost += extra / len(group)  # FDO's search is the full model's training
+        lines.append(
+            f"| {cell} | {len(group)} | {statistics.mean(aucs):.4f} +- {spread:.4f} | {diff} | "
+            f"{statistics.mean(r['test']['logloss'] for r in group):.4f} | {size:,.0f} | "
+            f"{size / full_bytes:.0%} | {statistics.mean(r['feature_ratio'] for r in group):.3f} | "
+            f"{statistics.mean(r['num_params'] for r in group):,.0f} | "
+            f"{cost:,.0f} ({cost / full_seconds:.1f}x) |"
+        )
+    return lines
+
+
+def _cell_order(cell: str) -> tuple[int, str]:
+    order = ["full", "uniform", "fdo", "optembed", "optfs"]
+    return order.index(cell.split(":")[0].split("-")[0]), cell
+
+
+def plot(logged: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["dataset"], r["model"]) for r in logged})
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for axis, (dataset, model) in zip(axes[0], panels, strict=True):
+        by_cell: dict[str, list[dict[str, Any]]] = {}
+        for r in logged:
+            if (r["dataset"], r["model"]) == (dataset, model):
+                by_cell.setdefault(r["cell"], []).append(r)
+        for cell in sorted(by_cell, key=_cell_order):
+            group = by_cell[cell]
+            aucs = [r["test"]["auc"] for r in group]
+            size = statistics.mean(r["embedding_bytes"] for r in group)
+            spread = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
+            axis.errorbar(size, statistics.mean(aucs), yerr=spread, fmt="o", capsize=3,
+                          label=f"{cell} ({len(group)} seeds)")  # fmt: skip
+        axis.set_xscale("log")
+        axis.set_xlabel("embedding bytes (stored, float32 plus id maps)")
+        axis.set_ylabel("test AUC (mean +- std over seeds)")
+        axis.set_title(f"{dataset}, {model}")
+        axis.legend(fontsize=7)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(PLOT, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["frappe"])
+    parser.add_argument("--models", nargs="+", default=["gdcn_p", "dcnv2"])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--methods", nargs="+", default=["full", "uniform", "fdo", "optembed", "optfs"]
+    )
+    parser.add_argument("--select", action="store_true", help="try every variant on seed 0")
+    parser.add_argument("--data", type=Path, default=SHARED / "frappe", help="Frappe folder")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-search")
+    parser.add_argument("--threads", type=int, default=None, help="default: all cores")
+    parser.add_argument("--write", action="store_true", help=f"write {RESULTS} and {PLOT}")
+    parser.add_argument("--logged-only", action="store_true", help="train nothing, tabulate")
+    args = parser.parse_args()
+    if not args.logged_only:
+        study(args)
+    logged = list(records().values())
+    sections = []
+    for dataset in args.datasets:
+        for model in args.models:
+            sections += [*table(logged, dataset, model), ""]
+    text = "\n".join(sections)
+    print(text)
+    if args.write:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        command = "python benchmarks/search.py " + " ".join(sys.argv[1:])
+        RESULTS.write_text(f"# Dimension search\n\n{stamp}; command `{command}`.\n\n{text}\n")
+        plot(logged)
+
+
+if __name__ == "__main__":
+    main()
