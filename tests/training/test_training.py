@@ -268,11 +268,13 @@ def test_clip_grad_norm_reads_sparse_gradients_like_their_dense_form():
 
 def test_lazy_adam_moves_the_touched_rows_as_dense_adam_and_leaves_the_others(store):
     """On the first step both optimisers see the same gradient, L2 included, on every touched
-    row; dense Adam also decays the untouched rows (their L2 gradient), lazy Adam leaves them."""
+    row; dense Adam also decays the untouched rows (their L2 gradient), lazy Adam leaves them.
+    In fp32: on a CPU with bf16 units ``auto`` would round the two forward passes apart."""
     batch = next(iter(BatchLoader(store, "train", batch_size=64)))
     models = {}
     for optimizer in ("lazy_adam", "adam"):
-        config = _config(extra=[f"train.embedding_optimizer={optimizer}", "train.embedding_l2=0.1"])
+        extra = [f"train.embedding_optimizer={optimizer}", "train.embedding_l2=0.1"]
+        config = _config(extra=[*extra, "train.precision=fp32"])
         model = build_model(config, store.schema)
         Trainer(model, store, config.train, seed=0).step(batch)
         models[optimizer] = model
@@ -441,3 +443,19 @@ def test_a_run_keeps_the_precision_auto_resolved_to_on_another_machine(
     assert run.load_model(tmp_path / "r").bf16
     fresh = run.train(store.path, tmp_path / "fresh", config)
     assert fresh["precision"] == "fp32" and not run.load_model(tmp_path / "fresh").bf16
+
+
+@pytest.mark.parametrize("model", ["deepfm", "lr", "dcnv2"])
+def test_first_order_weights_are_their_own_line_of_the_size(store, model):
+    """Dimension-search spec 1.4.4: a linear term's scalar per feature value is counted apart
+    from the embeddings, and in the model's total."""
+    overrides = [] if model == "lr" else ["model.embedding_dim=4"]
+    built = build_model(resolve_config(model, overrides=overrides), store.schema)
+    size = run.model_size(built)
+    rows = sum(f.vocab_size or 1 for f in store.schema.fields)
+    linear = rows if model in ("deepfm", "lr") else 0
+    assert size["first_order_params"] == linear
+    width = 0 if model == "lr" else built.embedding.field_dims[0]
+    assert size["embedding_params"] == rows * width
+    assert size["embedding_bytes"] == 4 * size["embedding_params"]
+    assert size["num_params"] >= size["embedding_params"] + linear

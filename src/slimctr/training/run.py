@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from slimctr.bundle import Bundle, Predictions, write_bundle
 from slimctr.data.store import Store, open_store
 from slimctr.errors import SlimctrError
 from slimctr.files import exclusive, remove_leftovers, staged
 from slimctr.nn.embedding import FieldEmbedding
+from slimctr.nn.fm import LinearTerm
 from slimctr.runconfig import RunConfig, build_model
 from slimctr.rundir import RunDir, RunState, versions
 from slimctr.schema import Schema
@@ -234,23 +235,32 @@ def export(run_dir: Path, out: Path, *, format: str = "bundle") -> Path:
 def model_size(model: nn.Module) -> dict[str, int]:
     """Parameters, embedding parameters and the bytes the embedding tables actually store.
 
-    Embeddings are every ``nn.Embedding`` table plus the numeric fields' vectors: sum_f d_f n_f
-    with n_f = 1 for a numeric field, the count FDO plans report (a pruned field: its kept rows).
-    Their bytes include the id-to-row maps of pruned fields, which decoding needs. An alignment
-    layer's maps are parameters but not embeddings.
+    Embeddings are the field embeddings' tables plus the numeric fields' vectors: sum_f d_f n_f
+    with n_f = 1 for a numeric field, the count search plans report (a pruned field: its kept
+    rows); their bytes include the id-to-row maps of pruned fields, which decoding needs. The
+    first-order weights of LR, FM and the models with a linear term (``LinearTerm``, one scalar
+    per feature value) are their own line, ``first_order_params`` (dimension-search spec 1.4.4),
+    and count in ``num_params`` like an alignment layer's maps, which are not embeddings either.
     """
-    tables = {id(m.weight): m.weight for m in model.modules() if isinstance(m, nn.Embedding)}
+    first_order = {id(m.weights) for m in model.modules() if isinstance(m, LinearTerm)}
+    tables: dict[int, Tensor] = {}
+    linear: dict[int, Tensor] = {}
     maps = []
     for module in model.modules():
-        if isinstance(module, FieldEmbedding) and module.numeric_vectors is not None:
-            tables[id(module.numeric_vectors)] = module.numeric_vectors
-        if isinstance(module, FieldEmbedding) and module.pruned_fields:
+        if not isinstance(module, FieldEmbedding):
+            continue
+        found = linear if id(module) in first_order else tables
+        for table in module._embedding_modules():
+            found[id(table.weight)] = table.weight
+        if module.numeric_vectors is not None:
+            found[id(module.numeric_vectors)] = module.numeric_vectors
+        if module.pruned_fields:
             maps.append(module.row_index)
-    stored = [*tables.values(), *maps]
     return {
         "num_params": sum(p.numel() for p in model.parameters()),
         "embedding_params": sum(t.numel() for t in tables.values()),
-        "embedding_bytes": sum(t.numel() * t.element_size() for t in stored),
+        "embedding_bytes": sum(t.numel() * t.element_size() for t in [*tables.values(), *maps]),
+        "first_order_params": sum(t.numel() for t in linear.values()),
     }
 
 
