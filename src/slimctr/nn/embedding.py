@@ -131,6 +131,11 @@ class FieldEmbedding(nn.Module):
         return len(self._specs)
 
     @property
+    def categorical_positions(self) -> tuple[int, ...]:
+        """Where the categorical fields are in output order."""
+        return tuple(i for i, f in enumerate(self._specs) if f.kind == "categorical")
+
+    @property
     def field_names(self) -> tuple[str, ...]:
         """Field names in output order (``Schema.fields`` order)."""
         return tuple(f.name for f in self._specs)

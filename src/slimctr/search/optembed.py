@@ -170,13 +170,18 @@ class OptEmbed:
 
     def fit(self, start: Start, work: Path | None = None) -> OptEmbed:
         seed = start.config.seed if self.config.seed is None else self.config.seed
-        key = stage_key(start, self.config) | {"seed": seed}
+        settings = to_settings(self.config) | {"seed": seed}
+        evolution = {f.name for f in dataclasses.fields(EvolutionConfig)}
+        trained_from = {k: v for k, v in settings.items() if k not in evolution}
         model, embedding = supernet(start, self.name)
         masks = SupernetMasks(embedding, self.config, seed)
         embedding.row_hook = masks
         supernet_work = None if work is None else Path(work) / "supernet.pt"
         trained = cached(
-            supernet_work, key, lambda: self._supernet(model, masks, start), "optembed supernet"
+            supernet_work,
+            stage_key(start, trained_from),
+            lambda: self._supernet(model, masks, start),
+            "optembed supernet",
         )
         model.load_state_dict(trained["model"])
         with torch.no_grad():
@@ -184,15 +189,14 @@ class OptEmbed:
         evolution_work = None if work is None else Path(work) / "evolution.pt"
         found = cached(
             evolution_work,
-            key,
+            stage_key(start, settings),
             lambda: self._evolution(model, masks, start, seed),
             "optembed evolution",
         )
         widths = dict(zip(embedding.field_names, found["widths"], strict=True))
         kept = masks.kept() if self.config.prune_rows else {}
         schema = start.store.schema
-        settings = to_settings(self.config) | {
-            "seed": seed,
+        settings |= {
             "supernet_valid_auc": trained["valid_auc"],
             "evolution_valid_auc": found["fitness"],
         }

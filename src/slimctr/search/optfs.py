@@ -154,7 +154,7 @@ class OptFS:
         embedding.row_hook = rows
         found = cached(
             None if work is None else Path(work) / "search.pt",
-            stage_key(start, self.config),
+            stage_key(start, to_settings(self.config)),
             lambda: self._search(model, rows, start),
             "optfs search",
         )

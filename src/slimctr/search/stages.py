@@ -45,8 +45,7 @@ def supernet(start: Start, method: str) -> tuple[nn.Module, FieldEmbedding]:
 
 def categorical_columns(embedding: FieldEmbedding) -> Tensor:
     """The positions, in the embedding's field order, of its categorical fields: (F_cat,)."""
-    numeric = set(embedding._numeric_slices)
-    return torch.tensor([i for i, n in enumerate(embedding.field_names) if n not in numeric])
+    return torch.tensor(embedding.categorical_positions, dtype=torch.long)
 
 
 def train_stage(
@@ -100,12 +99,13 @@ def cached(path: Path | None, key: dict[str, Any], compute: Callable[[], T], wha
     return value
 
 
-def stage_key(start: Start, settings: object) -> dict[str, Any]:
-    """What a stage's result depends on: the start's settings and store, the method's settings."""
+def stage_key(start: Start, settings: dict[str, Any]) -> dict[str, Any]:
+    """What a stage's result depends on: the start's settings and store (threads aside), and
+    the method's ``settings`` that the stage reads."""
     return {
         "config": to_dict(dataclasses.replace(start.config, threads=None)),
         "recipe_id": start.store.manifest["recipe_id"],
-        "settings": to_dict(settings),
+        "settings": settings,
     }
 
 
