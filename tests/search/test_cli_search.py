@@ -54,7 +54,35 @@ def test_search_refuses_what_does_not_fit_in_one_line(cli, runs, tmp_path, extra
 
 def test_search_names_the_unknown_method_and_a_source_that_is_not_a_run(cli, runs, tmp_path):
     unknown = cli("search", "optembedd", runs / "dcnv2", "--out", tmp_path / "s")
-    assert unknown.code == 1 and "unknown search method 'optembedd'; known: fdo" in unknown.err
+    known = "known: fdo, optembed, optfs"
+    assert unknown.code == 1 and f"unknown search method 'optembedd'; {known}" in unknown.err
     data = json.loads((runs / "dcnv2" / "data.json").read_text())["path"]
     not_run = cli("search", "fdo", data, "--out", tmp_path / "s")
     assert not_run.code == 1 and "fdo starts from a finished run" in not_run.err
+
+
+@pytest.mark.parametrize(
+    ("method", "settings"),
+    [
+        ("optfs", ["search.m0=0.01", "search.strength=1e-3", "search.search_epochs=2",
+                   "search.rewind_epoch=0"]),
+        ("optembed", ["search.alpha=1", "search.threshold_lr=1", "search.generations=2"]),
+    ],
+)  # fmt: skip
+def test_a_search_that_prunes_runs_from_data_to_a_retrained_bundle(cli, runs, tmp_path, method,
+                                                                   settings):  # fmt: skip
+    data = json.loads((runs / "dcnv2" / "data.json").read_text())["path"]
+    out = tmp_path / method
+    sets = [a for s in ["train.batch_size=256", "train.epochs=2", "model.embedding_dim=8",
+                        *settings] for a in ("--set", s)]  # fmt: skip
+    result = cli("search", method, data, "--model", "dcnv2", "--out", out, *sets, "--retrain",
+                 "--threads", "1", "--json")  # fmt: skip
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    plan = Plan.load(out / "plan.json")
+    assert plan.kept and summary["metrics"]["embedding_bytes"] == plan.embedding_bytes
+    assert f"{method} search" in result.err or f"{method} supernet" in result.err  # progress
+    predicted = cli("evaluate", out / "run", "--json")
+    assert predicted.code == 0 and json.loads(predicted.out)["auc"] == pytest.approx(
+        summary["metrics"]["test"]["auc"]
+    )
