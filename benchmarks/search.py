@@ -91,9 +91,13 @@ def key_of(dataset: str, model: str, seed: int, cell: str) -> str:
 
 
 def config_for(dataset: str, model: str, seed: int, threads: int | None) -> Any:
-    """The full model's settings: Frappe's shipped config, or the untuned defaults."""
-    shipped = frappe_overrides(model) if dataset == "frappe" else []
-    return resolve_config(model, overrides=[*pinned(model), *shipped], seed=seed, threads=threads)
+    """The full model's settings: on Frappe the shipped ``frappe_x1`` config with the settings
+    every Frappe study pins; elsewhere the untuned defaults (issue 16), in fp32."""
+    if dataset == "frappe":
+        overrides = [*pinned(model), *frappe_overrides(model)]
+    else:
+        overrides = ["train.precision=fp32"]
+    return resolve_config(model, overrides=overrides, seed=seed, threads=threads)
 
 
 def log(entry: dict[str, Any]) -> None:
