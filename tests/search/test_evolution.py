@@ -68,3 +68,20 @@ def test_bad_settings_are_errors():
         EvolutionConfig(generations=0)
     with pytest.raises(SlimctrError, match="mutation_prob must be in"):
         EvolutionConfig(mutation_prob=1.5)
+
+
+def test_a_budget_keeps_every_scored_candidate_and_the_best_feasible():
+    scored = []
+
+    def fitness(widths):
+        scored.append(widths.copy())
+        return float(widths.sum())  # wider is better, so the budget binds
+
+    def feasible(widths):
+        return int(widths.sum()) <= 12
+
+    found = evolve(fitness, 5, 8, EvolutionConfig(generations=6), seed=3, feasible=feasible)
+    assert all(w.sum() <= 12 for w in scored) and found.widths.sum() <= 12
+    assert found.fitness == found.widths.sum() >= 10  # the search still climbs to the budget
+    with pytest.raises(SlimctrError, match="budget"):
+        evolve(fitness, 5, 8, EvolutionConfig(), seed=0, feasible=lambda w: False)

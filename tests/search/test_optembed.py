@@ -134,3 +134,14 @@ def test_the_work_folder_resumes_and_refuses_other_settings(found, tmp_path, cap
     with pytest.raises(SlimctrError, match="another search"):
         OptEmbed(OptEmbedConfig(alpha=0.5, generations=1)).fit(start, tmp_path)
     assert np.isfinite(first.settings["supernet_valid_auc"])
+
+
+def test_a_budget_bounds_the_searched_tables(found, tmp_path):
+    start, searcher = found
+    unbounded = searcher.plan_.embedding_params
+    budget = unbounded // 2
+    config = OptEmbedConfig(alpha=1.0, threshold_lr=1.0, generations=3, max_embedding_params=budget)
+    plan = OptEmbed(config).fit(start, tmp_path).plan_
+    assert plan.embedding_params <= budget and plan.settings["max_embedding_params"] == budget
+    with pytest.raises(SlimctrError, match="keep search_widths"):
+        OptEmbedConfig(search_widths=False, max_embedding_params=10)

@@ -64,10 +64,14 @@ def evolve(
     max_width: int,
     config: EvolutionConfig,
     seed: int,
+    feasible: Callable[[np.ndarray], bool] | None = None,
 ) -> Evolved:
     """The widths (F,) in 1..``max_width`` that maximise ``fitness``; deterministic in ``seed``.
 
     ``fitness`` receives a read-only copy of each candidate and is called once per distinct one.
+    With ``feasible`` (a size budget, say), the first population is drawn among feasible
+    candidates and an infeasible offspring scores -inf without being evaluated (slimctr's
+    addition: the reference searches for accuracy alone).
     """
     if num_fields < 1 or max_width < 1:
         raise SlimctrError("evolution needs at least one field and a width >= 1")
@@ -79,10 +83,11 @@ def evolve(
         if key not in scores:
             view = candidate.copy()
             view.flags.writeable = False
-            scores[key] = float(fitness(view))
+            allowed = feasible is None or feasible(view)
+            scores[key] = float(fitness(view)) if allowed else -np.inf
         return scores[key]
 
-    population = [rng.integers(1, max_width + 1, num_fields) for _ in range(config.population)]
+    population = [_draw(num_fields, max_width, rng, feasible) for _ in range(config.population)]
     best, best_score, history = population[0].copy(), -np.inf, []
     for _ in range(config.generations):
         ranked = sorted(population, key=score, reverse=True)  # stable: ties keep their order
@@ -98,6 +103,24 @@ def evolve(
         if not population:
             break
     return Evolved(widths=best, fitness=best_score, history=history)
+
+
+def _draw(
+    fields: int,
+    max_width: int,
+    rng: np.random.Generator,
+    feasible: Callable[[np.ndarray], bool] | None,
+    tries: int = 10_000,
+) -> np.ndarray:
+    """Widths drawn uniformly from 1..max_width, redrawn until ``feasible`` accepts them."""
+    for _ in range(tries):
+        candidate = rng.integers(1, max_width + 1, fields)
+        if feasible is None or feasible(candidate):
+            return candidate
+    raise SlimctrError(
+        f"no uniformly drawn widths fit the budget in {tries:,} draws; give a larger budget "
+        "or a smaller supernet width"
+    )
 
 
 def _mutant(

@@ -55,7 +55,9 @@ from slimctr.training.trainer import Trainer, score
 class OptEmbedConfig:
     """OptEmbed's settings. ``alpha`` and ``threshold_lr``: the reference README's DCN setting
     on Criteo (spec 2.6); the evolution settings are the reference command's, with a first
-    population of 20 (not published). ``seed``: None takes the start's."""
+    population of 20 (not published). ``seed``: None takes the start's.
+    ``max_embedding_params`` (slimctr's addition, None in the reference): the evolution keeps to
+    widths whose tables, kept rows times widths, hold at most that many floats."""
 
     alpha: float = 1e-5
     threshold_lr: float = 1e-4
@@ -70,6 +72,7 @@ class OptEmbedConfig:
     mutation_prob: float = 0.1
     keep: int = 0
     seed: int | None = None
+    max_embedding_params: int | None = None
 
     def __post_init__(self) -> None:
         if not self.alpha >= 0:
@@ -78,6 +81,12 @@ class OptEmbedConfig:
             raise SlimctrError(f"threshold_lr must be > 0, got {self.threshold_lr}")
         if self.norm not in (1, 2):
             raise SlimctrError(f"norm must be 1 or 2, got {self.norm}")
+        if self.max_embedding_params is not None and self.max_embedding_params < 1:
+            raise SlimctrError(
+                f"max_embedding_params must be >= 1 or null, got {self.max_embedding_params}"
+            )
+        if self.max_embedding_params is not None and not self.search_widths:
+            raise SlimctrError("max_embedding_params bounds the width search: keep search_widths")
         if not (self.prune_rows or self.search_widths):
             raise SlimctrError("OptEmbed needs prune_rows or search_widths (or both)")
         self.evolution()  # checks the evolution settings
@@ -171,7 +180,7 @@ class OptEmbed:
     def fit(self, start: Start, work: Path | None = None) -> OptEmbed:
         seed = start.config.seed if self.config.seed is None else self.config.seed
         settings = to_settings(self.config) | {"seed": seed}
-        evolution = {f.name for f in dataclasses.fields(EvolutionConfig)}
+        evolution = {f.name for f in dataclasses.fields(EvolutionConfig)} | {"max_embedding_params"}
         trained_from = {k: v for k, v in settings.items() if k not in evolution}
         model, embedding = supernet(start, self.name)
         masks = SupernetMasks(embedding, self.config, seed)
@@ -186,15 +195,15 @@ class OptEmbed:
         model.load_state_dict(trained["model"])
         with torch.no_grad():
             masks.row_mask.thresholds.copy_(trained["thresholds"])
+        kept = masks.kept() if self.config.prune_rows else {}
         evolution_work = None if work is None else Path(work) / "evolution.pt"
         found = cached(
             evolution_work,
             stage_key(start, settings),
-            lambda: self._evolution(model, masks, start, seed),
+            lambda: self._evolution(model, masks, kept, start, seed),
             "optembed evolution",
         )
         widths = dict(zip(embedding.field_names, found["widths"], strict=True))
-        kept = masks.kept() if self.config.prune_rows else {}
         schema = start.store.schema
         settings |= {
             "supernet_valid_auc": trained["valid_auc"],
@@ -229,7 +238,12 @@ class OptEmbed:
         }
 
     def _evolution(
-        self, model: Any, masks: SupernetMasks, start: Start, seed: int
+        self,
+        model: Any,
+        masks: SupernetMasks,
+        kept: dict[str, np.ndarray],
+        start: Start,
+        seed: int,
     ) -> dict[str, Any]:
         num_fields, dim = masks.embedding.num_fields, masks.dim
         began = time.perf_counter()
@@ -249,7 +263,14 @@ class OptEmbed:
                 print(f"optembed evolution: {evaluated} candidates scored", file=sys.stderr)
             return scores["auc"]
 
-        found = evolve(fitness, num_fields, dim, self.config.evolution(), seed)
+        budget = self.config.max_embedding_params
+        names = masks.embedding.field_names
+        rows = np.array([len(kept.get(n, masks.embedding.table(n))) for n in names])
+
+        def feasible(widths: np.ndarray) -> bool:
+            return budget is None or int((rows * widths).sum()) <= budget
+
+        found = evolve(fitness, num_fields, dim, self.config.evolution(), seed, feasible)
         print(
             f"optembed evolution: best valid AUC {found.fitness:.4f} after {evaluated} "
             f"candidates, widths {found.widths.tolist()}",
