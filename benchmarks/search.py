@@ -8,6 +8,7 @@ with the shared runner (``slimctr.search.train_plan``). A cell is a method with 
     fdo-0.8          FDO at variance ratio 0.8 from the full run of the same seed
     optembed:NAME    OptEmbed with the settings ``VARIANTS["optembed"][NAME]``
     optfs:NAME       OptFS likewise
+    optembed:d-...   ``BUDGETED``: OptEmbed with a size budget, slimctr's addition
 
 Each method has its reference settings (``reference``: the published README values, which were
 set for Criteo, where an epoch is about 8,800 steps; on Frappe it is 49) and variants with larger
@@ -23,7 +24,7 @@ against the full model's training time. Differences to the full model are paired
 95% t-interval. Two processes may run at once on disjoint ``--methods``.
 
     python benchmarks/search.py [--datasets frappe] [--models gdcn_p] [--seeds 3]
-        [--methods full uniform fdo optembed optfs] [--select] [--threads 1]
+        [--methods full uniform fdo optembed optfs budgeted] [--select] [--threads 1]
         [--write] [--logged-only]
 """
 
@@ -79,6 +80,20 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# slimctr's additions, beyond the papers; each is its own row, never selected. OptEmbed-D (widths
+# only: no rows pruned, so no id maps) with the evolution held to a share of the full model's
+# embedding floats: 40% at the full width (the size target), and 100% from a supernet of width
+# 24 (can a search beat the formula widths' AUC without growing the tables?). Each entry: the
+# searcher's settings (``max_embedding_params`` as that share) and the start's extra overrides.
+BUDGETED: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "optembed:d-budget40": ({"prune_rows": False, "max_embedding_params": 0.4}, []),
+    "optembed:d24-budget100": (
+        {"prune_rows": False, "max_embedding_params": 1.0},
+        ["model.embedding_dim=24"],
+    ),
+}
+
+
 def records() -> dict[str, dict[str, Any]]:
     if not LOG.is_file():
         return {}
@@ -90,13 +105,17 @@ def key_of(dataset: str, model: str, seed: int, cell: str) -> str:
     return f"{dataset} {model} seed={seed} {cell}"
 
 
-def config_for(dataset: str, model: str, seed: int, threads: int | None) -> Any:
-    """The full model's settings: on Frappe the shipped ``frappe_x1`` config with the settings
-    every Frappe study pins; elsewhere the untuned defaults (issue 16), in fp32."""
+def config_for(
+    dataset: str, model: str, seed: int, threads: int | None, extra: list[str] | None = None
+) -> Any:
+    """The full model's settings (with ``extra`` overrides last): on Frappe the shipped
+    ``frappe_x1`` config with the settings every Frappe study pins; elsewhere the untuned
+    defaults (issue 16), in fp32."""
     if dataset == "frappe":
         overrides = [*pinned(model), *frappe_overrides(model)]
     else:
         overrides = ["train.precision=fp32"]
+    overrides += extra or []
     return resolve_config(model, overrides=overrides, seed=seed, threads=threads)
 
 
@@ -157,7 +176,7 @@ def train_cell(
     if cell == "full":
         run.train(data, folder / "full", config, resume=True)
         return record(key, where, folder / "full", None)
-    train_cell(args, data, (dataset, model, seed, "full"))  # FDO reads it; every cell needs it
+    full = train_cell(args, data, (dataset, model, seed, "full"))  # FDO reads it; all need it
     start = Start(config, open_store(data))
     method, _, variant = cell.partition(":")
     initial = None
@@ -170,8 +189,14 @@ def train_cell(
     elif method == "uniform":
         plan = uniform_plan(start.store.schema, int(cell.split("-")[1]))
     else:
+        settings = VARIANTS[method].get(variant)
+        if settings is None:  # a budgeted cell
+            settings, extra = BUDGETED[cell]
+            share = settings["max_embedding_params"]
+            settings = settings | {"max_embedding_params": int(share * full["embedding_params"])}
+            start = Start(config_for(dataset, model, seed, args.threads, extra), start.store)
         entry = SEARCHERS[method]
-        searcher = entry.searcher(entry.config(**VARIANTS[method][variant]))
+        searcher = entry.searcher(entry.config(**settings))
         searcher.fit(start, folder / cell.replace(":", "-") / "work")
         plan, initial = searcher.plan_, searcher.initial_
     plan.save(folder / cell.replace(":", "-") / "plan.json")
@@ -209,6 +234,8 @@ def cells(args: argparse.Namespace, dataset: str, model: str, seed: int) -> list
             found.append(f"uniform-{UNIFORM[dataset]}")
         elif method == "fdo":
             found.append("fdo-0.8")
+        elif method == "budgeted":
+            found += list(BUDGETED)
         elif args.select and seed == 0:
             found += [f"{method}:{v}" for v in VARIANTS[method]]
         elif (pick := chosen(dataset, model, method)) is not None:
