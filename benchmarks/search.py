@@ -24,7 +24,7 @@ against the full model's training time. Differences to the full model are paired
 95% t-interval. Two processes may run at once on disjoint ``--methods``.
 
     python benchmarks/search.py [--datasets frappe] [--models gdcn_p] [--seeds 3]
-        [--methods full uniform fdo optembed optfs budgeted] [--select] [--threads 1]
+        [--methods full uniform fdo optembed optfs budgeted|CELL] [--select] [--threads 1]
         [--write] [--logged-only]
 """
 
@@ -236,6 +236,8 @@ def cells(args: argparse.Namespace, dataset: str, model: str, seed: int) -> list
             found.append("fdo-0.8")
         elif method == "budgeted":
             found += list(BUDGETED)
+        elif method in BUDGETED:
+            found.append(method)
         elif args.select and seed == 0:
             found += [f"{method}:{v}" for v in VARIANTS[method]]
         elif (pick := chosen(dataset, model, method)) is not None:
