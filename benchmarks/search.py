@@ -179,6 +179,7 @@ def train_cell(
     full = train_cell(args, data, (dataset, model, seed, "full"))  # FDO reads it; all need it
     start = Start(config, open_store(data))
     method, _, variant = cell.partition(":")
+    method = method.split("-")[0]  # uniform-4, fdo-0.8
     initial = None
     if method == "fdo":
         ratio = float(cell.split("-")[1])
