@@ -200,6 +200,7 @@ def train_cell(
         searcher = entry.searcher(entry.config(**settings))
         searcher.fit(start, folder / cell.replace(":", "-") / "work")
         plan, initial = searcher.plan_, searcher.initial_
+    (folder / cell.replace(":", "-")).mkdir(parents=True, exist_ok=True)
     plan.save(folder / cell.replace(":", "-") / "plan.json")
     out = folder / cell.replace(":", "-") / "run"
     train_plan(plan, start, out, initial=initial)
