@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from depth import prepare_data
 from frappe import SHARED
 from frappe import overrides_for as frappe_overrides
@@ -92,6 +93,23 @@ BUDGETED: dict[str, tuple[dict[str, Any], list[str]]] = {
         ["model.embedding_dim=24"],
     ),
 }
+
+
+NOTES = """\
+Cells: `full` is the shipped model; `uniform-W` every field at width W; `fdo-0.8` FDO at
+variance ratio 0.8 from the full run of the same seed; `optembed:NAME` and `optfs:NAME` the
+searchers with the settings `VARIANTS[method][NAME]` of `benchmarks/search.py` (`reference`: the
+papers' README values). Every variant ran on seed 0; **(chosen)** marks, per method, the variant
+with the fewest embedding bytes whose validation AUC is within 0.0005 of the full model's on
+seed 0 (else the highest validation AUC), the one the other seeds train. `optembed:d-...` cells
+are slimctr's size-budgeted OptEmbed-D (widths only), never chosen.
+
+Embedding bytes are what the retrained model stores: float32 tables of the kept rows at the
+planned widths, plus a 4-byte id-to-row map per feature id of every field with pruned rows.
+Paired differences are test AUC minus the full model's on the same seed, with a 95% t-interval
+over seeds. Search + retrain seconds are wall time on one thread beside one other study process
+(FDO's search is the full model's training); the multiple is of the full model's training time
+in the same conditions."""
 
 
 def records() -> dict[str, dict[str, Any]]:
@@ -276,8 +294,10 @@ def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
     by_cell: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         by_cell.setdefault(r["cell"], []).append(r)
+    picks = {chosen(dataset, model, method) for method in VARIANTS}
     for cell in sorted(by_cell, key=_cell_order):
         group = sorted(by_cell[cell], key=lambda r: r["seed"])
+        name = f"**{cell}** (chosen)" if cell in picks else cell
         aucs = [r["test"]["auc"] for r in group]
         paired = [
             r["test"]["auc"] - full[r["seed"]]["test"]["auc"] for r in group if r["seed"] in full
@@ -296,7 +316,7 @@ def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
         extra = sum(full[r["seed"]]["train_seconds"] for r in group if cell.startswith("fdo"))
         cost += extra / len(group)  # FDO's search is the full model's training
         lines.append(
-            f"| {cell} | {len(group)} | {statistics.mean(aucs):.4f} +- {spread:.4f} | {diff} | "
+            f"| {name} | {len(group)} | {statistics.mean(aucs):.4f} +- {spread:.4f} | {diff} | "
             f"{statistics.mean(r['test']['logloss'] for r in group):.4f} | {size:,.0f} | "
             f"{size / full_bytes:.0%} | {statistics.mean(r['feature_ratio'] for r in group):.3f} | "
             f"{statistics.mean(r['num_params'] for r in group):,.0f} | "
@@ -367,7 +387,12 @@ def main() -> None:
     if args.write:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         command = "python benchmarks/search.py " + " ".join(sys.argv[1:])
-        RESULTS.write_text(f"# Dimension search\n\n{stamp}; command `{command}`.\n\n{text}\n")
+        machines = sorted({r["machine"] for r in logged})
+        RESULTS.write_text(
+            f"# Dimension search\n\n{stamp}; command `{command}`; machine(s) "
+            f"{', '.join(machines)}, torch {torch.__version__}, fp32, one thread per run, two "
+            f"runs at a time.\n\n{NOTES}\n\n{text}\n"
+        )
         plot(logged)
 
 
