@@ -325,6 +325,13 @@ def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
     return lines
 
 
+def _cpu() -> str:
+    """This machine's CPU model, as Linux names it."""
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return f"{names[0]} ({len(names)} vCPUs)" if names else "unknown CPU"
+
+
 def _cell_order(cell: str) -> tuple[int, str]:
     order = ["full", "uniform", "fdo", "optembed", "optfs"]
     return order.index(cell.split(":")[0].split("-")[0]), cell
@@ -343,13 +350,16 @@ def plot(logged: list[dict[str, Any]]) -> None:
         for r in logged:
             if (r["dataset"], r["model"]) == (dataset, model):
                 by_cell.setdefault(r["cell"], []).append(r)
-        for cell in sorted(by_cell, key=_cell_order):
+        colours = plt.get_cmap("tab20").colors
+        for index, cell in enumerate(sorted(by_cell, key=_cell_order)):
             group = by_cell[cell]
             aucs = [r["test"]["auc"] for r in group]
             size = statistics.mean(r["embedding_bytes"] for r in group)
             spread = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
-            axis.errorbar(size, statistics.mean(aucs), yerr=spread, fmt="o", capsize=3,
-                          label=f"{cell} ({len(group)} seeds)")  # fmt: skip
+            style = {"fmt": "*", "color": "black", "markersize": 12} if cell == "full" else {
+                "fmt": "os^D"[index % 4], "color": colours[index % len(colours)]}  # fmt: skip
+            axis.errorbar(size, statistics.mean(aucs), yerr=spread, capsize=3,
+                          label=f"{cell} ({len(group)} seeds)", **style)  # fmt: skip
         axis.set_xscale("log")
         axis.set_xlabel("embedding bytes (stored, float32 plus id maps)")
         axis.set_ylabel("test AUC (mean +- std over seeds)")
@@ -387,7 +397,7 @@ def main() -> None:
     if args.write:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         command = "python benchmarks/search.py " + " ".join(sys.argv[1:])
-        machines = sorted({r["machine"] for r in logged})
+        machines = [*sorted({r["machine"] for r in logged}), _cpu()]
         RESULTS.write_text(
             f"# Dimension search\n\n{stamp}; command `{command}`; machine(s) "
             f"{', '.join(machines)}, torch {torch.__version__}, fp32, one thread per run, two "
