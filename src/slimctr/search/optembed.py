@@ -146,13 +146,14 @@ class ThresholdTraining(Callback):
     back to at the end."""
 
     def __init__(self, masks: SupernetMasks, config: OptEmbedConfig) -> None:
+        self.row_mask = masks.row_mask
         self.thresholds = masks.row_mask.thresholds
         self.alpha = config.alpha
         self.optimizer = torch.optim.SGD([self.thresholds], lr=config.threshold_lr)
         self.best = self.thresholds.detach().clone()
 
     def on_before_optimizer_step(self, trainer: Trainer, batch: Batch) -> None:
-        torch.exp(-self.thresholds).sum().mul(self.alpha).backward()
+        self.row_mask.regulariser(self.alpha).backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
