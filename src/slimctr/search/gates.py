@@ -93,11 +93,15 @@ class FeatureGates(nn.Module):
         self.tau = 1.0
         self.hard = False
 
+    @property
+    def hard_scale(self) -> float:
+        """What an open hard gate multiplies its row by: 1 / sigma(m0), or 1 unscaled."""
+        return 1 / _sigmoid(self.m0) if self.scaled else 1.0
+
     def forward(self, ids: Tensor) -> Tensor:
         logits = self.logits[ids]
         if self.hard:
-            gate = (logits > 0).to(logits.dtype)
-            return gate / _sigmoid(self.m0) if self.scaled else gate
+            return (logits > 0).to(logits.dtype) * self.hard_scale
         return torch.sigmoid(self.tau * logits) / _sigmoid(self.m0)
 
     def regulariser(self, strength: float) -> Tensor:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from slimctr.config import to_dict
 from slimctr.data.batch import Batch
 from slimctr.errors import SlimctrError
 from slimctr.nn.embedding import FieldEmbedding
@@ -52,10 +53,10 @@ from slimctr.training.trainer import Trainer, score
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class OptEmbedConfig:
-    """OptEmbed's settings. ``alpha`` and ``threshold_lr``: the reference README's DCN setting
-    on Criteo (spec 2.6); the evolution settings are the reference command's, with a first
-    population of 20 (not published). ``seed``: None takes the start's.
+class OptEmbedConfig(EvolutionConfig):
+    """OptEmbed's settings: its evolution's (``EvolutionConfig``, the reference command's) and
+    its own. ``alpha`` and ``threshold_lr``: the reference README's DCN setting on Criteo (spec
+    2.6). ``seed``: None takes the start's.
     ``max_embedding_params`` (slimctr's addition, None in the reference): the evolution keeps to
     widths whose tables, kept rows times widths, hold at most that many floats."""
 
@@ -64,17 +65,11 @@ class OptEmbedConfig:
     norm: int = 1
     prune_rows: bool = True
     search_widths: bool = True
-    generations: int = 30
-    population: int = 20
-    mutants: int = 10
-    children: int = 10
-    parent_pool: int = 11
-    mutation_prob: float = 0.1
-    keep: int = 0
     seed: int | None = None
     max_embedding_params: int | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.alpha >= 0:
             raise SlimctrError(f"alpha must be >= 0, got {self.alpha}")
         if not self.threshold_lr > 0:
@@ -89,11 +84,6 @@ class OptEmbedConfig:
             raise SlimctrError("max_embedding_params bounds the width search: keep search_widths")
         if not (self.prune_rows or self.search_widths):
             raise SlimctrError("OptEmbed needs prune_rows or search_widths (or both)")
-        self.evolution()  # checks the evolution settings
-
-    def evolution(self) -> EvolutionConfig:
-        names = [f.name for f in dataclasses.fields(EvolutionConfig)]
-        return EvolutionConfig(**{name: getattr(self, name) for name in names})
 
 
 class SupernetMasks:
@@ -180,7 +170,7 @@ class OptEmbed:
 
     def fit(self, start: Start, work: Path | None = None) -> OptEmbed:
         seed = start.config.seed if self.config.seed is None else self.config.seed
-        settings = to_settings(self.config) | {"seed": seed}
+        settings = to_dict(self.config) | {"seed": seed}
         evolution = {f.name for f in dataclasses.fields(EvolutionConfig)} | {"max_embedding_params"}
         trained_from = {k: v for k, v in settings.items() if k not in evolution}
         model, embedding = supernet(start, self.name)
@@ -271,7 +261,7 @@ class OptEmbed:
         def feasible(widths: np.ndarray) -> bool:
             return budget is None or int((rows * widths).sum()) <= budget
 
-        found = evolve(fitness, num_fields, dim, self.config.evolution(), seed, feasible)
+        found = evolve(fitness, num_fields, dim, self.config, seed, feasible)
         print(
             f"optembed evolution: best valid AUC {found.fitness:.4f} after {evaluated} "
             f"candidates, widths {found.widths.tolist()}",
@@ -282,8 +272,3 @@ class OptEmbed:
             "fitness": found.fitness,
             "seconds": time.perf_counter() - began,
         }
-
-
-def to_settings(config: Any) -> dict[str, Any]:
-    """A searcher config as a plan's settings (scalars)."""
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}

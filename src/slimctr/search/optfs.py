@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from slimctr.config import to_dict
 from slimctr.data.batch import Batch
 from slimctr.errors import SlimctrError
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.search.gates import FeatureGates, temperature
-from slimctr.search.optembed import to_settings
 from slimctr.search.plan import Plan, field_sizes, plan_rows
 from slimctr.search.runner import Start, implied_params
 from slimctr.search.stages import (
@@ -154,7 +154,7 @@ class OptFS:
         embedding.row_hook = rows
         found = cached(
             None if work is None else Path(work) / "search.pt",
-            stage_key(start, to_settings(self.config)),
+            stage_key(start, to_dict(self.config)),
             lambda: self._search(model, rows, start),
             "optfs search",
         )
@@ -165,12 +165,12 @@ class OptFS:
             model.load_state_dict(initial)
             with torch.no_grad():
                 for name in rows.starts:
-                    embedding.table(name).mul_(1 / _sigmoid(self.config.m0))
+                    embedding.table(name).mul_(rows.gates.hard_scale)
             initial = state_copy(model)
         kept = rows.kept()
         schema = start.store.schema
         widths = dict(zip(embedding.field_names, embedding.field_dims, strict=True))
-        settings = to_settings(self.config) | {
+        settings = to_dict(self.config) | {
             "search_valid_auc": found["valid_auc"],
         }
         self.plan_ = Plan(
@@ -205,7 +205,3 @@ class OptFS:
             "valid_auc": result["valid_auc"],
             "seconds": time.perf_counter() - began,
         }
-
-
-def _sigmoid(x: float) -> float:
-    return 1 / (1 + math.exp(-x))
