@@ -33,6 +33,13 @@ PINNED = ("train.precision=fp32", "train.embedding_optimizer=adam", "train.prese
 PINNED_BY_MODEL = {"dcnv2": ("model.dropout=0", "model.embedding_init_std=0.0001")}
 
 
+def cpu_name() -> str:
+    """This machine's CPU model, as Linux names it."""
+    with open("/proc/cpuinfo") as info:
+        names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    return names[0] if names else "unknown CPU"
+
+
 def pinned(model: str) -> list[str]:
     """The settings pinned for ``model``'s runs, before a study's own overrides."""
     return [*PINNED, *PINNED_BY_MODEL.get(model, ())]

@@ -34,6 +34,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import statistics
 import sys
@@ -43,10 +44,11 @@ from typing import Any
 
 import torch
 from depth import prepare_data
+from fdo import infer_samples_per_s
 from frappe import SHARED
 from frappe import overrides_for as frappe_overrides
 from paired import interval
-from runlog import pinned
+from runlog import cpu_name, pinned
 
 from slimctr.data.store import open_store
 from slimctr.runconfig import resolve_config
@@ -54,7 +56,6 @@ from slimctr.rundir import RunDir
 from slimctr.search import SEARCHERS, Plan, Start, train_plan
 from slimctr.search.fdo import FDO, FDOConfig, uniform_plan
 from slimctr.training import run
-from slimctr.training.trainer import score
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results" / "search.md"
@@ -150,10 +151,6 @@ def record(
     dataset, model, seed, cell = where
     metrics = RunDir(run_dir).metrics()
     history = RunDir(run_dir).history()
-    config, trained, store = run.load_run(run_dir)
-    began = time.perf_counter()
-    score(trained, store, "test", batch_size=config.train.eval_batch_size)
-    infer = len(store.split("test")) / (time.perf_counter() - began)
     entry = {
         "key": key,
         "dataset": dataset,
@@ -171,9 +168,9 @@ def record(
         "widths": None if plan is None else plan.widths,
         "search_seconds": {} if plan is None else plan.seconds,
         "train_seconds": sum(h["seconds"] for h in history),
-        "infer_samples_per_s": infer,
+        "infer_samples_per_s": infer_samples_per_s(run_dir),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "threads": config.threads,
+        "threads": RunDir(run_dir).config().threads,
         "revision": RunDir(run_dir).versions()["git_revision"],
     }
     log(entry)
@@ -325,13 +322,6 @@ def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
     return lines
 
 
-def _cpu() -> str:
-    """This machine's CPU model, as Linux names it."""
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return f"{names[0]} ({len(names)} vCPUs)" if names else "unknown CPU"
-
-
 def _cell_order(cell: str) -> tuple[int, str]:
     order = ["full", "uniform", "fdo", "optembed", "optfs"]
     return order.index(cell.split(":")[0].split("-")[0]), cell
@@ -397,7 +387,10 @@ def main() -> None:
     if args.write:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         command = "python benchmarks/search.py " + " ".join(sys.argv[1:])
-        machines = [*sorted({r["machine"] for r in logged}), _cpu()]
+        machines = [
+            *sorted({r["machine"] for r in logged}),
+            f"{cpu_name()} ({os.cpu_count()} vCPUs)",
+        ]
         RESULTS.write_text(
             f"# Dimension search\n\n{stamp}; command `{command}`; machine(s) "
             f"{', '.join(machines)}, torch {torch.__version__}, fp32, one thread per run, two "

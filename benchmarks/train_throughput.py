@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from runlog import cpu_name
+
 RESULTS = Path(__file__).parent / "results" / "train_throughput.md"
 NUMERIC = ",".join(f"I{i}" for i in range(1, 14))
 MODEL_SETTINGS = {
@@ -111,14 +113,8 @@ def main() -> None:
         with open(RESULTS, "a") as handle:
             handle.write(
                 f"\n## {stamp}\n\nMachine: {os.cpu_count()} CPUs "
-                f"({_cpu()})  \nCommand: `{command}`\n\n{table}\n"
+                f"({cpu_name()})  \nCommand: `{command}`\n\n{table}\n"
             )
-
-
-def _cpu() -> str:
-    with open("/proc/cpuinfo") as info:
-        names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
-    return names[0] if names else "unknown CPU"
 
 
 if __name__ == "__main__":
