@@ -253,7 +253,7 @@ def cells(args: argparse.Namespace, dataset: str, model: str, seed: int) -> list
             found.append("fdo-0.8")
         elif method == "budgeted":
             found += list(BUDGETED)
-        elif method in BUDGETED:
+        elif method in BUDGETED or ":" in method:  # a cell named in full
             found.append(method)
         elif args.select and seed == 0:
             found += [f"{method}:{v}" for v in VARIANTS[method]]

@@ -52,6 +52,7 @@ from slimctr.files import (
     verified,
     write_manifested,
 )
+from slimctr.nn.masked import masked_embeddings, pack_state, unpack_state
 from slimctr.runconfig import CONFIG_VERSION, RunConfig, build_model, read_config
 from slimctr.schema import Schema
 from slimctr.training.trainer import auc_logloss, predict_logits, resolve_precision
@@ -64,7 +65,9 @@ ENCODING = "encoding.json"
 WEIGHTS = "weights.safetensors"
 VERSIONS = "versions.json"
 SCORES = "scores.json"
-_STORAGE = "dense"  # the only weight storage this version writes and reads
+# How a model's weights are stored: as they live in memory, or with masked tables packed
+# (``slimctr.nn.masked``: kept values and a bit per entry).
+_STORAGES = ("dense", "masked")
 
 
 def write_bundle(
@@ -80,6 +83,9 @@ def write_bundle(
     """Write the bundle of ``model`` (trained with ``config`` on ``store``) into ``folder``;
     ``schema``: what the model was built for, when not the store's (pruned fields)."""
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    storage = "masked" if masked_embeddings(model) else "dense"
+    if storage == "masked":
+        state = pack_state(model, state)
     files = {
         CONFIG: dump_yaml(to_dict(config)).encode(),
         SCHEMA: json_bytes((schema or store.schema).to_dict()),
@@ -95,7 +101,7 @@ def write_bundle(
         "config_version": CONFIG_VERSION,
         "slimctr_version": __version__,
         "model_name": config.model_name,
-        "models": [{"config": CONFIG, "weights": WEIGHTS, "storage": _STORAGE}],
+        "models": [{"config": CONFIG, "weights": WEIGHTS, "storage": storage}],
         "router": None,
     }
     write_manifested(folder, files, MANIFEST, header)
@@ -217,8 +223,10 @@ class Bundle:
         with torch.random.fork_rng(devices=[]):  # loading must not move the caller's RNG
             model = build_model(self.config, self.schema)
         try:
+            if self.manifest["models"][0]["storage"] == "masked":
+                state = unpack_state(model, state)
             model.load_state_dict(state)
-        except RuntimeError:
+        except (RuntimeError, SlimctrError):
             raise SlimctrError(
                 f"{self.path / WEIGHTS} does not hold the weights of its {self.config.model_name} "
                 "configuration"
@@ -231,11 +239,11 @@ def _check_contents(path: Path, manifest: dict[str, Any]) -> None:
     a missing file, or a file name that leads out of the bundle."""
     models = manifest.get("models")
     if manifest.get("router") is not None or not (
-        isinstance(models, list) and len(models) == 1 and models[0].get("storage") == _STORAGE
+        isinstance(models, list) and len(models) == 1 and models[0].get("storage") in _STORAGES
     ):
         raise SlimctrError(
             f"{path} holds models this slimctr cannot read (several models, a router, or "
-            f"weights stored as something other than {_STORAGE!r})"
+            f"weights stored as something other than {' or '.join(map(repr, _STORAGES))})"
         )
     files = manifest.get("files")
     if not isinstance(files, dict) or any(Path(name).name != name for name in files):

@@ -30,12 +30,15 @@ FieldKind = Literal["categorical", "numeric"]
 @dataclass(frozen=True, kw_only=True)
 class FieldSpec:
     """One input field. ``vocab_size`` counts table rows (PAD and OOV included); 0 for numeric.
-    ``kept_rows``: the rows a pruned model stores for it (None: all ``vocab_size``)."""
+    ``kept_rows``: the rows a pruned model stores for it (None: all ``vocab_size``).
+    ``kept_entries``: the non-zero entries a masked model stores of its table (PEP's
+    unstructured result; None: a dense table)."""
 
     name: str
     kind: FieldKind
     vocab_size: int = 0
     kept_rows: int | None = None
+    kept_entries: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("categorical", "numeric"):
@@ -47,6 +50,12 @@ class FieldSpec:
         ):
             raise ValueError(
                 f"field {self.name!r}: kept_rows must be in [1, vocab_size] of a categorical field"
+            )
+        if self.kept_entries is not None and not (
+            self.kind == "categorical" and self.kept_entries >= 0
+        ):
+            raise ValueError(
+                f"field {self.name!r}: kept_entries must be >= 0 on a categorical field"
             )
 
 
@@ -89,13 +98,28 @@ class Schema:
         )
         return replace(self, fields=fields)
 
+    def with_kept_entries(self, kept_entries: Mapping[str, int]) -> Schema:
+        """This schema with ``kept_entries`` (field name to non-zero entries stored) on the
+        fields it names."""
+        unknown = [name for name in kept_entries if name not in {f.name for f in self.fields}]
+        if unknown:
+            raise KeyError(unknown[0])
+        fields = tuple(
+            replace(f, kept_entries=kept_entries.get(f.name, f.kept_entries)) for f in self.fields
+        )
+        return replace(self, fields=fields)
+
     def unpruned(self) -> Schema:
-        """The data's schema: no field's rows pruned."""
-        return replace(self, fields=tuple(replace(f, kept_rows=None) for f in self.fields))
+        """The data's schema: no field's rows pruned or entries masked."""
+        return replace(
+            self,
+            fields=tuple(replace(f, kept_rows=None, kept_entries=None) for f in self.fields),
+        )
 
     def to_dict(self) -> dict[str, Any]:
+        optional = ("kept_rows", "kept_entries")
         fields = [
-            {k: v for k, v in asdict(f).items() if k != "kept_rows" or v is not None}
+            {k: v for k, v in asdict(f).items() if k not in optional or v is not None}
             for f in self.fields
         ]
         return {"label": self.label, "fields": fields}

@@ -314,3 +314,39 @@ def test_a_schema_with_kept_rows_round_trips_and_unpruned_gives_the_data_schema(
     for bad in ({"n0": 1}, {"b": 8}, {"b": 0}):
         with pytest.raises(ValueError, match="kept_rows"):
             SCHEMA.with_kept_rows(bad)
+
+
+MASKED = SCHEMA.with_kept_entries({"a": 3, "b": 5})
+
+
+def test_a_masked_table_embeds_masked_entries_as_zeros_that_get_no_gradient() -> None:
+    emb = FieldEmbedding(MASKED, 4)
+    _set_tables(emb)
+    mask_b = torch.zeros(7, 4, dtype=torch.bool)
+    mask_b[2, :3] = mask_b[6, 1:3] = True  # 5 entries
+    mask_a = torch.zeros(5, 4, dtype=torch.bool)
+    mask_a[1, 0] = mask_a[4, 2:] = True  # 3 entries
+    emb.set_mask("a", mask_a)
+    emb.set_mask("b", mask_b)
+    assert emb.masked and int(emb.entry_mask.sum()) == 8
+    assert torch.equal(emb.table("b").detach() != 0, mask_b)  # set_mask zeroes the rest
+    out = emb(BATCH)  # fields n0, a, b, n1
+    expected = emb.table("b").detach()[BATCH.categorical[:, 1].long()]
+    assert torch.equal(out[:, 2], expected)
+    out.sum().backward()
+    assert emb.fused_table is not None and emb.fused_table.weight.grad is not None
+    grad = emb.fused_table.weight.grad
+    assert torch.all(grad[~emb.entry_mask] == 0) and torch.any(grad[emb.entry_mask] != 0)
+
+
+def test_a_mask_of_the_wrong_count_or_a_partly_masked_schema_is_an_error() -> None:
+    emb = FieldEmbedding(MASKED, 4)
+    with pytest.raises(SlimctrError, match="keeps 3 entries"):
+        emb.set_mask("a", torch.ones(5, 4, dtype=torch.bool))
+    with pytest.raises(SlimctrError, match="every categorical field"):
+        FieldEmbedding(SCHEMA.with_kept_entries({"a": 3}), 4)
+    with pytest.raises(SlimctrError, match="dense table"):
+        FieldEmbedding(SCHEMA, 4).mask("a")
+    assert Schema.from_dict(MASKED.to_dict()) == MASKED and MASKED.unpruned() == SCHEMA
+    with pytest.raises(ValueError, match="kept_entries"):
+        SCHEMA.with_kept_entries({"n0": 1})

@@ -54,7 +54,7 @@ def test_search_refuses_what_does_not_fit_in_one_line(cli, runs, tmp_path, extra
 
 def test_search_names_the_unknown_method_and_a_source_that_is_not_a_run(cli, runs, tmp_path):
     unknown = cli("search", "optembedd", runs / "dcnv2", "--out", tmp_path / "s")
-    known = "known: fdo, optembed, optfs"
+    known = "known: fdo, optembed, optfs, pep"
     assert unknown.code == 1 and f"unknown search method 'optembedd'; {known}" in unknown.err
     data = json.loads((runs / "dcnv2" / "data.json").read_text())["path"]
     not_run = cli("search", "fdo", data, "--out", tmp_path / "s")
@@ -67,6 +67,7 @@ def test_search_names_the_unknown_method_and_a_source_that_is_not_a_run(cli, run
         ("optfs", ["search.m0=0.01", "search.strength=1e-3", "search.search_epochs=2",
                    "search.rewind_epoch=0"]),
         ("optembed", ["search.alpha=1", "search.threshold_lr=1", "search.generations=2"]),
+        ("pep", ["search.keep=0.3", "search.threshold_init=-6", "search.threshold_lr=0.5"]),
     ],
 )  # fmt: skip
 def test_a_search_that_prunes_runs_from_data_to_a_retrained_bundle(cli, runs, tmp_path, method,
@@ -80,7 +81,9 @@ def test_a_search_that_prunes_runs_from_data_to_a_retrained_bundle(cli, runs, tm
     assert result.code == 0, result.err
     summary = json.loads(result.out)
     plan = Plan.load(out / "plan.json")
-    assert plan.kept and summary["metrics"]["embedding_bytes"] == plan.embedding_bytes
+    assert (plan.kept or plan.masks) and summary["metrics"][
+        "embedding_bytes"
+    ] == plan.embedding_bytes
     assert f"{method} search" in result.err or f"{method} supernet" in result.err  # progress
     predicted = cli("evaluate", out / "run", "--json")
     assert predicted.code == 0 and json.loads(predicted.out)["auc"] == pytest.approx(

@@ -24,8 +24,9 @@ def _start(name: str, run_dir) -> Start:
 SETTINGS = {
     "optembed": {"alpha": 1.0, "threshold_lr": 1.0, "generations": 3},
     "optfs": {"m0": 0.01, "strength": 1e-3, "search_epochs": 3, "rewind_epoch": 1},
+    "pep": {"keep": 0.3, "threshold_init": -6.0, "threshold_lr": 0.5, "search_epochs": 2},
 }
-PRUNES = {"optembed", "optfs"}
+PRUNES = {"optembed", "optfs", "pep"}
 
 
 def _searcher(name: str) -> Searcher:
@@ -57,7 +58,7 @@ def test_the_plan_round_trips_through_its_files(name, runs, tmp_path):
     plan = _plan(name, _start(name, runs / "dcnv2"), tmp_path / "work")
     plan.save(tmp_path / "plan.json")
     assert Plan.load(tmp_path / "plan.json").same_as(plan)
-    assert Plan.from_dict(plan.to_dict(), plan.kept).same_as(plan)
+    assert Plan.from_dict(plan.to_dict(), plan.kept, plan.masks).same_as(plan)
 
 
 @pytest.mark.parametrize("name", sorted(SEARCHERS))
@@ -65,7 +66,7 @@ def test_the_plans_size_is_what_the_retrained_model_stores(name, runs, tmp_path)
     start = _start(name, runs / "dcnv2")
     searcher = _searcher(name).fit(start, tmp_path / "work")
     plan = searcher.plan_
-    assert bool(plan.kept) == (name in PRUNES)
+    assert bool(plan.kept or plan.masks) == (name in PRUNES)
     metrics = train_plan(plan, start, tmp_path / "retrained", initial=searcher.initial_)
     assert metrics["embedding_params"] == plan.embedding_params
     assert metrics["embedding_bytes"] == plan.embedding_bytes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -100,3 +101,44 @@ def test_pruned_rows_fit_only_their_own_table_size():
     plan.check_schema(schema(10))  # b's size differs: its widths still fit
     with pytest.raises(SlimctrError, match="field 'a' has 12 rows in the data and 10 in the plan"):
         plan.check_schema(schema(12))
+
+
+def _masked() -> Plan:
+    """Fields a (10 rows) and b (5 rows) at width 4, masked to 6 and 2 entries; n numeric."""
+    mask_a, mask_b = np.zeros((10, 4), dtype=bool), np.zeros((5, 4), dtype=bool)
+    mask_a[[0, 3, 7], :2] = True
+    mask_b[4, 1:3] = True
+    return Plan(
+        method="test",
+        widths={"n": 4, "a": 4, "b": 4},
+        field_sizes={"n": 1, "a": 10, "b": 5},
+        masks={"a": mask_a, "b": mask_b},
+    )
+
+
+def test_a_masked_plan_counts_kept_entries_and_a_bit_per_entry_and_round_trips(tmp_path):
+    plan = _masked()
+    assert plan.kept_entries == {"a": 6, "b": 2} and plan.kept_rows == {"n": 1, "a": 10, "b": 5}
+    assert plan.embedding_params == 4 + 6 + 2
+    assert plan.index_bytes == math.ceil(60 / 8) and plan.feature_ratio == 1.0
+    plan.save(tmp_path / "plan.json")
+    loaded = Plan.load(tmp_path / "plan.json")
+    assert loaded.same_as(plan) and loaded.masks["a"].dtype == np.bool_
+    other = _masked()
+    other.masks["b"][0, 0] = True
+    assert not other.same_as(plan)
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"masks": {"a": np.ones((9, 4), dtype=bool)}}, r"boolean \(10, 4\)"),
+        ({"masks": {"a": np.ones((10, 4), dtype=np.uint8)}}, "boolean"),
+        ({"kept": {"b": np.array([1, 2])}}, "not both"),
+    ],
+)
+def test_masks_of_the_wrong_shape_or_beside_kept_rows_are_refused(change, fragment):
+    plan = _masked()
+    fields = {"method": "test", "widths": plan.widths, "field_sizes": plan.field_sizes}
+    with pytest.raises(SlimctrError, match=fragment):
+        Plan(**fields, **{"masks": plan.masks, **change})

@@ -16,6 +16,11 @@ and both layouts are built from the a_f: stacked (B, F, K), concatenated (B, F K
 A field whose schema gives ``kept_rows`` r_f (a model retrained after OptEmbed or OptFS pruned
 feature values) stores only r_f rows: its id-to-row map, ``row_index`` (int32, saved with the
 weights), sends a kept id to its row and every other id to a zero vector, which no table stores.
+
+When every categorical field gives ``kept_entries`` (a model retrained after PEP masked single
+entries), the fused table has ``entry_mask``, a boolean of its shape saved with the weights: a
+lookup multiplies by it, so masked entries are zeros and get no gradient. The bundle stores such a
+table as its non-zero values and the mask packed to bits (``slimctr.nn.masked``).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class FieldEmbedding(nn.Module):
     numeric_column: Tensor  # (sum of numeric d_f,): the numeric column each vector entry scales
     row_index: Tensor  # (sum of n_f over pruned fields,) int32: id -> stored row, -1 for none
     map_starts: Tensor  # (F_cat,) int32: where each field's map starts in row_index; -1 unpruned
+    entry_mask: Tensor  # the fused table's shape, bool: which entries a masked model keeps
 
     def __init__(
         self,
@@ -100,6 +106,15 @@ class FieldEmbedding(nn.Module):
         self._maps: dict[str, tuple[int, int]] = {}  # pruned field -> (start in row_index, n_f)
         if self._pruned:
             self._add_row_maps(categorical)
+        self._masked = {f.name for f in categorical if f.kept_entries is not None}
+        if self._masked:
+            if len(self._masked) < len(categorical) or self.fused_table is None:
+                raise SlimctrError(
+                    "a masked embedding needs kept_entries on every categorical field, all at "
+                    "one width"
+                )
+            mask = torch.ones_like(self.fused_table.weight, dtype=torch.bool)
+            self.register_buffer("entry_mask", mask)
 
         # A search stage's transform of the stacked rows (OptEmbed's masks, OptFS's gates); it is
         # not part of the model: ``forward(rows (B, F, d), batch) -> (B, F, d)``.
@@ -199,6 +214,34 @@ class FieldEmbedding(nn.Module):
         mapping.fill_(-1)
         mapping[ids] = torch.arange(kept, dtype=torch.int32)
 
+    @property
+    def masked(self) -> bool:
+        """Whether the tables keep only the entries of ``entry_mask``."""
+        return bool(self._masked)
+
+    def mask(self, field_name: str) -> Tensor:
+        """Field's entry mask, (rows, d_f) bool, as a view of ``entry_mask``."""
+        if field_name not in self._masked:
+            raise SlimctrError(f"field {field_name!r} has a dense table, it has no entry mask")
+        start, rows = self._rows[field_name]
+        return self.entry_mask.narrow(0, start, rows)
+
+    @torch.no_grad()
+    def set_mask(self, field_name: str, mask: Tensor) -> None:
+        """Keep only the entries of field ``field_name``'s table where ``mask`` (its table's
+        shape) is true, as many as the schema's ``kept_entries``; the others become zeros."""
+        target = self.mask(field_name)
+        spec = next(f for f in self._specs if f.name == field_name)
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        if mask.shape != target.shape or int(mask.sum()) != spec.kept_entries:
+            raise SlimctrError(
+                f"field {field_name!r} keeps {spec.kept_entries} entries of a "
+                f"{tuple(target.shape)} table, got a {tuple(mask.shape)} mask with "
+                f"{int(mask.sum())}"
+            )
+        target.copy_(mask)
+        self.table(field_name).mul_(mask)
+
     def kept_ids(self, field_name: str) -> Tensor:
         """The ids of a pruned field that have a row, in row order."""
         if field_name not in self._pruned:
@@ -249,7 +292,10 @@ class FieldEmbedding(nn.Module):
     def _fused_lookup(self, batch: Batch) -> Tensor:
         assert self.fused_table is not None
         rows, keep = self._table_rows(batch)
-        looked_up = self.fused_table(rows + self.offsets)  # (B, Fc, d)
+        index = rows + self.offsets
+        looked_up = self.fused_table(index)  # (B, Fc, d)
+        if self._masked:
+            looked_up = looked_up * self.entry_mask[index]
         return looked_up if keep is None else looked_up * keep.unsqueeze(-1)
 
     def _table_rows(self, batch: Batch) -> tuple[Tensor, Tensor | None]:

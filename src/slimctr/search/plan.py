@@ -1,19 +1,23 @@
 """The result every dimension search leaves: a ``Plan``.
 
 A plan gives each field (schema order) a width d_f and, for methods that prune feature values,
-the rows it keeps; it records how it was found (the method and its settings, the source run) and
-its honest size (dimension-search spec 1.4):
+the rows it keeps, or for methods that prune single entries (PEP), a mask of the entries each
+categorical table keeps; it records how it was found (the method and its settings, the source
+run) and its honest size (dimension-search spec 1.4):
 
     kept_f            rows kept of field f (all n_f unless the plan prunes rows)
-    embedding_params  Σ_f kept_f d_f: the floats of the tables that are stored
+    embedding_params  Σ_f kept_f d_f: the floats of the tables that are stored (a masked
+                      field: its kept entries)
     index_bytes       4 n_f for each field with pruned rows: the int32 map from a feature id to
-                      its kept row (a pruned id reaches the field's zero row), decoding metadata
+                      its kept row (a pruned id reaches the field's zero row), and for masked
+                      tables one bit per entry (``slimctr.nn.masked``): decoding metadata
     embedding_bytes   4 embedding_params + index_bytes (float32 tables)
     feature_ratio     Σ kept_f / Σ n_f, the share of feature values kept (OptFS's "feature ratio")
     d_bar, k_bar      FDO's sizes: Σ d_f n_f / Σ n_f and Σ d_f / F (GDCN spec 4)
 
-A plan is saved as JSON; the kept ids, which can be millions, go to a safetensors file beside it
-(``<name>.kept.safetensors``) whose SHA-256 the JSON records.
+A plan is saved as JSON; the kept ids and masks, which can be millions, go to a safetensors file
+beside it (``<name>.kept.safetensors``; a mask under ``mask/<field>``) whose SHA-256 the JSON
+records.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from slimctr.schema import Schema
 Setting = int | float | str | bool | None  # a value of a plan's settings
 FLOAT_BYTES = 4  # the tables are stored in float32
 INDEX_BYTES = 4  # an int32 per feature id maps it to its kept row
+MASK = "mask/"  # the prefix of a mask's name in the sidecar file
 # Sizes written for readers and checked against the plan when read back.
 _DERIVED = (
     "kept_rows",
@@ -58,7 +63,9 @@ class Plan:
     ``method`` names what made the plan (a searcher of ``SEARCHERS``, or the ``formula`` and
     ``uniform`` baselines) and ``settings`` its configuration. ``field_sizes`` are the table
     rows n_f (PAD and OOV included; 1 for a numeric field's vector). ``kept`` maps a field whose
-    rows are pruned to the sorted ids it keeps; fields not in it keep every row.
+    rows are pruned to the sorted ids it keeps; fields not in it keep every row. ``masks`` maps
+    a field to the boolean (n_f, d_f) mask of the entries it keeps; a plan masks every
+    categorical field or none, and prunes rows or masks, not both.
     ``model_params`` counts the parameters of the source model's architecture with the plan
     applied, when known; ``seconds`` the wall time of each stage that found it (the search's
     cost; ``same_as`` ignores it).
@@ -69,6 +76,7 @@ class Plan:
     field_sizes: dict[str, int]
     settings: dict[str, Setting] = dataclasses.field(default_factory=dict)
     kept: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    masks: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     source_run: str | None = None
     source_widths: dict[str, int] | None = None
     model_params: int | None = None
@@ -86,6 +94,9 @@ class Plan:
                 _check_counts(key, values)
         object.__setattr__(self, "widths", {n: self.widths[n] for n in self.field_sizes})
         object.__setattr__(self, "kept", _checked_kept(self.kept, self.field_sizes))
+        object.__setattr__(
+            self, "masks", _checked_masks(self.masks, self.field_sizes, self.widths, self.kept)
+        )
         if self.model_params is not None and not is_count(self.model_params):
             raise SlimctrError(
                 f"model_params must be an int >= 1 or null, got {self.model_params!r}"
@@ -99,18 +110,30 @@ class Plan:
         return {n: len(self.kept[n]) if n in self.kept else s for n, s in self.field_sizes.items()}
 
     @property
+    def kept_entries(self) -> dict[str, int]:
+        """The entries each masked field keeps."""
+        return {n: int(mask.sum()) for n, mask in self.masks.items()}
+
+    @property
     def embedding_params(self) -> int:
-        """Σ kept_f d_f: the floats of the stored tables (numeric vectors included)."""
-        return sum(self.widths[n] * rows for n, rows in self.kept_rows.items())
+        """Σ kept_f d_f: the floats of the stored tables (numeric vectors included; a masked
+        field's kept entries)."""
+        entries = self.kept_entries
+        return sum(
+            entries[n] if n in entries else self.widths[n] * rows
+            for n, rows in self.kept_rows.items()
+        )
 
     @property
     def index_bytes(self) -> int:
-        """The int32 id-to-row maps of the fields with pruned rows."""
-        return sum(INDEX_BYTES * self.field_sizes[n] for n in self.kept)
+        """The int32 id-to-row maps of the fields with pruned rows, and a bit per entry of the
+        masked tables."""
+        bits = sum(mask.size for mask in self.masks.values())
+        return sum(INDEX_BYTES * self.field_sizes[n] for n in self.kept) + math.ceil(bits / 8)
 
     @property
     def embedding_bytes(self) -> int:
-        """The bytes stored: float32 tables and the id-to-row maps."""
+        """The bytes stored: float32 tables and their decoding metadata."""
         return FLOAT_BYTES * self.embedding_params + self.index_bytes
 
     @property
@@ -132,22 +155,27 @@ class Plan:
     # -- data ----------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data: the plan (without the kept ids themselves), then its sizes."""
-        data = to_dict(dataclasses.replace(self, kept={}))
-        del data["kept"]
+        """Plain JSON data: the plan (without the kept ids and masks), then its sizes."""
+        data = to_dict(dataclasses.replace(self, kept={}, masks={}))
+        del data["kept"], data["masks"]
         return data | {key: getattr(self, key) for key in _DERIVED}
 
     @classmethod
-    def from_dict(cls, data: Any, kept: Mapping[str, np.ndarray] | None = None) -> Plan:
-        """The plan in ``data`` with the kept ids ``kept``. Unknown or missing keys are errors,
-        and so are sizes (optional) that disagree with the plan."""
+    def from_dict(
+        cls,
+        data: Any,
+        kept: Mapping[str, np.ndarray] | None = None,
+        masks: Mapping[str, np.ndarray] | None = None,
+    ) -> Plan:
+        """The plan in ``data`` with the kept ids ``kept`` and the ``masks``. Unknown or missing
+        keys are errors, and so are sizes (optional) that disagree with the plan."""
         if not isinstance(data, Mapping):
             raise SlimctrError(f"a plan must be a JSON object, got {type(data).__name__}")
-        if "kept" in data:
-            raise SlimctrError("a plan's kept ids are stored beside it (kept_ids), not in it")
+        if "kept" in data or "masks" in data:
+            raise SlimctrError("a plan's kept ids and masks are stored beside it, not in it")
         fields = {k: v for k, v in data.items() if k not in (*_DERIVED, "kept_ids")}
         plan = from_dict(cls, fields)
-        plan = dataclasses.replace(plan, kept=dict(kept or {}))
+        plan = dataclasses.replace(plan, kept=dict(kept or {}), masks=dict(masks or {}))
         for key in (k for k in _DERIVED if k in data):
             if not _agrees(data[key], getattr(plan, key)):
                 raise SlimctrError(
@@ -159,9 +187,10 @@ class Plan:
         """Write the plan as JSON at ``path``, atomically, and its kept ids beside it."""
         path = Path(path)
         data = self.to_dict()
-        if self.kept:
+        if self.kept or self.masks:
             sidecar = kept_ids_path(path)
             tensors = {n: torch.from_numpy(ids) for n, ids in self.kept.items()}
+            tensors |= {f"{MASK}{n}": torch.from_numpy(m) for n, m in self.masks.items()}
             content = save_safetensors(tensors)
             with atomic_path(sidecar) as staged:
                 staged.write_bytes(content)
@@ -174,8 +203,10 @@ class Plan:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            kept = _read_kept(path, data.get("kept_ids") if isinstance(data, dict) else None)
-            return cls.from_dict(data, kept)
+            stored = _read_kept(path, data.get("kept_ids") if isinstance(data, dict) else None)
+            kept = {n: t for n, t in stored.items() if not n.startswith(MASK)}
+            masks = {n[len(MASK) :]: t for n, t in stored.items() if n.startswith(MASK)}
+            return cls.from_dict(data, kept, masks)
         except FileNotFoundError as error:
             raise SlimctrError(f"plan file not found: {error.filename}") from None
         except json.JSONDecodeError as error:
@@ -187,11 +218,11 @@ class Plan:
 
     def check_schema(self, schema: Schema) -> None:
         """Raise unless the plan names exactly the schema's fields, and each field whose rows it
-        prunes has the table size it was planned for."""
+        prunes or entries it masks has the table size it was planned for."""
         expected = [f.name for f in schema.fields]
         check_fields("the plan does not fit the data's fields", expected, self.widths)
-        sizes = field_sizes(schema)  # widths fit other sizes; kept ids only their own table's
-        wrong = [n for n in self.kept if sizes[n] != self.field_sizes[n]]
+        sizes = field_sizes(schema)  # widths fit other sizes; kept ids and masks only their own
+        wrong = [n for n in [*self.kept, *self.masks] if sizes[n] != self.field_sizes[n]]
         if wrong:
             name = wrong[0]
             raise SlimctrError(
@@ -200,18 +231,26 @@ class Plan:
             )
 
     def same_as(self, other: Plan) -> bool:
-        """Equal settings, widths, sizes and kept ids (however long each took to find)."""
+        """Equal settings, widths, sizes, kept ids and masks (however long each took to find)."""
         untimed = [dataclasses.replace(plan, seconds={}).to_dict() for plan in (self, other)]
         return (
             untimed[0] == untimed[1]
             and self.kept.keys() == other.kept.keys()
             and all(np.array_equal(ids, other.kept[n]) for n, ids in self.kept.items())
+            and self.masks.keys() == other.masks.keys()
+            and all(np.array_equal(mask, other.masks[n]) for n, mask in self.masks.items())
         )
 
 
 def field_sizes(schema: Schema) -> dict[str, int]:
     """n_f: a categorical field's table rows (PAD and OOV included); 1 for a numeric field."""
     return {f.name: f.vocab_size if f.kind == "categorical" else 1 for f in schema.fields}
+
+
+def model_schema(plan: Plan, schema: Schema) -> Schema:
+    """The schema a model with ``plan`` applied is built from: its pruned fields' kept rows and
+    its masked fields' kept entries."""
+    return schema.with_kept_rows(plan_rows(plan.kept)).with_kept_entries(plan.kept_entries)
 
 
 def plan_rows(kept: Mapping[str, np.ndarray]) -> dict[str, int]:
@@ -264,6 +303,29 @@ def _checked_kept(kept: Any, sizes: Mapping[str, int]) -> dict[str, np.ndarray]:
                 f"field {name!r}: kept rows must be increasing ids in [0, {sizes[name]})"
             )
         checked[name] = ids
+    return checked
+
+
+def _checked_masks(
+    masks: Any,
+    sizes: Mapping[str, int],
+    widths: Mapping[str, int],
+    kept: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """``masks`` as boolean arrays in schema order, each of its field's (n_f, d_f)."""
+    if not isinstance(masks, Mapping):
+        raise SlimctrError(f"a plan's masks must map fields to arrays, got {type(masks).__name__}")
+    check_fields("the plan's masks name fields it does not have", widths, [*widths, *masks])
+    if masks and kept:
+        raise SlimctrError("a plan prunes rows or masks entries, not both")
+    checked = {}
+    for name in (n for n in widths if n in masks):
+        mask = np.asarray(masks[name])
+        if mask.dtype != np.bool_ or mask.shape != (sizes[name], widths[name]):
+            raise SlimctrError(
+                f"field {name!r}: a mask must be a boolean ({sizes[name]}, {widths[name]}) array"
+            )
+        checked[name] = mask
     return checked
 
 

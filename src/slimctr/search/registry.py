@@ -18,6 +18,7 @@ from torch import Tensor
 from slimctr.search.fdo import FDO, FDOConfig
 from slimctr.search.optembed import OptEmbed, OptEmbedConfig
 from slimctr.search.optfs import OptFS, OptFSConfig
+from slimctr.search.pep import PEP, PEPConfig
 from slimctr.search.plan import Plan
 from slimctr.search.runner import Start
 
@@ -62,5 +63,12 @@ SEARCHERS: dict[str, SearcherEntry] = {
         "store",
         "OptFS (WWW 2023): a gate per feature value sharpened by a temperature schedule keeps "
         "the values that help, retraining from a rewound checkpoint",
+    ),
+    "pep": SearcherEntry(
+        PEPConfig,
+        PEP,
+        "store",
+        "PEP (ICLR 2021): learned soft thresholds on every embedding entry until the tables keep "
+        "a share of their entries, retraining that mask from the initial weights",
     ),
 }

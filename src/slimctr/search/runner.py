@@ -27,7 +27,7 @@ from slimctr.nn.embedding import FieldEmbedding
 from slimctr.nn.fm import LinearTerm
 from slimctr.runconfig import RunConfig, build_model
 from slimctr.schema import Schema
-from slimctr.search.plan import Plan, plan_rows
+from slimctr.search.plan import Plan, model_schema
 from slimctr.training import run
 from slimctr.training.callbacks import Callback, ProgressBar
 from slimctr.training.trainer import Trainer
@@ -70,7 +70,8 @@ def train_plan(
     an unfinished one resumed from its last epoch (``run.train`` refuses one with other settings:
     the widths and kept rows are part of it).
 
-    Fields whose rows the plan prunes store only their kept rows (``Schema.with_kept_rows``).
+    Fields whose rows the plan prunes store only their kept rows, and masked tables only their
+    kept entries (``model_schema``).
     The model starts from fresh weights, or from ``initial``, a state of ``start``'s own model
     (the reset of dimension-search spec 1.2: OptEmbed's initial weights, OptFS's rewind
     checkpoint), as ``restore`` maps it onto the planned shapes.
@@ -90,13 +91,14 @@ def train_plan(
         progress=progress,
         plan=plan.to_dict(),
         callbacks=[StartFrom(plan, source)],
-        kept_rows=plan_rows(plan.kept),
+        schema=model_schema(plan, start.store.schema),
     )
 
 
 class StartFrom(Callback):
     """Before a plan's first epoch: give its pruned fields their kept ids and, with a ``source``
-    model, ``restore`` the weights from it. A resumed run has both in its checkpoint."""
+    model, ``restore`` the weights from it, then its masked fields their masks (which zero the
+    masked entries). A resumed run has all of them in its checkpoint."""
 
     def __init__(self, plan: Plan, source: nn.Module | None) -> None:
         self.plan, self.source = plan, source
@@ -115,6 +117,8 @@ class StartFrom(Callback):
                     f"start fresh: {', '.join(fresh)}",
                     file=sys.stderr,
                 )
+        for name, mask in self.plan.masks.items():
+            embedding.set_mask(name, torch.from_numpy(mask))
 
 
 @torch.no_grad()

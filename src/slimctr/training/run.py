@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from slimctr.errors import SlimctrError
 from slimctr.files import exclusive, remove_leftovers, staged
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.nn.fm import LinearTerm
+from slimctr.nn.masked import stored_bytes
 from slimctr.runconfig import RunConfig, build_model
 from slimctr.rundir import RunDir, RunState, versions
 from slimctr.schema import Schema
@@ -41,7 +42,7 @@ def train(
     progress: Callback | None = None,
     plan: dict[str, Any] | None = None,
     callbacks: Sequence[Callback] = (),
-    kept_rows: Mapping[str, int] | None = None,
+    schema: Schema | None = None,
 ) -> dict[str, Any]:
     """Train, keep the best epoch, score the test split there, and write the run folder ``out``.
 
@@ -50,13 +51,17 @@ def train(
     both only if they were started with ``config`` on this store; without it they are refused.
     ``plan`` (a dimension plan's JSON data) is recorded in the run; ``callbacks`` act inside the
     trainer after ``progress`` (tuning's pruning, or a search's initial weights), on rank 0 only.
-    ``kept_rows`` (field to rows kept) builds the model with those fields' tables pruned
-    (``Schema.with_kept_rows``); the run and its bundle record that schema. Started by torchrun,
+    ``schema``, the store's with some fields' rows pruned or entries masked (a search plan's,
+    ``slimctr.search.plan.model_schema``), builds the model with those tables; the run and its
+    bundle record it. Started by torchrun,
     every rank trains its share and rank 0 alone writes (``slimctr.training.distributed``).
     """
     world = World.from_env()
     store = open_store(data_dir)
-    schema = store.schema.with_kept_rows(kept_rows or {})
+    if schema is None:
+        schema = store.schema
+    elif schema.unpruned() != store.schema:
+        raise SlimctrError(f"the model's schema does not fit the fields of {store.path}")
     # the batch size and epochs the auto preset chooses are recorded with the run
     config = replace(config, train=config.train.for_rows(len(store.split("train"))))
     run = RunDir(out)
@@ -237,7 +242,8 @@ def model_size(model: nn.Module) -> dict[str, int]:
 
     Embeddings are the field embeddings' tables plus the numeric fields' vectors: sum_f d_f n_f
     with n_f = 1 for a numeric field, the count search plans report (a pruned field: its kept
-    rows); their bytes include the id-to-row maps of pruned fields, which decoding needs. The
+    rows; a masked table: its kept entries); their bytes include the id-to-row maps of pruned
+    fields and the bit masks of masked tables, which decoding needs. The
     first-order weights of LR, FM and the models with a linear term (``LinearTerm``, one scalar
     per feature value) are their own line, ``first_order_params`` (dimension-search spec 1.4.4),
     and count in ``num_params`` like an alignment layer's maps, which are not embeddings either.
@@ -246,20 +252,26 @@ def model_size(model: nn.Module) -> dict[str, int]:
     tables: dict[int, Tensor] = {}
     linear: dict[int, Tensor] = {}
     maps = []
+    masked_params = masked_bytes = 0
     for module in model.modules():
         if not isinstance(module, FieldEmbedding):
             continue
         found = linear if id(module) in first_order else tables
         for table in module._embedding_modules():
-            found[id(table.weight)] = table.weight
+            if module.masked:  # stored as its kept values and a bit per entry
+                masked_params += int(module.entry_mask.sum())
+                masked_bytes += stored_bytes(module.entry_mask)
+            else:
+                found[id(table.weight)] = table.weight
         if module.numeric_vectors is not None:
             found[id(module.numeric_vectors)] = module.numeric_vectors
         if module.pruned_fields:
             maps.append(module.row_index)
+    dense = [*tables.values(), *maps]
     return {
         "num_params": sum(p.numel() for p in model.parameters()),
-        "embedding_params": sum(t.numel() for t in tables.values()),
-        "embedding_bytes": sum(t.numel() * t.element_size() for t in [*tables.values(), *maps]),
+        "embedding_params": masked_params + sum(t.numel() for t in tables.values()),
+        "embedding_bytes": masked_bytes + sum(t.numel() * t.element_size() for t in dense),
         "first_order_params": sum(t.numel() for t in linear.values()),
     }
 
