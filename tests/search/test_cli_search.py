@@ -54,7 +54,7 @@ def test_search_refuses_what_does_not_fit_in_one_line(cli, runs, tmp_path, extra
 
 def test_search_names_the_unknown_method_and_a_source_that_is_not_a_run(cli, runs, tmp_path):
     unknown = cli("search", "optembedd", runs / "dcnv2", "--out", tmp_path / "s")
-    known = "known: fdo, optembed, optfs, pep"
+    known = "known: fdo, dnis, optembed, optfs, pep"
     assert unknown.code == 1 and f"unknown search method 'optembedd'; {known}" in unknown.err
     data = json.loads((runs / "dcnv2" / "data.json").read_text())["path"]
     not_run = cli("search", "fdo", data, "--out", tmp_path / "s")
@@ -68,6 +68,7 @@ def test_search_names_the_unknown_method_and_a_source_that_is_not_a_run(cli, run
                    "search.rewind_epoch=0"]),
         ("optembed", ["search.alpha=1", "search.threshold_lr=1", "search.generations=2"]),
         ("pep", ["search.keep=0.3", "search.threshold_init=-6", "search.threshold_lr=0.5"]),
+        ("dnis", ["search.keep=0.3", "search.warm_epochs=1", "search.search_epochs=1"]),
     ],
 )  # fmt: skip
 def test_a_search_that_prunes_runs_from_data_to_a_retrained_bundle(cli, runs, tmp_path, method,

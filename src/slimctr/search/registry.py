@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 
 from torch import Tensor
 
+from slimctr.search.dnis import DNIS, DNISConfig
 from slimctr.search.fdo import FDO, FDOConfig
 from slimctr.search.optembed import OptEmbed, OptEmbedConfig
 from slimctr.search.optfs import OptFS, OptFSConfig
@@ -49,6 +50,13 @@ SEARCHERS: dict[str, SearcherEntry] = {
         "run",
         "field-level dimension optimisation (GDCN): PCA of each trained table, the smallest "
         "width keeping a share of its variance",
+    ),
+    "dnis": SearcherEntry(
+        DNISConfig,
+        DNIS,
+        "store",
+        "DNIS (2020): soft selection weights per frequency block and dimension, learned on "
+        "validation batches, then a magnitude cut of the table and fine-tuning",
     ),
     "optembed": SearcherEntry(
         OptEmbedConfig,
