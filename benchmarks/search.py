@@ -1,4 +1,5 @@
-"""Dimension search results (issue 17): full width, uniform width, FDO, OptEmbed and OptFS.
+"""Dimension search results (issues 17 and 18): full width, uniform width, FDO, OptEmbed, OptFS,
+PEP and DNIS.
 
 For each dataset, model and seed: train the full model, then each method's plan, and retrain it
 with the shared runner (``slimctr.search.train_plan``). A cell is a method with its settings:
@@ -7,7 +8,7 @@ with the shared runner (``slimctr.search.train_plan``). A cell is a method with 
     uniform-W        every field at width W, trained fresh
     fdo-0.8          FDO at variance ratio 0.8 from the full run of the same seed
     optembed:NAME    OptEmbed with the settings ``VARIANTS["optembed"][NAME]``
-    optfs:NAME       OptFS likewise
+    optfs:NAME       OptFS likewise; pep:NAME and dnis:NAME too
     optembed:d-...   ``BUDGETED``: OptEmbed with a size budget, slimctr's addition
 
 Each method has its reference settings (``reference``: the published README values, which were
@@ -24,7 +25,8 @@ against the full model's training time. Differences to the full model are paired
 95% t-interval. Two processes may run at once on disjoint ``--methods``.
 
     python benchmarks/search.py [--datasets frappe] [--models gdcn_p] [--seeds 3]
-        [--methods full uniform fdo optembed optfs budgeted|CELL] [--select] [--threads 1]
+        [--methods full uniform fdo optembed optfs pep dnis budgeted|CELL] [--select]
+        [--threads 1]
         [--write] [--logged-only]
 """
 
@@ -79,7 +81,20 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "gate0.01": {"gate_lr": 0.01},
         "gate0.1": {"gate_lr": 0.1},
     },
+    "pep": {
+        "reference": {},  # s_0 = -150 climbs ~1e-3 a step: ~140k steps before anything is cut
+        # s_0 = -8 at 0.01 a step reaches sigma(s) ~ 0.01 in ~340 steps (7 Frappe epochs)
+        "k0.5-i8": {"keep": 0.5, "threshold_init": -8.0, "threshold_lr": 0.01},
+        "k0.3-i8": {"keep": 0.3, "threshold_init": -8.0, "threshold_lr": 0.01},
+        "k0.15-i8": {"keep": 0.15, "threshold_init": -8.0, "threshold_lr": 0.01},
+    },
+    "dnis": {  # keep is a derivation setting: the variants share one warm start and search
+        "reference": {},
+        "k0.5": {"keep": 0.5},
+        "k0.3": {"keep": 0.3},
+    },
 }
+SHARED_STAGES = {"dnis"}  # methods whose variants differ only after their cached stages
 
 
 # slimctr's additions, beyond the papers; each is its own row, never selected. OptEmbed-D (widths
@@ -97,20 +112,22 @@ BUDGETED: dict[str, tuple[dict[str, Any], list[str]]] = {
 
 
 NOTES = """\
-Cells: `full` is the shipped model; `uniform-W` every field at width W; `fdo-0.8` FDO at
-variance ratio 0.8 from the full run of the same seed; `optembed:NAME` and `optfs:NAME` the
-searchers with the settings `VARIANTS[method][NAME]` of `benchmarks/search.py` (`reference`: the
-papers' README values). Every variant ran on seed 0; **(chosen)** marks, per method, the variant
-with the fewest embedding bytes whose validation AUC is within 0.0005 of the full model's on
-seed 0 (else the highest validation AUC), the one the other seeds train. `optembed:d-...` cells
-are slimctr's size-budgeted OptEmbed-D (widths only), never chosen.
+Cells: `full` is the shipped model; `uniform-W` every field at width W; `fdo-0.8` FDO at variance
+ratio 0.8 from the full run of the same seed; `optembed:NAME`, `optfs:NAME`, `pep:NAME` and
+`dnis:NAME` the searchers with the settings `VARIANTS[method][NAME]` of `benchmarks/search.py`
+(`reference`: the papers' README values). Every variant ran on seed 0; **(chosen)** marks, per
+method, the variant with the fewest embedding bytes whose validation AUC is within 0.0005 of the
+full model's on seed 0 (else the highest validation AUC), the one the other seeds train.
+`optembed:d-...` cells are slimctr's size-budgeted OptEmbed-D (widths only), never chosen.
 
-Embedding bytes are what the retrained model stores: float32 tables of the kept rows at the
-planned widths, plus a 4-byte id-to-row map per feature id of every field with pruned rows.
-Paired differences are test AUC minus the full model's on the same seed, with a 95% t-interval
-over seeds. Search + retrain seconds are wall time on one thread beside one other study process
-(FDO's search is the full model's training); the multiple is of the full model's training time
-in the same conditions."""
+Embedding bytes are what the retrained model stores: float32 tables of the kept rows at the planned
+widths, plus a 4-byte id-to-row map per feature id of every field with pruned rows; a masked table
+(PEP, DNIS) its kept values plus one bit per entry. Bundle weight bytes are the size of the
+retrained bundle's `weights.safetensors`, the whole model as shipped (logged from issue 18 on; `-`
+for older runs). Paired differences are test AUC minus the full model's on the same seed, with a
+95% t-interval over seeds. Search + retrain seconds are wall time on one thread beside one other
+study process (FDO's search is the full model's training); the multiple is of the full model's
+training time in the same conditions."""
 
 
 def records() -> dict[str, dict[str, Any]]:
@@ -169,6 +186,7 @@ def record(
         "search_seconds": {} if plan is None else plan.seconds,
         "train_seconds": sum(h["seconds"] for h in history),
         "infer_samples_per_s": infer_samples_per_s(run_dir),
+        "bundle_weight_bytes": (run_dir / "bundle" / "weights.safetensors").stat().st_size,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "threads": RunDir(run_dir).config().threads,
         "revision": RunDir(run_dir).versions()["git_revision"],
@@ -213,7 +231,10 @@ def train_cell(
             start = Start(config_for(dataset, model, seed, args.threads, extra), start.store)
         entry = SEARCHERS[method]
         searcher = entry.searcher(entry.config(**settings))
-        searcher.fit(start, folder / cell.replace(":", "-") / "work")
+        shared = method in SHARED_STAGES and cell not in BUDGETED
+        searcher.fit(
+            start, folder / (f"{method}-work" if shared else f"{cell.replace(':', '-')}/work")
+        )
         plan, initial = searcher.plan_, searcher.initial_
     (folder / cell.replace(":", "-")).mkdir(parents=True, exist_ok=True)
     plan.save(folder / cell.replace(":", "-") / "plan.json")
@@ -284,9 +305,9 @@ def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
     lines = [
         f"### {dataset}, {model}\n",
         "| cell | seeds | test AUC | paired diff to full (95% CI) | test logloss | "
-        "embedding bytes | % of full | feature ratio | total params | search + retrain s "
-        "(x full training) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "embedding bytes | % of full | feature ratio | total params | bundle weight bytes | "
+        "search + retrain s (x full training) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by_cell: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
@@ -310,20 +331,22 @@ def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
         cost = statistics.mean(
             sum(r["search_seconds"].values()) + r["train_seconds"] for r in group
         )
+        stored = [r["bundle_weight_bytes"] for r in group if "bundle_weight_bytes" in r]
+        bundle = f"{statistics.mean(stored):,.0f}" if stored else "-"
         extra = sum(full[r["seed"]]["train_seconds"] for r in group if cell.startswith("fdo"))
         cost += extra / len(group)  # FDO's search is the full model's training
         lines.append(
             f"| {name} | {len(group)} | {statistics.mean(aucs):.4f} +- {spread:.4f} | {diff} | "
             f"{statistics.mean(r['test']['logloss'] for r in group):.4f} | {size:,.0f} | "
             f"{size / full_bytes:.0%} | {statistics.mean(r['feature_ratio'] for r in group):.3f} | "
-            f"{statistics.mean(r['num_params'] for r in group):,.0f} | "
+            f"{statistics.mean(r['num_params'] for r in group):,.0f} | {bundle} | "
             f"{cost:,.0f} ({cost / full_seconds:.1f}x) |"
         )
     return lines
 
 
 def _cell_order(cell: str) -> tuple[int, str]:
-    order = ["full", "uniform", "fdo", "optembed", "optfs"]
+    order = ["full", "uniform", "fdo", "optembed", "optfs", "pep", "dnis"]
     return order.index(cell.split(":")[0].split("-")[0]), cell
 
 
@@ -366,7 +389,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["gdcn_p", "dcnv2"])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument(
-        "--methods", nargs="+", default=["full", "uniform", "fdo", "optembed", "optfs"]
+        "--methods",
+        nargs="+",
+        default=["full", "uniform", "fdo", "optembed", "optfs", "pep", "dnis"],
     )
     parser.add_argument("--select", action="store_true", help="try every variant on seed 0")
     parser.add_argument("--data", type=Path, default=SHARED / "frappe", help="Frappe folder")
