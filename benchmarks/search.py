@@ -6,6 +6,9 @@ with the shared runner (``slimctr.search.train_plan``). A cell is a method with 
 
     full             the model as shipped for the dataset (Frappe: ``frappe_x1``, width 10)
     uniform-W        every field at width W, trained fresh
+    drop-K           the full model without its K largest categorical fields (each keeps only
+                     its PAD row, which no sample has: it embeds as zeros), trained fresh: do
+                     the large tables matter on this data, so that shrinking them means something?
     fdo-0.8          FDO at variance ratio 0.8 from the full run of the same seed
     optembed:NAME    OptEmbed with the settings ``VARIANTS["optembed"][NAME]``
     optfs:NAME       OptFS likewise; pep:NAME and dnis:NAME too
@@ -44,6 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from depth import prepare_data
 from fdo import infer_samples_per_s
@@ -55,6 +59,7 @@ from runlog import cpu_name, pinned
 from slimctr.data.store import open_store
 from slimctr.runconfig import resolve_config
 from slimctr.rundir import RunDir
+from slimctr.schema import PAD_ID, Schema
 from slimctr.search import SEARCHERS, Plan, Start, train_plan
 from slimctr.search.fdo import FDO, FDOConfig, uniform_plan
 from slimctr.training import run
@@ -64,6 +69,7 @@ RESULTS = ROOT / "docs" / "results" / "search.md"
 PLOT = ROOT / "docs" / "results" / "search.png"
 LOG = ROOT / "benchmarks" / "results" / "search_runs.jsonl"
 UNIFORM = {"frappe": 4, "synthetic": 6}  # about 40% of the full width (10 and 16)
+DROP = 3  # the largest fields the drop cell removes
 SELECT_MARGIN = 0.0005
 # Settings tried for each searcher; "reference" is its defaults (the papers' README values).
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -222,6 +228,8 @@ def train_cell(
         plan = dataclasses.replace(plan, seconds={"pca": time.perf_counter() - began})
     elif method == "uniform":
         plan = uniform_plan(start.store.schema, int(cell.split("-")[1]))
+    elif method == "drop":
+        plan = dropped(start.store.schema, config.model.embedding_dim, int(cell.split("-")[1]))
     else:
         settings = VARIANTS[method].get(variant)
         if settings is None:  # a budgeted cell
@@ -241,6 +249,14 @@ def train_cell(
     out = folder / cell.replace(":", "-") / "run"
     train_plan(plan, start, out, initial=initial)
     return record(key, where, out, plan)
+
+
+def dropped(schema: Schema, width: int, count: int) -> Plan:
+    """The full-width plan with the ``count`` largest categorical fields dropped: each keeps
+    only its PAD row (id 0), which no sample has, so it embeds as zeros."""
+    largest = sorted(schema.categorical, key=lambda f: f.vocab_size, reverse=True)[:count]
+    kept = {f.name: np.array([PAD_ID]) for f in largest}
+    return dataclasses.replace(uniform_plan(schema, width), method="drop", kept=kept)
 
 
 def chosen(dataset: str, model: str, method: str) -> str | None:
@@ -270,6 +286,8 @@ def cells(args: argparse.Namespace, dataset: str, model: str, seed: int) -> list
             found.append("full")
         elif method == "uniform":
             found.append(f"uniform-{UNIFORM[dataset]}")
+        elif method == "drop":
+            found.append(f"drop-{DROP}")
         elif method == "fdo":
             found.append("fdo-0.8")
         elif method == "budgeted":
@@ -346,7 +364,7 @@ def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
 
 
 def _cell_order(cell: str) -> tuple[int, str]:
-    order = ["full", "uniform", "fdo", "optembed", "optfs", "pep", "dnis"]
+    order = ["full", "drop", "uniform", "fdo", "optembed", "optfs", "pep", "dnis"]
     return order.index(cell.split(":")[0].split("-")[0]), cell
 
 
