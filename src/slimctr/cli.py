@@ -672,6 +672,9 @@ def _search(args: argparse.Namespace) -> int:
         f"{plan.embedding_params:,} embedding parameters ({plan.embedding_bytes:,} bytes), "
         f"{plan.feature_ratio:.1%} of the feature values kept"
     )
+    if plan.masks:
+        entries = sum(mask.size for mask in plan.masks.values())
+        text += f", {sum(plan.kept_entries.values()) / entries:.1%} of the table entries kept"
     if args.retrain:
         progress = None if args.json else ProgressBar(title=f"{plan.method} plan")
         metrics = train_plan(
