@@ -54,7 +54,7 @@ def test_search_refuses_what_does_not_fit_in_one_line(cli, runs, tmp_path, extra
 
 def test_search_names_the_unknown_method_and_a_source_that_is_not_a_run(cli, runs, tmp_path):
     unknown = cli("search", "optembedd", runs / "dcnv2", "--out", tmp_path / "s")
-    known = "known: fdo, dnis, optembed, optfs, pep"
+    known = "known: fdo, dnis, ihas, optembed, optfs, pep"
     assert unknown.code == 1 and f"unknown search method 'optembedd'; {known}" in unknown.err
     data = json.loads((runs / "dcnv2" / "data.json").read_text())["path"]
     not_run = cli("search", "fdo", data, "--out", tmp_path / "s")
@@ -88,5 +88,23 @@ def test_a_search_that_prunes_runs_from_data_to_a_retrained_bundle(cli, runs, tm
     assert f"{method} search" in result.err or f"{method} supernet" in result.err  # progress
     predicted = cli("evaluate", out / "run", "--json")
     assert predicted.code == 0 and json.loads(predicted.out)["auc"] == pytest.approx(
+        summary["metrics"]["test"]["auc"]
+    )
+
+
+def test_an_ihas_style_search_runs_from_data_to_a_routed_bundle(cli, runs, tmp_path):
+    data = json.loads((runs / "dcnv2" / "data.json").read_text())["path"]
+    out = tmp_path / "ihas"
+    settings = ["train.batch_size=256", "train.epochs=2", "model.embedding_dim=8",
+                "search.groups=2", "search.search_epochs=1"]  # fmt: skip
+    sets = [a for s in settings for a in ("--set", s)]
+    result = cli("search", "ihas", data, "--model", "dcnv2", "--out", out, *sets, "--retrain",
+                 "--threads", "1", "--json")  # fmt: skip
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    plan = Plan.load(out / "plan.json")
+    assert plan.groups and summary["metrics"]["embedding_params"] == plan.embedding_params
+    evaluated = cli("evaluate", out / "run", "--json")
+    assert evaluated.code == 0 and json.loads(evaluated.out)["auc"] == pytest.approx(
         summary["metrics"]["test"]["auc"]
     )

@@ -25,6 +25,7 @@ SETTINGS = {
     "optembed": {"alpha": 1.0, "threshold_lr": 1.0, "generations": 3},
     "optfs": {"m0": 0.01, "strength": 1e-3, "search_epochs": 3, "rewind_epoch": 1},
     "dnis": {"keep": 0.3, "warm_epochs": 2, "search_epochs": 2, "alpha_lr": 0.1, "l1": 1e-3},
+    "ihas": {"groups": 2, "blocks": 2, "search_epochs": 2, "cluster_rows": 1000},
     "pep": {"keep": 0.3, "threshold_init": -6.0, "threshold_lr": 0.5, "search_epochs": 2},
 }
 PRUNES = {"dnis", "optembed", "optfs", "pep"}

@@ -7,7 +7,8 @@ run) and its honest size (dimension-search spec 1.4):
 
     kept_f            rows kept of field f (all n_f unless the plan prunes rows)
     embedding_params  Σ_f kept_f d_f: the floats of the tables that are stored (a masked
-                      field: its kept entries)
+                      field: its kept entries; a grouped plan: every group's tables and the
+                      router's, Σ_g Σ_f n_f d_gf + Σ_f n_f router_dim)
     index_bytes       4 n_f for each field with pruned rows: the int32 map from a feature id to
                       its kept row (a pruned id reaches the field's zero row), and for masked
                       tables one bit per entry (``slimctr.nn.masked``): decoding metadata
@@ -65,7 +66,9 @@ class Plan:
     rows n_f (PAD and OOV included; 1 for a numeric field's vector). ``kept`` maps a field whose
     rows are pruned to the sorted ids it keeps; fields not in it keep every row. ``masks`` maps
     a field to the boolean (n_f, d_f) mask of the entries it keeps; a plan masks every
-    categorical field or none, and prunes rows or masks, not both.
+    categorical field or none, and prunes rows or masks, not both. ``groups`` (an
+    instance-wise search's result) gives each group model its widths, behind a router of the
+    settings ``router`` (``slimctr.models.routed``); ``widths`` are then the widest group's.
     ``model_params`` counts the parameters of the source model's architecture with the plan
     applied, when known; ``seconds`` the wall time of each stage that found it (the search's
     cost; ``same_as`` ignores it).
@@ -77,6 +80,8 @@ class Plan:
     settings: dict[str, Setting] = dataclasses.field(default_factory=dict)
     kept: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     masks: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    groups: tuple[dict[str, int], ...] = ()
+    router: dict[str, int] | None = None
     source_run: str | None = None
     source_widths: dict[str, int] | None = None
     model_params: int | None = None
@@ -97,6 +102,18 @@ class Plan:
         object.__setattr__(
             self, "masks", _checked_masks(self.masks, self.field_sizes, self.widths, self.kept)
         )
+        object.__setattr__(self, "groups", tuple(self.groups))
+        for group in self.groups:
+            check_fields("a group's widths and field_sizes differ", self.field_sizes, group)
+            _check_counts("group widths", group)
+        if bool(self.groups) != (self.router is not None):
+            raise SlimctrError("a plan with groups needs its router's settings, and only it")
+        if self.groups and (self.kept or self.masks):
+            raise SlimctrError("a plan with groups neither prunes rows nor masks entries")
+        if self.router is not None:
+            _check_counts("router", self.router)
+            if "router_dim" not in self.router:
+                raise SlimctrError("a plan's router settings must give router_dim")
         if self.model_params is not None and not is_count(self.model_params):
             raise SlimctrError(
                 f"model_params must be an int >= 1 or null, got {self.model_params!r}"
@@ -119,6 +136,11 @@ class Plan:
         """Σ kept_f d_f: the floats of the stored tables (numeric vectors included; a masked
         field's kept entries)."""
         entries = self.kept_entries
+        if self.groups:
+            assert self.router is not None
+            sizes = self.field_sizes.items()
+            groups = sum(group[n] * rows for group in self.groups for n, rows in sizes)
+            return groups + self.router["router_dim"] * sum(self.field_sizes.values())
         return sum(
             entries[n] if n in entries else self.widths[n] * rows
             for n, rows in self.kept_rows.items()

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from slimctr.search.dnis import DNIS, DNISConfig
 from slimctr.search.fdo import FDO, FDOConfig
+from slimctr.search.ihas import IHAS, IHASConfig
 from slimctr.search.optembed import OptEmbed, OptEmbedConfig
 from slimctr.search.optfs import OptFS, OptFSConfig
 from slimctr.search.pep import PEP, PEPConfig
@@ -57,6 +58,13 @@ SEARCHERS: dict[str, SearcherEntry] = {
         "store",
         "DNIS (2020): soft selection weights per frequency block and dimension, learned on "
         "validation batches, then a magnitude cut of the table and fine-tuning",
+    ),
+    "ihas": SearcherEntry(
+        IHASConfig,
+        IHAS,
+        "store",
+        "iHAS-style (our reading of CIKM 2023; no code published): per-sample block gates from a "
+        "controller, k-means groups, one model per group behind the frozen router",
     ),
     "optembed": SearcherEntry(
         OptEmbedConfig,

@@ -23,6 +23,7 @@ from slimctr.config import from_dict, to_dict
 from slimctr.data.store import Store
 from slimctr.errors import SlimctrError
 from slimctr.models import MODELS
+from slimctr.models.routed import RoutedConfig
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.nn.fm import LinearTerm
 from slimctr.runconfig import RunConfig, build_model
@@ -74,9 +75,21 @@ def train_plan(
     kept entries (``model_schema``).
     The model starts from fresh weights, or from ``initial``, a state of ``start``'s own model
     (the reset of dimension-search spec 1.2: OptEmbed's initial weights, OptFS's rewind
-    checkpoint), as ``restore`` maps it onto the planned shapes.
+    checkpoint), as ``restore`` maps it onto the planned shapes. A plan with groups trains a
+    ``routed`` model (``routed_config``): every group model fresh, behind the router that
+    ``initial`` holds (the ``router.`` weights and centroids of an instance-wise search).
     """
     plan.check_schema(start.store.schema)
+    if plan.groups:
+        return run.train(
+            start.store.path,
+            Path(out),
+            routed_config(start.config, plan),
+            resume=True,
+            progress=progress,
+            plan=plan.to_dict(),
+            callbacks=[RouterFrom(initial or {})],
+        )
     resized = config_for_plan(start.config, plan.widths)
     source = None
     if initial is not None:
@@ -119,6 +132,33 @@ class StartFrom(Callback):
                 )
         for name, mask in self.plan.masks.items():
             embedding.set_mask(name, torch.from_numpy(mask))
+
+
+class RouterFrom(Callback):
+    """Before a routed model's first epoch: its router's weights and centroids from ``state``
+    (keys ``router.*``), which must hold all of them."""
+
+    def __init__(self, state: Mapping[str, Tensor]) -> None:
+        self.state = state
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if trainer.epoch > 0:
+            return
+        router = trainer.model.router
+        assert isinstance(router, nn.Module)
+        given = {k.removeprefix("router."): v for k, v in self.state.items()}
+        if set(given) != set(router.state_dict()):
+            raise SlimctrError("a routed model needs the router that its search found")
+        router.load_state_dict(given)
+
+
+def routed_config(config: RunConfig, plan: Plan) -> RunConfig:
+    """A ``routed`` model of ``plan``'s groups: each group model ``config``'s model with the
+    group's widths (``config_for_plan``), behind a router of the plan's settings."""
+    assert plan.router is not None
+    experts = tuple(to_dict(config_for_plan(config, group).model) for group in plan.groups)
+    routed = RoutedConfig(backbone=config.model_name, experts=experts, **plan.router)
+    return dataclasses.replace(config, model_name="routed", model=routed)
 
 
 @torch.no_grad()
