@@ -62,6 +62,17 @@ def test_groups_differ_only_by_their_widths_and_count_every_table(found):
     assert all(w % width == 0 and w >= width for group in plan.groups for w in group.values())
 
 
+def test_blocks_of_a_width_that_is_not_a_multiple_differ_by_at_most_one(found):
+    start, _ = found
+    _, embedding = supernet(start, "ihas")  # width 8
+    router = Router(start.store.schema, RoutedConfig(backbone="dcnv2", router_blocks=3), 1)
+    hook = BlockGates(embedding, router, 3, seed=0)
+    assert hook.sizes.tolist() == [3, 3, 2]
+    assert [hook.width(n) for n in (0.2, 1.4, 2.4, 2.6)] == [3, 3, 6, 8]
+    with pytest.raises(SlimctrError, match="cannot cut width 8 into 9 blocks"):
+        BlockGates(embedding, router, 9, seed=0)
+
+
 def test_the_temperature_falls_from_start_to_end():
     config = dataclasses.replace(FAST, search_epochs=4, temperature_start=2.0, temperature_end=0.02)
     temperatures = [config.temperature(e) for e in range(4)]

@@ -6,7 +6,8 @@ bi-polarisation regulariser, clustering with deterministic gates, one retrained 
 group), and every detail below is slimctr's choice (spec 5.2):
 
 1. Search: the start's model at one width D, each field's embedding cut into ``blocks``
-   blocks of D / blocks dimensions, and a block gate per (sample, field, block) from a
+   contiguous blocks of nearly equal widths (the first ones one wider when D is not a
+   multiple), and a block gate per (sample, field, block) from a
    controller, the router of ``slimctr.models.routed`` (its own embeddings of width
    ``router_dim``, an MLP to one logit per gate). In training a gate is a relaxed Bernoulli
    sample (Gumbel-sigmoid at a temperature falling geometrically from ``temperature_start`` to
@@ -14,8 +15,8 @@ group), and every detail below is slimctr's choice (spec 5.2):
    has its own Adam and the regulariser ``sparsity`` mean(p) + ``polarisation`` mean(p (1 - p)).
 2. Clustering: the deterministic gates of up to ``cluster_rows`` training samples, k-means
    (k-means++ seeding, Lloyd's iterations, seeded) into ``groups`` groups (fewer when the
-   samples have fewer distinct gate patterns); group g's width of field f is its centroid's
-   open blocks, rounded, times the block width (at least one block).
+   samples have fewer distinct gate patterns); group g's width of field f is the width of as
+   many blocks as its centroid has open, rounded (at least one).
 3. Retraining (``train_plan``): a ``routed`` model, one group model per group with its widths,
    all starting fresh, behind the frozen router (the search's controller and the centroids,
    ``initial_``), each trained on the samples routed to it.
@@ -94,9 +95,10 @@ class BlockGates:
 
     def __init__(self, embedding: FieldEmbedding, router: Router, blocks: int, seed: int) -> None:
         dim = embedding.field_dims[0]
-        if dim % blocks:
-            raise SlimctrError(f"ihas cuts width {dim} into {blocks} blocks: give a multiple")
-        self.embedding, self.router, self.width = embedding, router, dim // blocks
+        if blocks > dim:
+            raise SlimctrError(f"ihas cannot cut width {dim} into {blocks} blocks")
+        self.embedding, self.router = embedding, router
+        self.sizes = torch.tensor([dim // blocks + (i < dim % blocks) for i in range(blocks)])
         self.temperature = 1.0
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -108,7 +110,11 @@ class BlockGates:
             gates = torch.sigmoid((logits + noise) / self.temperature)
         else:
             gates = (logits > 0).to(rows.dtype)
-        return rows * gates.repeat_interleave(self.width, dim=-1).to(rows.dtype)
+        return rows * gates.repeat_interleave(self.sizes, dim=-1).to(rows.dtype)
+
+    def width(self, open_blocks: float) -> int:
+        """The width of ``open_blocks`` blocks (rounded, at least one)."""
+        return int(self.sizes[: max(1, round(open_blocks))].sum())
 
 
 class GateTraining(Callback):
@@ -192,7 +198,7 @@ class IHAS:
         fields, blocks = len(names), config.blocks
         open_blocks = centroids.view(len(centroids), fields, blocks).sum(dim=-1)
         groups = tuple(
-            {name: max(1, round(float(n))) * hook.width for name, n in zip(names, row, strict=True)}
+            {name: hook.width(float(n)) for name, n in zip(names, row, strict=True)}
             for row in open_blocks
         )
         widest = {name: max(group[name] for group in groups) for name in names}
