@@ -11,7 +11,7 @@ with the shared runner (``slimctr.search.train_plan``). A cell is a method with 
                      the large tables matter on this data, so that shrinking them means something?
     fdo-0.8          FDO at variance ratio 0.8 from the full run of the same seed
     optembed:NAME    OptEmbed with the settings ``VARIANTS["optembed"][NAME]``
-    optfs:NAME       OptFS likewise; pep:NAME and dnis:NAME too
+    optfs:NAME       OptFS likewise; pep:NAME, dnis:NAME and ihas:NAME too
     optembed:d-...   ``BUDGETED``: OptEmbed with a size budget, slimctr's addition
 
 Each method has its reference settings (``reference``: the published README values, which were
@@ -28,7 +28,7 @@ against the full model's training time. Differences to the full model are paired
 95% t-interval. Two processes may run at once on disjoint ``--methods``.
 
     python benchmarks/search.py [--datasets frappe] [--models gdcn_p] [--seeds 3]
-        [--methods full uniform fdo optembed optfs pep dnis budgeted|CELL] [--select]
+        [--methods full uniform fdo optembed optfs pep dnis ihas budgeted|CELL] [--select]
         [--threads 1]
         [--write] [--logged-only]
 """
@@ -98,6 +98,10 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "reference": {},
         "k0.5": {"keep": 0.5},
         "k0.3": {"keep": 0.3},
+    },
+    "ihas": {  # slimctr's reading of iHAS (no published settings): 3 groups of 4-block gates
+        "reference": {},
+        "sparse": {"sparsity": 0.1},  # ten times the sparsity term: narrower groups
     },
 }
 SHARED_STAGES = {"dnis"}  # methods whose variants differ only after their cached stages
@@ -364,7 +368,7 @@ def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
 
 
 def _cell_order(cell: str) -> tuple[int, str]:
-    order = ["full", "drop", "uniform", "fdo", "optembed", "optfs", "pep", "dnis"]
+    order = ["full", "drop", "uniform", "fdo", "optembed", "optfs", "pep", "dnis", "ihas"]
     return order.index(cell.split(":")[0].split("-")[0]), cell
 
 
@@ -409,7 +413,7 @@ def main() -> None:
     parser.add_argument(
         "--methods",
         nargs="+",
-        default=["full", "uniform", "fdo", "optembed", "optfs", "pep", "dnis"],
+        default=["full", "uniform", "fdo", "optembed", "optfs", "pep", "dnis", "ihas"],
     )
     parser.add_argument("--select", action="store_true", help="try every variant on seed 0")
     parser.add_argument("--data", type=Path, default=SHARED / "frappe", help="Frappe folder")
