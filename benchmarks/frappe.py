@@ -192,7 +192,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     ranked = FIRST + [m for m in BY_COST if m not in FIRST]
-    models = args.models or ranked + sorted(m for m in MODELS if m not in ranked)
+    baselines = [m for m, entry in MODELS.items() if not entry.from_search]
+    models = args.models or ranked + sorted(m for m in baselines if m not in ranked)
     bars = bars_numbers(SHARED / "bars_leaderboard" / "frappe_x1.csv")
     log = RunLog(LOG)
     rows = []

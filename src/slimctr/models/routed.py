@@ -100,7 +100,10 @@ class Router(nn.Module):
 
 
 @register(
-    "routed", RoutedConfig, "group models of one backbone behind a frozen router (iHAS-style)"
+    "routed",
+    RoutedConfig,
+    "group models of one backbone behind a frozen router (an iHAS-style search's result)",
+    from_search=True,
 )
 class Routed(nn.Module):
     def __init__(self, schema: Schema, config: RoutedConfig) -> None:
