@@ -59,6 +59,7 @@ MODEL_DEFAULTS = {"dcnv2": ["model.dropout=0.2", "model.embedding_init_std=null"
 CLICKLOG_ROWS = {"clicklog-20k": 20_000, "clicklog-50k": 50_000, "clicklog-100k": 100_000}
 CLICKLOG_ROWS["clicklog-200k"] = 200_000
 CRITEO_ROWS = {"criteo-300k": 300_000, "criteo-1m": 1_000_000}
+CRITEO_ROWS["criteo-3m"] = 3_000_000  # the dimension-search study's (benchmarks/search.py)
 DATASETS = ["clicklog-20k", "clicklog-50k", "clicklog-100k", "clicklog-200k", "frappe"]
 DATASETS += ["criteo-300k", "synthetic", "criteo-1m"]
 SELECT = ["clicklog-20k", "clicklog-100k"]

@@ -1,5 +1,6 @@
 """Dimension search results (issues 17 and 18): full width, uniform width, FDO, OptEmbed, OptFS,
-PEP and DNIS.
+PEP, DNIS and the iHAS-style search, on Frappe, the synthetic default and the Criteo-shaped
+preset at 3M rows (``criteo-3m``, where the tables hold most of the floats).
 
 For each dataset, model and seed: train the full model, then each method's plan, and retrain it
 with the shared runner (``slimctr.search.train_plan``). A cell is a method with its settings:
@@ -49,6 +50,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from defaults import CRITEO_ROWS, store_for
 from depth import prepare_data
 from fdo import infer_samples_per_s
 from frappe import SHARED
@@ -68,7 +70,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results" / "search.md"
 PLOT = ROOT / "docs" / "results" / "search.png"
 LOG = ROOT / "benchmarks" / "results" / "search_runs.jsonl"
-UNIFORM = {"frappe": 4, "synthetic": 6}  # about 40% of the full width (10 and 16)
+# Frappe and the synthetic default: about 40% of the full width (10 and 16); the Criteo-shaped
+# data (issue 18: 3M rows, tables about 57% of GDCN-P's floats and 70% of DCNv2's): 25% of 16.
+UNIFORM = {"frappe": 4, "synthetic": 6, "criteo-3m": 4}
 DROP = 3  # the largest fields the drop cell removes
 SELECT_MARGIN = 0.0005
 # Settings tried for each searcher; "reference" is its defaults (the papers' README values).
@@ -307,7 +311,11 @@ def cells(args: argparse.Namespace, dataset: str, model: str, seed: int) -> list
 
 def study(args: argparse.Namespace) -> None:
     for dataset in args.datasets:
-        data = prepare_data(dataset, ROOT / "runs" / "bench" / "search", args.data)
+        work = ROOT / "runs" / "bench" / "search"
+        if dataset in CRITEO_ROWS:  # generated, then prepared as Criteo is
+            data = store_for(dataset, work)
+        else:
+            data = prepare_data(dataset, work, args.data)
         for seed in range(args.seeds):
             for model in args.models:
                 for cell in cells(args, dataset, model, seed):
