@@ -12,7 +12,8 @@ group), and every detail below is slimctr's choice (spec 5.2):
    ``router_dim``, an MLP to one logit per gate). In training a gate is a relaxed Bernoulli
    sample (Gumbel-sigmoid at a temperature falling geometrically from ``temperature_start`` to
    ``temperature_end`` over ``search_epochs``); in evaluation it is 1[p > 0.5]. The controller
-   has its own Adam and the regulariser ``sparsity`` mean(p) + ``polarisation`` mean(p (1 - p)).
+   has its own Adam on the training batches (the task loss, through the gates, plus the
+   regulariser ``sparsity`` mean(p) + ``polarisation`` mean(p (1 - p))), stepped with the model.
 2. Clustering: the deterministic gates of up to ``cluster_rows`` training samples, k-means
    (k-means++ seeding, Lloyd's iterations, seeded) into ``groups`` groups (fewer when the
    samples have fewer distinct gate patterns); group g's width of field f is the width of as
