@@ -10,8 +10,9 @@ e~_i = e_i * alpha_{block(i)} (the ``free`` search space of the reference script
    validation epoch kept).
 2. Search, for at most ``search_epochs`` with the start's schedule: after each Adam step on a
    training batch, which updates only the field embeddings (every other weight stays the warm
-   start's; BatchNorm's running statistics, which are not weights, keep moving), one SGD step on alpha (``alpha_lr``) for the loss on the next validation batch plus
-   ``l1`` |alpha|_1, its gradient divided per block by the block's mean absolute gradient
+   start's; BatchNorm's running statistics, which are not weights, keep moving), one SGD step
+   on alpha (``alpha_lr``) for the loss on the next validation batch plus ``l1`` |alpha|_1,
+   its gradient divided per block by the block's mean absolute gradient
    (``grad_norm``, so frequent blocks do not dominate), then alpha clamped to [0, 1]. The alpha
    of the best validation epoch goes with that epoch's weights.
 3. Deriving the table: alpha folded into the table (``fold_alpha``; else left out, as the
