@@ -32,13 +32,15 @@ class FieldSpec:
     """One input field. ``vocab_size`` counts table rows (PAD and OOV included); 0 for numeric.
     ``kept_rows``: the rows a pruned model stores for it (None: all ``vocab_size``).
     ``kept_entries``: the non-zero entries a masked model stores of its table (PEP's
-    unstructured result; None: a dense table)."""
+    unstructured result; None: a dense table). ``codec``: how a compressed model stores its
+    table (``slimctr.compress.codecs``; None: float32)."""
 
     name: str
     kind: FieldKind
     vocab_size: int = 0
     kept_rows: int | None = None
     kept_entries: int | None = None
+    codec: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("categorical", "numeric"):
@@ -57,6 +59,8 @@ class FieldSpec:
             raise ValueError(
                 f"field {self.name!r}: kept_entries must be >= 0 on a categorical field"
             )
+        if self.codec is not None and self.kind != "categorical":
+            raise ValueError(f"field {self.name!r}: only a categorical table has a codec")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,15 +113,23 @@ class Schema:
         )
         return replace(self, fields=fields)
 
+    def with_codecs(self, codecs: Mapping[str, str]) -> Schema:
+        """This schema with the ``codecs`` (field name to codec name) on the fields it names."""
+        unknown = [name for name in codecs if name not in {f.name for f in self.fields}]
+        if unknown:
+            raise KeyError(unknown[0])
+        fields = tuple(replace(f, codec=codecs.get(f.name, f.codec)) for f in self.fields)
+        return replace(self, fields=fields)
+
     def unpruned(self) -> Schema:
-        """The data's schema: no field's rows pruned or entries masked."""
-        return replace(
-            self,
-            fields=tuple(replace(f, kept_rows=None, kept_entries=None) for f in self.fields),
+        """The data's schema: no field's rows pruned, entries masked or table compressed."""
+        fields = tuple(
+            replace(f, kept_rows=None, kept_entries=None, codec=None) for f in self.fields
         )
+        return replace(self, fields=fields)
 
     def to_dict(self) -> dict[str, Any]:
-        optional = ("kept_rows", "kept_entries")
+        optional = ("kept_rows", "kept_entries", "codec")
         fields = [
             {k: v for k, v in asdict(f).items() if k not in optional or v is not None}
             for f in self.fields

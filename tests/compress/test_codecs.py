@@ -119,3 +119,14 @@ def test_an_unknown_codec_is_a_one_line_error(name):
     with pytest.raises(SlimctrError) as caught:
         parse(name)
     assert "\n" not in str(caught.value) and name in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["fp16", "bf16", "int8", "int8@row", "fp8-e4m3", "fp8-e5m2@field",
+                                  "fp8-e4m3@block7", "fp8-e4m3@none", "binary", "pca:0.5",
+                                  "pca:0.7+int8@row", "pca:0.25+binary"])  # fmt: skip
+def test_the_layout_is_what_encoding_stores(name):
+    codec = parse(name)
+    table = _table(n=50, d=10)
+    stored = codec.encode(table)
+    layout = codec.layout(50, 10)
+    assert {k: (tuple(v.shape), v.dtype) for k, v in stored.items()} == layout

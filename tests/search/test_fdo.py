@@ -14,11 +14,11 @@ from slimctr.data.prepare import PrepareOptions, Sources, prepare
 from slimctr.data.synthetic import SyntheticConfig, write_synthetic
 from slimctr.errors import SlimctrError
 from slimctr.models import MODELS
+from slimctr.pca import pca_width
 from slimctr.runconfig import RunConfig, resolve_config
 from slimctr.rundir import RunDir, RunState
 from slimctr.schema import FieldSpec, Schema
 from slimctr.search.fdo import FDO, FDOConfig, fdo, fdo_plan, formula_plan, uniform_plan
-from slimctr.search.pca import pca_width
 from slimctr.search.plan import Plan
 from slimctr.search.runner import Start, config_for_plan, implied_params, train_plan
 from slimctr.training import run

@@ -33,9 +33,10 @@ import torch
 from torch import Tensor
 
 from slimctr.errors import SlimctrError
-from slimctr.search.pca import FieldPCA
+from slimctr.pca import FieldPCA
 
 Stored = dict[str, Tensor]
+Layout = dict[str, tuple[tuple[int, ...], torch.dtype]]  # stored name -> (shape, dtype)
 FLOAT8 = {"fp8-e4m3": torch.float8_e4m3fn, "fp8-e5m2": torch.float8_e5m2}
 CASTS = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -45,6 +46,8 @@ class Codec(Protocol):
     def name(self) -> str: ...
 
     def encode(self, table: Tensor) -> Stored: ...
+
+    def layout(self, rows: int, width: int) -> Layout: ...
 
     def decode(self, stored: Mapping[str, Tensor], rows: Tensor, width: int) -> Tensor: ...
 
@@ -70,6 +73,9 @@ class Cast:
         if violations := range_violations(table, dtype):
             raise SlimctrError(f"{self.name}: {violations} values exceed the format's range")
         return {"values": table.to(dtype)}
+
+    def layout(self, rows: int, width: int) -> Layout:
+        return {"values": ((rows, width), CASTS[self.name])}
 
     def decode(self, stored: Mapping[str, Tensor], rows: Tensor, width: int) -> Tensor:
         return stored["values"][rows].float()
@@ -119,6 +125,13 @@ class Float8:
         codes = (table / scales[groups, None]).clamp(-largest, largest).to(self.dtype)
         return {"codes": codes, "scales": scales.float()}
 
+    def layout(self, rows: int, width: int) -> Layout:
+        codes: Layout = {"codes": ((rows, width), self.dtype)}
+        if self.block == 0:
+            return codes
+        groups = 1 if self.block is None else -(-rows // self.block)
+        return codes | {"scales": ((groups,), torch.float32)}
+
     def decode(self, stored: Mapping[str, Tensor], rows: Tensor, width: int) -> Tensor:
         values = stored["codes"][rows].float()
         if "scales" not in stored:
@@ -150,6 +163,14 @@ class Int8:
         step = torch.where(step > 0, step, torch.ones_like(step))
         return {"codes": int8_codes(table, low, step), "min": low.float(), "step": step.float()}
 
+    def layout(self, rows: int, width: int) -> Layout:
+        shape = (1, width) if self.per == "dim" else (rows, 1)
+        return {
+            "codes": ((rows, width), torch.uint8),
+            "min": (shape, torch.float32),
+            "step": (shape, torch.float32),
+        }
+
     def decode(self, stored: Mapping[str, Tensor], rows: Tensor, width: int) -> Tensor:
         codes = stored["codes"][rows].float()
         if self.per == "dim":
@@ -171,6 +192,9 @@ class Binary:
         packed = (padded * weights).sum(dim=-1).to(torch.uint8)
         return {"bits": packed, "scales": table.abs().mean(dim=1).float()}
 
+    def layout(self, rows: int, width: int) -> Layout:
+        return {"bits": ((rows, -(-width // 8)), torch.uint8), "scales": ((rows,), torch.float32)}
+
     def decode(self, stored: Mapping[str, Tensor], rows: Tensor, width: int) -> Tensor:
         packed = stored["bits"][rows]  # (..., bytes)
         shifts = torch.tensor([7, 6, 5, 4, 3, 2, 1, 0], dtype=torch.uint8)
@@ -190,11 +214,29 @@ class PCA:
 
     def encode(self, table: Tensor) -> Stored:
         pca = FieldPCA.fit(table)
-        width = min(max(1, round(self.fraction * table.shape[1])), pca.max_width)
+        width = self.kept(*table.shape)
         codes = pca.project(table, width).float()
         stored = {"mean": pca.mean.float(), "components": pca.components[:width].float()}
         inner = {"codes": codes} if self.inner is None else self.inner.encode(codes)
         return stored | {f"codes.{key}": value for key, value in inner.items()}
+
+    def kept(self, rows: int, width: int) -> int:
+        """The components kept of a (rows, width) table: round(fraction width), at least 1, at
+        most min(rows, width)."""
+        return min(max(1, round(self.fraction * width)), rows, width)
+
+    def layout(self, rows: int, width: int) -> Layout:
+        kept = self.kept(rows, width)
+        basis: Layout = {
+            "mean": ((width,), torch.float32),
+            "components": ((kept, width), torch.float32),
+        }
+        inner = (
+            {"codes": ((rows, kept), torch.float32)}
+            if self.inner is None
+            else self.inner.layout(rows, kept)
+        )
+        return basis | {f"codes.{key}": value for key, value in inner.items()}
 
     def decode(self, stored: Mapping[str, Tensor], rows: Tensor, width: int) -> Tensor:
         inner = {k.removeprefix("codes."): v for k, v in stored.items() if k.startswith("codes.")}

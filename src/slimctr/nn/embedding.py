@@ -21,6 +21,9 @@ When every categorical field gives ``kept_entries`` (a model retrained after PEP
 entries), the fused table has ``entry_mask``, a boolean of its shape saved with the weights: a
 lookup multiplies by it, so masked entries are zeros and get no gradient. The bundle stores such a
 table as its non-zero values and the mask packed to bits (``slimctr.nn.masked``).
+
+A field whose schema names a ``codec`` keeps its table compressed (``CompressedTable``: the
+codec's stored tensors, decoded row by row at lookup); the tables are then one per field.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from slimctr.compress.table import CompressedTable
 from slimctr.data.batch import Batch
 from slimctr.errors import SlimctrError
 from slimctr.nn.align import DimensionAlignment
@@ -94,11 +98,15 @@ class FieldEmbedding(nn.Module):
         self._cat_index = {f.name: i for i, f in enumerate(categorical)}
         self.fused_table: nn.Embedding | None = None
         self.field_tables = nn.ModuleList()
-        if categorical and len(set(cat_dims)) == 1:
+        self._compressed = {f.name for f in categorical if f.codec is not None}
+        if categorical and len(set(cat_dims)) == 1 and not self._compressed:
             self.fused_table = nn.Embedding(sum(sizes), cat_dims[0], sparse=sparse)
         else:
             self.field_tables.extend(
-                nn.Embedding(n, d, sparse=sparse) for n, d in zip(sizes, cat_dims, strict=True)
+                nn.Embedding(n, d, sparse=sparse)
+                if f.codec is None
+                else CompressedTable(f.codec, n, d)
+                for f, n, d in zip(categorical, sizes, cat_dims, strict=True)
             )
         # int32 like the ids, so adding them needs no upcast.
         self.register_buffer("offsets", torch.tensor(starts, dtype=torch.int32), persistent=False)
@@ -190,7 +198,11 @@ class FieldEmbedding(nn.Module):
         if field_name not in self._cat_index:
             raise KeyError(field_name)
         if self.fused_table is None:
-            return self._embedding_modules()[self._cat_index[field_name]].weight
+            module = self.field_tables[self._cat_index[field_name]]
+            if isinstance(module, CompressedTable):
+                return module.decoded()  # a copy: the table is stored compressed
+            assert isinstance(module, nn.Embedding)
+            return module.weight
         start, rows = self._rows[field_name]
         return self.fused_table.weight.narrow(0, start, rows)
 
@@ -280,6 +292,8 @@ class FieldEmbedding(nn.Module):
         blocks: dict[str, Tensor] = {}
         if self.fused_table is not None:
             blocks["categorical"] = self._fused_lookup(batch)  # (B, Fc, d)
+        elif self.field_tables:
+            blocks["categorical"] = torch.stack(self._field_lookups(batch), dim=1)
         if self.numeric_vectors is not None:
             vectors = self.numeric_vectors.view(-1, width)  # (Fn, d)
             blocks["numeric"] = batch.numeric.unsqueeze(-1) * vectors  # (B, Fn, d)
@@ -308,7 +322,7 @@ class FieldEmbedding(nn.Module):
         mapped = self.row_index[torch.where(pruned, ids + self.map_starts, 0)]
         rows = torch.where(pruned, mapped, ids)
         keep = rows >= 0
-        return rows.clamp(min=0), keep.to(self._embedding_modules()[0].weight.dtype)
+        return rows.clamp(min=0), keep.to(torch.float32)
 
     def _add_row_maps(self, categorical: tuple[FieldSpec, ...]) -> None:
         """The id-to-row maps of the pruned fields, at first keeping each one's first ids."""
@@ -337,11 +351,7 @@ class FieldEmbedding(nn.Module):
         if self.fused_table is not None:  # equal categorical widths, but numeric ones differ
             pieces["categorical"] = list(self._fused_lookup(batch).unbind(1))  # (B, d) each
         else:
-            rows, keep = self._table_rows(batch)
-            looked_up = [table(rows[:, i]) for i, table in enumerate(self.field_tables)]
-            if keep is not None:
-                looked_up = [e * keep[:, i, None] for i, e in enumerate(looked_up)]
-            pieces["categorical"] = looked_up
+            pieces["categorical"] = self._field_lookups(batch)
         if self.numeric_vectors is not None:
             # (B, sum of numeric d_f): column numeric_column[j] times vector entry j
             scaled = batch.numeric[:, self.numeric_column] * self.numeric_vectors
@@ -349,6 +359,14 @@ class FieldEmbedding(nn.Module):
             pieces["numeric"] = list(scaled.split(widths, dim=1))
         ordered = [e for kind, start, stop in self._runs for e in pieces[kind][start:stop]]
         return torch.cat(ordered, dim=1)
+
+    def _field_lookups(self, batch: Batch) -> list[Tensor]:
+        """Each categorical field's rows from its own table: (B, d_f) each."""
+        rows, keep = self._table_rows(batch)
+        looked_up = [table(rows[:, i]) for i, table in enumerate(self.field_tables)]
+        if keep is not None:
+            looked_up = [e * keep[:, i, None] for i, e in enumerate(looked_up)]
+        return looked_up
 
     def _embedding_modules(self) -> list[nn.Embedding]:
         if self.fused_table is not None:
@@ -358,6 +376,8 @@ class FieldEmbedding(nn.Module):
     @torch.no_grad()
     def _reset_parameters(self, init_std: float | None) -> None:
         for spec in self._specs:
+            if spec.name in self._compressed:  # filled by its codec
+                continue
             weight = self.table(spec.name)
             if init_std is not None:
                 weight.normal_(0.0, init_std)

@@ -24,8 +24,8 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from slimctr.errors import SlimctrError
+from slimctr.pca import FieldPCA, check_ratio
 from slimctr.schema import PAD_ID, Schema
-from slimctr.search.pca import FieldPCA, check_ratio
 from slimctr.search.plan import Plan, Setting, field_sizes, is_count
 from slimctr.search.runner import Start, field_embedding, implied_params, model_widths, train_plan
 from slimctr.training.callbacks import ProgressBar

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from slimctr.search.pca import FieldPCA
+from slimctr.pca import FieldPCA
 
 
 @pytest.mark.parametrize(("rows", "width"), [(200, 16), (5, 16), (300, 6)])
