@@ -39,6 +39,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from slimctr import __version__
+from slimctr.compress.table import CompressedTable
 from slimctr.config import dump_yaml, parse_yaml, to_dict
 from slimctr.data.batch import Batch
 from slimctr.data.encoder import Encoder, encoding_of
@@ -65,9 +66,10 @@ ENCODING = "encoding.json"
 WEIGHTS = "weights.safetensors"
 VERSIONS = "versions.json"
 SCORES = "scores.json"
-# How a model's weights are stored: as they live in memory, or with masked tables packed
-# (``slimctr.nn.masked``: kept values and a bit per entry).
-_STORAGES = ("dense", "masked")
+# How a model's weights are stored: as they live in memory (``compressed``: with tables kept
+# by a codec, ``slimctr.compress``), or with masked tables packed (``slimctr.nn.masked``: kept
+# values and a bit per entry).
+_STORAGES = ("dense", "masked", "compressed")
 
 
 def write_bundle(
@@ -83,7 +85,8 @@ def write_bundle(
     """Write the bundle of ``model`` (trained with ``config`` on ``store``) into ``folder``;
     ``schema``: what the model was built for, when not the store's (pruned fields)."""
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
-    storage = "masked" if masked_embeddings(model) else "dense"
+    compressed = any(isinstance(m, CompressedTable) for m in model.modules())
+    storage = "masked" if masked_embeddings(model) else "compressed" if compressed else "dense"
     if storage == "masked":
         state = pack_state(model, state)
     files = {

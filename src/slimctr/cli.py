@@ -210,6 +210,22 @@ def _build_parser() -> _Parser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_export)
 
+    p = commands.add_parser(
+        "compress", help="store a finished run's embedding tables compressed (int8, fp8, PCA...)"
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument(
+        "--codec",
+        metavar="CODEC",
+        help="fp16, bf16, int8[@row], fp8-e4m3|fp8-e5m2[@row|@field|@blockN], binary, pca:F, "
+        "pca:F+CODEC",
+    )
+    p.add_argument("--sweep", action="store_true", help="score every codec: a table and a plot")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="the bundle (or sweep)")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_compress)
+
     p = commands.add_parser("tune", help="tune a model's settings on a store with Optuna")
     p.add_argument("data", type=Path, metavar="DATA_DIR")
     p.add_argument("--model", required=True, metavar="NAME")
@@ -575,6 +591,30 @@ def _export(args: argparse.Namespace) -> int:
 
     out = run.export(args.run_dir, args.out, format=args.format)
     return _report(args, {"out": str(out), "format": args.format}, f"exported to {out}")
+
+
+def _compress(args: argparse.Namespace) -> int:
+    import torch
+
+    from slimctr.compress.model import compress, sweep
+
+    if (args.codec is None) == (not args.sweep):
+        raise SlimctrError("give --codec CODEC or --sweep")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.sweep:
+        rows = sweep(args.run_dir, args.out)
+        text = f"{len(rows)} codecs scored: {args.out / 'sweep.md'}, {args.out / 'sweep.png'}"
+        return _report(args, {"sweep": rows}, text)
+    result = compress(args.run_dir, args.codec, args.out)
+    base = result["float32"]
+    text = (
+        f"{args.out}: {args.codec}, test AUC {result['test']['auc']:.4f} "
+        f"(float32 {base['test']['auc']:.4f}), embedding bytes {result['embedding_bytes']:,} "
+        f"({base['embedding_bytes'] / result['embedding_bytes']:.1f}x smaller), "
+        f"bundle {result['bundle_bytes']:,} bytes"
+    )
+    return _report(args, result, text)
 
 
 def _s(items: Sequence[object]) -> str:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from slimctr.bundle import Bundle, Predictions, write_bundle
+from slimctr.compress.table import CompressedTable
 from slimctr.data.store import Store, open_store
 from slimctr.errors import SlimctrError
 from slimctr.files import exclusive, remove_leftovers, staged
@@ -243,7 +244,8 @@ def model_size(model: nn.Module) -> dict[str, int]:
     Embeddings are the field embeddings' tables plus the numeric fields' vectors: sum_f d_f n_f
     with n_f = 1 for a numeric field, the count search plans report (a pruned field: its kept
     rows; a masked table: its kept entries); their bytes include the id-to-row maps of pruned
-    fields and the bit masks of masked tables, which decoding needs. The
+    fields and the bit masks of masked tables, which decoding needs; a compressed table counts
+    its entries (rows x width) as parameters and what its codec stores as bytes. The
     first-order weights of LR, FM and the models with a linear term (``LinearTerm``, one scalar
     per feature value) are their own line, ``first_order_params`` (dimension-search spec 1.4.4),
     and count in ``num_params`` like an alignment layer's maps, which are not embeddings either.
@@ -252,11 +254,15 @@ def model_size(model: nn.Module) -> dict[str, int]:
     tables: dict[int, Tensor] = {}
     linear: dict[int, Tensor] = {}
     maps = []
-    masked_params = masked_bytes = 0
+    masked_params = masked_bytes = compressed_params = compressed_bytes = 0
     for module in model.modules():
         if not isinstance(module, FieldEmbedding):
             continue
         found = linear if id(module) in first_order else tables
+        for compressed in module.field_tables:
+            if isinstance(compressed, CompressedTable):  # its entries, and the bytes it stores
+                compressed_params += compressed.rows * compressed.width
+                compressed_bytes += compressed.stored_bytes
         for table in module._embedding_modules():
             if module.masked:  # stored as its kept values and a bit per entry
                 masked_params += int(module.entry_mask.sum())
@@ -269,9 +275,13 @@ def model_size(model: nn.Module) -> dict[str, int]:
             maps.append(module.row_index)
     dense = [*tables.values(), *maps]
     return {
-        "num_params": sum(p.numel() for p in model.parameters()),
-        "embedding_params": masked_params + sum(t.numel() for t in tables.values()),
-        "embedding_bytes": masked_bytes + sum(t.numel() * t.element_size() for t in dense),
+        "num_params": compressed_params + sum(p.numel() for p in model.parameters()),
+        "embedding_params": masked_params
+        + compressed_params
+        + sum(t.numel() for t in tables.values()),
+        "embedding_bytes": masked_bytes
+        + compressed_bytes
+        + sum(t.numel() * t.element_size() for t in dense),
         "first_order_params": sum(t.numel() for t in linear.values()),
     }
 
