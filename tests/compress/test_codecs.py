@@ -130,3 +130,18 @@ def test_the_layout_is_what_encoding_stores(name):
     stored = codec.encode(table)
     layout = codec.layout(50, 10)
     assert {k: (tuple(v.shape), v.dtype) for k, v in stored.items()} == layout
+
+
+def test_a_split_codec_stores_the_frequent_head_and_the_tail_apart():
+    table = _table(n=100, d=8)
+    codec = parse("head:0.1:fp16/int8")
+    stored = codec.encode(table)
+    assert stored["head.values"].shape == (10, 8) and stored["tail.codes"].shape == (90, 8)
+    decoded = codec.decode(stored, torch.arange(100), 8)
+    assert torch.equal(decoded[:10], table[:10].half().float())
+    int8 = parse("int8")
+    assert torch.equal(decoded[10:], int8.decode(int8.encode(table[10:]), torch.arange(90), 8))
+    assert stored_bytes(stored) == 10 * 8 * 2 + 90 * 8 + 2 * 4 * 8 + 4
+    assert codec.layout(100, 8) == {k: (tuple(v.shape), v.dtype) for k, v in stored.items()}
+    with pytest.raises(SlimctrError, match="share S in"):
+        parse("head:1.5:fp16/int8")

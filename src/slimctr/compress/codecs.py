@@ -20,6 +20,9 @@ Codec names (``parse``):
     pca:F                per-field PCA keeping round(F d) components (``dim_fraction``; at
                          least 1): float32 codes, components and mean; x^ = mean + codes V^T
     pca:F+CODEC          the PCA codes stored with CODEC (quantised after PCA, as the spec says)
+    head:S:HEAD/TAIL     the first round(S n) rows (at least one) stored with HEAD, the rest with
+                         TAIL: ``prepare`` numbers a field's values by descending count, so the
+                         head is the frequent values (after PAD and OOV), e.g. head:0.05:fp16/int8
 """
 
 from __future__ import annotations
@@ -245,9 +248,56 @@ class PCA:
         return codes @ stored["components"] + stored["mean"]
 
 
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """The first ``share`` of the rows (the frequent values) by ``head``, the rest by ``tail``."""
+
+    name: str
+    share: float
+    head: Codec
+    tail: Codec
+
+    def split(self, rows: int) -> int:
+        """The head's rows: round(share rows), at least one, and at least one left."""
+        if rows < 2:
+            raise SlimctrError(f"codec {self.name!r} needs tables of at least 2 rows")
+        return min(max(1, round(self.share * rows)), rows - 1)
+
+    def encode(self, table: Tensor) -> Stored:
+        cut = self.split(len(table))
+        head = {f"head.{k}": v for k, v in self.head.encode(table[:cut]).items()}
+        tail = {f"tail.{k}": v for k, v in self.tail.encode(table[cut:]).items()}
+        return head | tail | {"cut": torch.tensor([cut], dtype=torch.int32)}
+
+    def layout(self, rows: int, width: int) -> Layout:
+        cut = self.split(rows)
+        head = {f"head.{k}": v for k, v in self.head.layout(cut, width).items()}
+        tail = {f"tail.{k}": v for k, v in self.tail.layout(rows - cut, width).items()}
+        return head | tail | {"cut": ((1,), torch.int32)}
+
+    def decode(self, stored: Mapping[str, Tensor], rows: Tensor, width: int) -> Tensor:
+        cut = int(stored["cut"][0])
+        part = {side: {k.removeprefix(f"{side}."): v for k, v in stored.items()
+                       if k.startswith(f"{side}.")} for side in ("head", "tail")}  # fmt: skip
+        in_head = rows < cut
+        head = self.head.decode(part["head"], rows.clamp(max=cut - 1), width)
+        tail = self.tail.decode(part["tail"], (rows - cut).clamp(min=0), width)
+        return torch.where(in_head.unsqueeze(-1), head, tail)
+
+
 def parse(name: str) -> Codec:
     """The codec a name gives (module docstring); an unknown name is a one-line error."""
     text = name.strip()
+    if text.startswith("head:"):
+        share_text, _, pair = text.removeprefix("head:").partition(":")
+        head_name, slash, tail_name = pair.partition("/")
+        try:
+            share = float(share_text)
+        except ValueError:
+            share = math.nan
+        if not (0 < share < 1 and slash):
+            raise SlimctrError(f"codec {name!r}: head:S:HEAD/TAIL needs a share S in (0, 1)")
+        return Split(text, share, parse(head_name), parse(tail_name))
     if text.startswith("pca:"):
         fraction_text, plus, rest = text.removeprefix("pca:").partition("+")
         try:
@@ -283,5 +333,5 @@ def parse(name: str) -> Codec:
             return Float8(text, block)
     raise SlimctrError(
         f"unknown codec {name!r}; known: fp16, bf16, fp8-e4m3 and fp8-e5m2 (@row, @field, "
-        "@blockN, @none), int8 (@dim, @row), binary, pca:F and pca:F+CODEC"
+        "@blockN, @none), int8 (@dim, @row), binary, pca:F, pca:F+CODEC, head:S:HEAD/TAIL"
     )
