@@ -309,13 +309,18 @@ def cells(args: argparse.Namespace, dataset: str, model: str, seed: int) -> list
     return found
 
 
+def store_of(dataset: str, frappe: Path) -> Path:
+    """The dataset's store (prepared once under runs/bench/search/data): Frappe from ``frappe``,
+    the synthetic default, or a Criteo-shaped preset generated, then prepared as Criteo is."""
+    work = ROOT / "runs" / "bench" / "search"
+    if dataset in CRITEO_ROWS:
+        return store_for(dataset, work)
+    return prepare_data(dataset, work, frappe)
+
+
 def study(args: argparse.Namespace) -> None:
     for dataset in args.datasets:
-        work = ROOT / "runs" / "bench" / "search"
-        if dataset in CRITEO_ROWS:  # generated, then prepared as Criteo is
-            data = store_for(dataset, work)
-        else:
-            data = prepare_data(dataset, work, args.data)
+        data = store_of(dataset, args.data)
         for seed in range(args.seeds):
             for model in args.models:
                 for cell in cells(args, dataset, model, seed):

@@ -1,0 +1,278 @@
+"""Post-training compression of embedding tables (issue 19): every codec on trained models.
+
+The source models are the search study's full models (``benchmarks/search.py``: the same runs,
+trained there when missing): Frappe with the shipped ``frappe_x1`` settings and the
+Criteo-shaped data (``criteo-3m``) with the untuned defaults, fp32, GDCN-P and DCNv2, 3 seeds.
+Each codec of ``CODECS`` compresses each source model (``slimctr.compress.model.compress``),
+which is scored on the test split through the unchanged model on the tables it decodes (the
+tables stay compressed in memory: nothing is simulated) and written as a bundle, whose files are
+measured. Every finished cell is logged to benchmarks/results/compression_runs.jsonl.
+
+``--timing`` measures, for seed 0 and each codec, the peak RSS of a fresh process that loads the
+bundle and scores the test split, and its samples/s (best of 3), against the float32 bundle in
+the same job: run it alone on the machine.
+
+    python benchmarks/compression.py [--datasets frappe criteo-3m] [--models gdcn_p dcnv2]
+        [--seeds 3] [--threads 1] [--timing] [--write] [--logged-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import search
+import torch
+from paired import interval
+from runlog import cpu_name
+
+from slimctr.compress.model import compress
+
+ROOT = Path(__file__).resolve().parents[1]
+LOG = ROOT / "benchmarks" / "results" / "compression_runs.jsonl"
+TIMING_LOG = ROOT / "benchmarks" / "results" / "compression_timing.jsonl"
+RESULTS = ROOT / "docs" / "results" / "compression.md"
+PLOT = ROOT / "docs" / "results" / "compression.png"
+CODECS = (
+    "fp16",
+    "bf16",
+    "int8",
+    "int8@row",
+    "fp8-e4m3",
+    "fp8-e4m3@block64",
+    "fp8-e4m3@field",
+    "fp8-e5m2",
+    "fp8-e5m2@field",
+    "binary",
+    "pca:0.75",
+    "pca:0.5",
+    "pca:0.25",
+    "pca:0.5+fp8-e4m3",
+    "pca:0.5+fp8-e4m3@field",
+    "pca:0.5+int8",
+    "head:0.05:fp16/fp8-e4m3@field",
+    "head:0.05:fp16/int8",
+)
+TIMED = ("float32", "fp16", "int8", "fp8-e4m3@field", "pca:0.5+fp8-e4m3@field")
+
+
+def records(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.is_file():
+        return {}
+    lines = path.read_text().splitlines()
+    return {r["key"]: r for r in (json.loads(line) for line in lines if line.strip())}
+
+
+def log(path: Path, entry: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(json.dumps(entry) + "\n")
+
+
+def source_run(args: argparse.Namespace, dataset: str, model: str, seed: int) -> Path:
+    """The search study's full run of (dataset, model, seed), trained there when missing."""
+    data = search.store_of(dataset, args.data)
+    search.train_cell(args, data, (dataset, model, seed, "full"))
+    return args.work / dataset / f"{model}-{seed}" / "full"
+
+
+def study(args: argparse.Namespace) -> None:
+    for dataset in args.datasets:
+        for seed in range(args.seeds):
+            for model in args.models:
+                source = source_run(args, dataset, model, seed)
+                for codec in CODECS:
+                    key = f"{dataset} {model} seed={seed} {codec}"
+                    if key in records(LOG):
+                        continue
+                    bundle = args.work / "compressed" / dataset / f"{model}-{seed}" / codec
+                    shutil.rmtree(bundle, ignore_errors=True)
+                    result = compress(source, codec, bundle)
+                    weights = (bundle / "weights.safetensors").stat().st_size
+                    log(LOG, {
+                        "key": key, "dataset": dataset, "model": model, "seed": seed,
+                        "codec": codec, "test": result["test"], "valid": result["valid"],
+                        "float32_test": result["float32"]["test"],
+                        "embedding_bytes": result["embedding_bytes"],
+                        "float32_embedding_bytes": result["float32"]["embedding_bytes"],
+                        "bundle_bytes": result["bundle_bytes"], "weight_bytes": weights,
+                        "machine": platform.machine(),
+                    })  # fmt: skip
+                    print(f"{key}: test AUC {result['test']['auc']:.5f}", flush=True)
+
+
+SCORING = """
+import json, resource, sys, time
+import torch
+torch.set_num_threads(int(sys.argv[3]))
+from slimctr.training import run
+bundle = run.load_model(sys.argv[1])
+from slimctr.data.store import open_store
+from slimctr.training.trainer import score
+store = open_store(sys.argv[2])
+rows = len(store.split("test"))
+best = float("inf")
+for _ in range(3):
+    began = time.perf_counter()
+    score(bundle.module, store, "test", batch_size=4096, bf16=bundle.bf16)
+    best = min(best, time.perf_counter() - began)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"samples_per_s": rows / best, "peak_rss_kib": peak}))
+"""
+
+
+def timing(args: argparse.Namespace) -> None:
+    """Peak RSS and scoring samples/s of each timed codec's bundle (seed 0), in fresh
+    processes one after another, the float32 bundle among them."""
+    for dataset in args.datasets:
+        data = search.store_of(dataset, args.data)
+        for model in args.models:
+            source = source_run(args, dataset, model, 0)
+            for codec in TIMED:
+                key = f"{dataset} {model} seed=0 {codec} threads={args.threads or 1}"
+                if key in records(TIMING_LOG):
+                    continue
+                bundle = source / "bundle"
+                if codec != "float32":
+                    bundle = args.work / "compressed" / dataset / f"{model}-0" / codec
+                    if not bundle.is_dir():
+                        compress(source, codec, bundle)
+                threads = str(args.threads or 1)
+                command = [sys.executable, "-c", SCORING, str(bundle), str(data), threads]
+                found = json.loads(subprocess.run(command, capture_output=True, text=True,
+                                                  check=True).stdout)  # fmt: skip
+                log(TIMING_LOG, {"key": key, "dataset": dataset, "model": model, "codec": codec,
+                                 "threads": int(threads), "cpu": cpu_name(), **found})  # fmt: skip
+                print(f"{key}: {found}", flush=True)
+
+
+def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
+    runs = [r for r in logged if r["dataset"] == dataset and r["model"] == model]
+    if not runs:
+        return []
+    base_bytes = statistics.mean(r["float32_embedding_bytes"] for r in runs)
+    base_auc = statistics.mean(r["float32_test"]["auc"] for r in runs if r["codec"] == CODECS[0])
+    lines = [
+        f"### {dataset}, {model}\n",
+        f"float32: test AUC {base_auc:.5f}, {base_bytes:,.0f} embedding bytes.\n",
+        "| codec | seeds | test AUC | paired diff to float32 (95% CI) | logloss diff | "
+        "embedding bytes | x smaller | bundle bytes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for codec in CODECS:
+        group = [r for r in runs if r["codec"] == codec]
+        if not group:
+            continue
+        diffs = [r["test"]["auc"] - r["float32_test"]["auc"] for r in group]
+        losses = [r["test"]["logloss"] - r["float32_test"]["logloss"] for r in group]
+        mean, half = interval(diffs)
+        ci = f" ({mean - half:+.5f}, {mean + half:+.5f})" if len(diffs) > 1 else ""
+        size = statistics.mean(r["embedding_bytes"] for r in group)
+        lines.append(
+            f"| {codec} | {len(group)} | {statistics.mean(r['test']['auc'] for r in group):.5f} | "
+            f"{mean:+.5f}{ci} | {statistics.mean(losses):+.5f} | {size:,.0f} | "
+            f"{base_bytes / size:.1f} | {statistics.mean(r['bundle_bytes'] for r in group):,.0f} |"
+        )
+    timed = [t for t in records(TIMING_LOG).values()
+             if t["dataset"] == dataset and t["model"] == model]  # fmt: skip
+    if timed:
+        lines += ["", "| codec (seed 0) | threads | scoring samples/s | peak RSS MiB | CPU |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"| {t['codec']} | {t['threads']} | {t['samples_per_s']:,.0f} | "
+            f"{t['peak_rss_kib'] / 1024:,.0f} | {t['cpu']} |"
+            for t in timed
+        ]
+    return lines
+
+
+def plot(logged: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["dataset"], r["model"]) for r in logged})
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for axis, (dataset, model) in zip(axes[0], panels, strict=True):
+        runs = [r for r in logged if (r["dataset"], r["model"]) == (dataset, model)]
+        for codec in CODECS:
+            group = [r for r in runs if r["codec"] == codec]
+            if not group:
+                continue
+            size = statistics.mean(r["embedding_bytes"] for r in group)
+            diff = statistics.mean(r["test"]["auc"] - r["float32_test"]["auc"] for r in group)
+            axis.scatter([size], [diff], s=20)
+            axis.annotate(
+                codec, (size, diff), fontsize=6, xytext=(2, 2), textcoords="offset points"
+            )
+        base = statistics.mean(r["float32_embedding_bytes"] for r in runs)
+        axis.scatter([base], [0.0], marker="*", s=120, color="black", label="float32")
+        axis.axhline(-0.0005, color="grey", linestyle=":", linewidth=0.8)
+        axis.set_xscale("log")
+        axis.set_xlabel("embedding bytes stored (log)")
+        axis.set_ylabel("test AUC minus float32's (mean over seeds)")
+        axis.set_title(f"{dataset}, {model}")
+        axis.legend(fontsize=7)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(PLOT, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["frappe"])
+    parser.add_argument("--models", nargs="+", default=["gdcn_p", "dcnv2"])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=search.SHARED / "frappe", help="Frappe folder")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-search")
+    parser.add_argument("--threads", type=int, default=None, help="default: all cores")
+    parser.add_argument("--timing", action="store_true", help="peak RSS and samples/s, alone")
+    parser.add_argument("--write", action="store_true", help=f"write {RESULTS} and {PLOT}")
+    parser.add_argument("--logged-only", action="store_true", help="compress nothing, tabulate")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.logged_only:
+        study(args)
+        if args.timing:
+            timing(args)
+    logged = list(records(LOG).values())
+    sections = []
+    for dataset in args.datasets:
+        for model in args.models:
+            sections += [*table(logged, dataset, model), ""]
+    text = "\n".join(sections)
+    print(text)
+    if args.write:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        command = "python benchmarks/compression.py " + " ".join(sys.argv[1:])
+        RESULTS.write_text(
+            f"# Compression of embedding tables\n\n{stamp}; command `{command}`; "
+            f"{cpu_name()} ({os.cpu_count()} vCPUs), torch {torch.__version__}.\n\n{NOTES}\n\n"
+            f"{text}\n"
+        )
+        plot(logged)
+
+
+NOTES = """\
+Source models: the search study's full models (benchmarks/search.py), fp32. Each codec stores
+every categorical table (numeric vectors and first-order weights stay float32); the compressed
+model keeps its tables compressed in memory and decodes only the rows a batch gathers, so every
+score here is of the real compressed model, not a simulation. Embedding bytes are everything a
+decoder needs (codes, scales, minimums and steps, PCA components and means, numeric vectors);
+bundle bytes are the whole bundle folder (weights, vocabulary, config, schema). Differences are
+test AUC minus the source model's, paired by seed, with a 95% t-interval."""
+
+
+if __name__ == "__main__":
+    main()
