@@ -86,3 +86,29 @@ def test_bad_codecs_and_fields_are_one_line_errors(trained, tmp_path):
         compress_model(config, model, schema, {"I1": "int8"})
     per_field = compress_model(config, model, schema, {"C4": "int8"})[1]
     assert [f.codec for f in per_field.categorical] == [None, None, None, "int8"]
+
+
+def test_a_searched_model_with_pruned_rows_and_its_own_widths_compresses_the_same_way(
+    trained, tmp_path
+):
+    from slimctr.search import Plan, Start, train_plan
+    from slimctr.search.plan import field_sizes
+
+    start = Start.from_run(trained / "deepfm")
+    sizes = field_sizes(start.store.schema)
+    widths = {name: 8 for name in sizes} | {"C3": 4, "C4": 4}
+    plan = Plan(method="test", widths=widths, field_sizes=sizes,
+                kept={"C4": torch.arange(0, sizes["C4"], 2).numpy()})  # fmt: skip
+    train_plan(plan, Start(start.config, start.store), tmp_path / "searched")
+    result = compress(tmp_path / "searched", "int8", tmp_path / "bundle")
+    searched = run.model_size(run.load_model(tmp_path / "searched").module)
+    assert result["float32"]["embedding_bytes"] == searched["embedding_bytes"]
+    model = run.load_model(tmp_path / "bundle").module
+    maps = 4 * sizes["C4"] + 2 * 8 * 4  # the id-to-row map and the numeric vectors stay as they are
+    tables = sum(t.stored_bytes for t in model.modules() if isinstance(t, CompressedTable))
+    assert result["embedding_bytes"] == tables + maps == run.model_size(model)["embedding_bytes"]
+    assert result["embedding_bytes"] < searched["embedding_bytes"]
+    assert model.embedding.field_dims == tuple(widths.values())
+    assert run.evaluate(tmp_path / "bundle", data_dir=trained / "data")["auc"] == pytest.approx(
+        result["test"]["auc"]
+    )
