@@ -1,4 +1,5 @@
-"""Shared test helpers: the real-data folder, and running the CLI in-process."""
+"""Shared test helpers: the real-data folder, running the CLI in-process, and a small finished
+run (compression and export start from it)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from pathlib import Path
 import pytest
 
 from slimctr.cli import main
+from slimctr.data.prepare import PrepareOptions, Sources, prepare
+from slimctr.data.synthetic import SyntheticConfig, write_synthetic
+from slimctr.runconfig import resolve_config
+from slimctr.training import run as training
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -51,3 +56,21 @@ def write_text(path: Path, lines: list[str], *, gzip_it: bool = False) -> Path:
         data = gzip.compress(data)
     path.write_bytes(data)
     return path
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A finished DeepFM run (width 8, so a first-order term too) on a tiny store."""
+    tmp = tmp_path_factory.mktemp("compress")
+    synthetic = SyntheticConfig(
+        rows=3_000, num_numeric=2, num_categorical=4, cardinalities=(3, 12, 40, 150),
+        num_important=3, num_pairs=1, num_triples=0, seed=7,
+    )  # fmt: skip
+    write_synthetic(synthetic, tmp / "raw.csv")
+    options = PrepareOptions(numeric=("I1", "I2"), numeric_encoding="standardize")
+    store, _ = prepare(Sources(train=(tmp / "raw.csv",)), tmp / "data", options)
+    overrides = ["train.batch_size=256", "train.epochs=2", "model.embedding_dim=8"]
+    training.train(
+        store.path, tmp / "deepfm", resolve_config("deepfm", overrides=overrides, threads=1)
+    )
+    return tmp

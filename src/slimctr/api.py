@@ -134,8 +134,17 @@ def load_model(path: str | Path) -> Bundle:
     return run.load_model(path)
 
 
-def export(run_dir: str | Path, out: str | Path, *, format: str = "bundle") -> Path:
-    """``slimctr export``: copy a finished run's model bundle to the new folder ``out``."""
+def export(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    format: str = "bundle",
+    data_dir: str | Path | None = None,
+) -> Path:
+    """``slimctr export``: copy a finished run's model bundle to the new folder ``out``, or
+    write it as ONNX (``format="onnx"``, checked on the test split of ``data_dir`` or of the
+    run's store); returns ``out``."""
     from slimctr.training import run
 
-    return run.export(Path(run_dir), Path(out), format=format)
+    data = None if data_dir is None else Path(data_dir)
+    return Path(run.export(Path(run_dir), Path(out), format=format, data_dir=data)["out"])

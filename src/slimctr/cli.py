@@ -205,8 +205,10 @@ def _build_parser() -> _Parser:
         "--format",
         default="bundle",
         metavar="FORMAT",
-        help="bundle (default): the portable model folder that predict and evaluate read",
+        help="bundle (default): the portable model folder that predict and evaluate read; onnx: "
+        "model.onnx and sidecar.json, checked against PyTorch on the test split",
     )
+    p.add_argument("--data", type=Path, metavar="DATA_DIR", help="the store to check onnx on")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_export)
 
@@ -589,8 +591,15 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from slimctr.training import run
 
-    out = run.export(args.run_dir, args.out, format=args.format)
-    return _report(args, {"out": str(out), "format": args.format}, f"exported to {out}")
+    result = run.export(args.run_dir, args.out, format=args.format, data_dir=args.data)
+    text = f"exported to {result['out']}"
+    if "check" in result:
+        check = result["check"]
+        text += (
+            f"; ONNX Runtime matches PyTorch on {check['rows']:,} test rows "
+            f"(largest difference {check['max_abs_difference']:.1e})"
+        )
+    return _report(args, result, text)
 
 
 def _compress(args: argparse.Namespace) -> int:

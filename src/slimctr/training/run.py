@@ -217,15 +217,24 @@ def predict(
     return load_model(path).predict_file(source, out, columns=columns)
 
 
-EXPORT_FORMATS = ("bundle",)
+EXPORT_FORMATS = ("bundle", "onnx")
 
 
-def export(run_dir: Path, out: Path, *, format: str = "bundle") -> Path:
-    """Copy a finished run's model bundle, checked, to the new (or empty) folder ``out``."""
+def export(
+    run_dir: Path, out: Path, *, format: str = "bundle", data_dir: Path | None = None
+) -> dict[str, Any]:
+    """Copy a finished run's (or a bundle's) model bundle, checked, to the new (or empty) folder
+    ``out``; or, ``format="onnx"``, write it as ONNX with its sidecar
+    (``slimctr.onnx_export``), checked against PyTorch on the test split of ``data_dir`` or of
+    the run's own store."""
     if format not in EXPORT_FORMATS:
         raise SlimctrError(
             f"unknown export format {format!r} (choose from {', '.join(EXPORT_FORMATS)})"
         )
+    if format == "onnx":
+        from slimctr.onnx_export import export_onnx, store_for_check
+
+        return export_onnx(load_model(run_dir), out, store_for_check(run_dir, data_dir))
     out = out.resolve()  # see files.staged
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SlimctrError(f"--out {out} already exists and is not empty; give a new folder")
@@ -235,7 +244,7 @@ def export(run_dir: Path, out: Path, *, format: str = "bundle") -> Path:
         remove_leftovers(out)
         with staged(out) as staging:
             shutil.copytree(source, staging, dirs_exist_ok=True)
-    return out
+    return {"out": str(out), "format": format}
 
 
 def model_size(model: nn.Module) -> dict[str, int]:

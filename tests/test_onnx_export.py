@@ -1,0 +1,61 @@
+"""ONNX export (issue 20): every registered model exports and ONNX Runtime agrees with PyTorch;
+`slimctr export --format onnx` checks a run on its test split and writes a sidecar that encodes
+raw rows as the bundle does."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime
+import polars as pl
+import pytest
+import torch
+
+from slimctr.models import MODELS
+from slimctr.onnx_export import TOLERANCE, Probabilities, _trace
+from slimctr.training import run
+from tests.models.make_golden import tiny_batch, tiny_schema
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_registered_model_exports_and_onnx_runtime_agrees(name, tmp_path):
+    torch.manual_seed(0)
+    entry = MODELS[name]
+    wrapped = Probabilities(entry.model(tiny_schema(), entry.config()).eval()).eval()
+    batch = tiny_batch()
+    _trace(wrapped, (batch.categorical[:2], batch.numeric[:2]), tmp_path / "model.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+    feeds = {"categorical": batch.categorical.numpy(), "numeric": batch.numeric.numpy()}
+    got = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0]
+    with torch.no_grad():
+        expected = wrapped(batch.categorical, batch.numeric).numpy()
+    assert got.shape == (8,) and np.abs(got - expected).max() <= TOLERANCE  # 8 rows, traced on 2
+
+
+def test_export_onnx_checks_the_run_and_its_sidecar_encodes_as_the_bundle(cli, trained, tmp_path):
+    out = tmp_path / "onnx"
+    result = cli("export", trained / "deepfm", "--format", "onnx", "--out", out, "--json")
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    assert summary["check"]["rows"] == 300 and summary["check"]["max_abs_difference"] <= 1e-5
+    sidecar = json.loads((out / "sidecar.json").read_text())
+    bundle = run.load_model(trained / "deepfm")
+    assert sidecar["inputs"]["categorical"]["fields"] == [f.name for f in bundle.schema.categorical]
+    assert sidecar["bundle"]["checksum"] == bundle.checksum
+    raw = pl.read_csv(trained / "raw.csv").head(50)
+    expected = next(bundle.encoder.frame_batches(raw)).categorical.numpy()
+    vocabularies, fields = sidecar["vocabularies"], sidecar["inputs"]["categorical"]["fields"]
+    oov = sidecar["oov_id"]
+    ids = np.array(
+        [[vocabularies[f].get(str(v), oov) for f, v in zip(fields, row, strict=True)]
+         for row in raw.select(fields).rows()]
+    )  # fmt: skip
+    assert np.array_equal(ids, expected)
+    again = cli("export", trained / "deepfm", "--format", "onnx", "--out", out)
+    assert again.code != 0 and "not empty" in again.err
+
+
+def test_an_unknown_export_format_is_a_one_line_error(cli, trained, tmp_path):
+    result = cli("export", trained / "deepfm", "--format", "tflite", "--out", tmp_path / "x")
+    assert result.code != 0 and "unknown export format 'tflite'" in result.err
