@@ -142,6 +142,7 @@ class Bundle:
         self.config = read_config(raw, self.manifest["config_version"], str(self.path / CONFIG))
         self.schema = Schema.from_dict(self._json(files, SCHEMA))
         self.metrics: dict[str, Any] = self._json(files, SCORES) if SCORES in files else {}
+        self.versions: dict[str, str] = self._json(files, VERSIONS) if VERSIONS in files else {}
         self.encoder = Encoder(
             self._json(files, ENCODING), pl.read_parquet(pa.BufferReader(files[VOCABULARY]))
         )

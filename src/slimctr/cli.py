@@ -228,6 +228,19 @@ def _build_parser() -> _Parser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_compress)
 
+    p = commands.add_parser("serve", help="an HTTP scoring service for a bundle (POST /predict)")
+    p.add_argument("bundle", type=Path, metavar="RUN_OR_BUNDLE")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="processes, each with the model")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: all cores)")
+    p.add_argument("--max-rows", type=int, default=4096, help="rows a request may hold")
+    p.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    p.add_argument("--batch-wait-ms", type=float, default=2.0, help="wait for more requests")
+    p.add_argument("--queue-size", type=int, default=256, help="waiting requests before 429")
+    p.add_argument("--timeout-s", type=float, default=10.0, help="per request, then 503")
+    p.set_defaults(run=_serve)
+
     p = commands.add_parser("tune", help="tune a model's settings on a store with Optuna")
     p.add_argument("data", type=Path, metavar="DATA_DIR")
     p.add_argument("--model", required=True, metavar="NAME")
@@ -624,6 +637,26 @@ def _compress(args: argparse.Namespace) -> int:
         f"bundle {result['bundle_bytes']:,} bytes"
     )
     return _report(args, result, text)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from slimctr.serving import ServeConfig, serve
+    from slimctr.training import run
+
+    config = ServeConfig(
+        max_rows=args.max_rows,
+        max_body_bytes=args.max_body_bytes,
+        batch_wait_ms=args.batch_wait_ms,
+        queue_size=args.queue_size,
+        timeout_s=args.timeout_s,
+    )
+    if args.workers < 1:
+        raise SlimctrError(f"--workers must be >= 1, got {args.workers}")
+    bundle = run.load_model(args.bundle).path
+    print(f"serving {bundle} on http://{args.host}:{args.port} ({args.workers} worker(s))")
+    serve(bundle, host=args.host, port=args.port, workers=args.workers, config=config,
+          threads=args.threads)  # fmt: skip
+    return 0
 
 
 def _s(items: Sequence[object]) -> str:
