@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from slimctr.serving import BadRequest, Metrics, Scorer, ServeConfig, create_app
 from slimctr.training import run
@@ -133,3 +134,14 @@ def test_a_full_queue_is_429_and_a_request_not_scored_in_time_is_503(trained):
         return statuses[0], statuses[1]
 
     assert asyncio.run(without_a_batcher()) == (429, 503)
+
+
+def test_a_bundle_with_shared_weights_scores_as_a_copied_one(trained):
+    from slimctr.bundle import Bundle
+
+    path = run.load_model(trained / "deepfm").path
+    copied, mapped = Bundle(path), Bundle(path, share_weights=True)
+    rows = pl.read_csv(trained / "raw.csv").head(30)
+    assert np.array_equal(copied.predict(rows), mapped.predict(rows))
+    given = copied.module.state_dict()
+    assert all(torch.equal(v, given[k]) for k, v in mapped.module.state_dict().items())

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
+from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
@@ -120,10 +121,15 @@ class Predictions:
 
 class Bundle:
     """A loaded bundle: ``config``, ``schema``, the model (``module``, in eval mode) and the
-    encoder of raw rows; ``checksum`` identifies the bundle (the sha256 of its manifest)."""
+    encoder of raw rows; ``checksum`` identifies the bundle (the sha256 of its manifest).
 
-    def __init__(self, path: str | Path) -> None:
+    ``share_weights``: the model's tensors are the weights file itself, memory-mapped (after
+    the checksum check) rather than copied, so processes serving one bundle share its pages.
+    A masked table is unpacked into memory either way."""
+
+    def __init__(self, path: str | Path, *, share_weights: bool = False) -> None:
         self.path = Path(path)
+        self.share_weights = share_weights
         if not self.path.is_dir():
             what = "a file, not a bundle folder" if self.path.exists() else "not there"
             raise SlimctrError(f"no such run or bundle folder: {self.path} is {what}")
@@ -220,16 +226,18 @@ class Bundle:
             raise SlimctrError(f"{self.path / name} is not valid JSON") from None
 
     def _model(self, weights: bytes) -> nn.Module:
+        masked = self.manifest["models"][0]["storage"] == "masked"
+        mapped = self.share_weights and not masked
         try:
-            state = load_safetensors(weights)
+            state = load_file(self.path / WEIGHTS) if mapped else load_safetensors(weights)
         except SafetensorError as error:
             raise SlimctrError(f"{self.path / WEIGHTS} is not readable ({error})") from None
         with torch.random.fork_rng(devices=[]):  # loading must not move the caller's RNG
             model = build_model(self.config, self.schema)
         try:
-            if self.manifest["models"][0]["storage"] == "masked":
+            if masked:
                 state = unpack_state(model, state)
-            model.load_state_dict(state)
+            model.load_state_dict(state, assign=mapped)  # mapped: the file's pages, not a copy
         except (RuntimeError, SlimctrError):
             raise SlimctrError(
                 f"{self.path / WEIGHTS} does not hold the weights of its {self.config.model_name} "

@@ -15,11 +15,13 @@ one-line ``error``: malformed JSON, not a list of objects, an empty list, a miss
 wrong type, a non-finite number (400); a body over ``max_body_bytes`` or more than ``max_rows``
 rows (413); a full queue (429); unknown paths (404) and methods (405).
 
+Workers (``--workers N``, uvicorn processes) each load the bundle with its weights file memory-
+mapped (``Bundle(share_weights=True)``), so they share its pages instead of holding a copy each.
 Requests that arrive together are scored as one batch: a single batcher takes what is queued
 within ``batch_wait_ms`` of the first request (up to ``max_batch_rows``) and scores it in a
-worker thread. Scores do not depend on which requests share a batch: the model runs on blocks
-of exactly ``block_rows`` rows (the last one padded), so each row goes through the same
-kernels whatever its neighbours. A request that waits longer than ``timeout_s`` gets 503.
+worker thread. Scores do not depend on which requests share a batch: the model runs on blocks of
+exactly ``block_rows`` rows (the last one padded), so each row goes through the same kernels
+whatever its neighbours. A request that waits longer than ``timeout_s`` gets 503.
 """
 
 from __future__ import annotations
@@ -227,7 +229,7 @@ class Metrics:
 def create_app(bundle: Bundle | str | Path, config: ServeConfig | None = None) -> Starlette:
     """The scoring service of ``bundle`` (a ``Bundle`` or its folder) as an ASGI app, to serve
     with uvicorn or to mount in one's own service."""
-    bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
+    bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle, share_weights=True)
     config = config or ServeConfig()
     metrics = Metrics([f.name for f in bundle.schema.categorical])
     scorer = Scorer(bundle, config, metrics)
