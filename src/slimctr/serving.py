@@ -141,22 +141,17 @@ class Scorer:
             raise BadRequest(503, f"not scored within {self.config.timeout_s:g} s") from None
 
     async def _batcher(self) -> None:
+        """Take the first waiting request, wait ``batch_wait_ms`` for others, take what has come
+        (up to ``max_batch_rows``; never cancelling a ``get``, which could lose a request), and
+        score it all in a worker thread."""
         assert self.queue is not None
-        loop = asyncio.get_running_loop()
         while True:
             taken = [await self.queue.get()]
             rows = len(taken[0][0])
-            deadline = loop.time() + self.config.batch_wait_ms / 1000
-            while rows < self.config.max_batch_rows:
-                remaining = deadline - loop.time()
-                try:
-                    item = (
-                        self.queue.get_nowait()
-                        if remaining <= 0
-                        else await asyncio.wait_for(self.queue.get(), remaining)
-                    )
-                except (asyncio.QueueEmpty, TimeoutError):
-                    break
+            if self.config.batch_wait_ms > 0:
+                await asyncio.sleep(self.config.batch_wait_ms / 1000)
+            while rows < self.config.max_batch_rows and not self.queue.empty():
+                item = self.queue.get_nowait()
                 taken.append(item)
                 rows += len(item[0])
             waiting = [(b, f) for b, f in taken if not f.done()]  # timed out ones are dropped
