@@ -84,8 +84,10 @@ def test_bad_codecs_and_fields_are_one_line_errors(trained, tmp_path):
         compress_model(config, model, schema, "int4")
     with pytest.raises(SlimctrError, match="no categorical field 'I1'"):
         compress_model(config, model, schema, {"I1": "int8"})
-    per_field = compress_model(config, model, schema, {"C4": "int8"})[1]
+    compressed, per_field = compress_model(config, model, schema, {"C4": "int8"})
     assert [f.codec for f in per_field.categorical] == [None, None, None, "int8"]
+    for name in ("C1", "C2", "C3"):  # the others keep their float32 tables, as trained
+        assert torch.equal(compressed.embedding.table(name), model.embedding.table(name))
 
 
 def test_a_searched_model_with_pruned_rows_and_its_own_widths_compresses_the_same_way(

@@ -52,11 +52,19 @@ def compress_model(
         compressed = build_model(config, compressed_schema)
     dense = dict(model.named_modules())
     names = [f.name for f in compressed_schema.categorical]
+    # Per-field tables (compressed or not) are filled from the source's tables below; every
+    # other tensor is copied and must have its counterpart.
+    tables = tuple(
+        f"{name}.field_tables." if name else "field_tables."
+        for name, m in compressed.named_modules()
+        if isinstance(m, FieldEmbedding)
+    )  # fmt: skip
     target = compressed.state_dict()
-    state = {k: v for k, v in model.state_dict().items() if k in target}
-    for key, value in state.items():
-        if target[key].shape == value.shape and target[key].dtype == value.dtype:
-            target[key] = value
+    given = model.state_dict()
+    for key in (k for k in target if not k.startswith(tables)):
+        if key not in given or given[key].shape != target[key].shape:
+            raise SlimctrError(f"cannot compress this model: {key} has no counterpart in it")
+        target[key] = given[key]
     compressed.load_state_dict(target)
     for name, module in compressed.named_modules():
         if not isinstance(module, FieldEmbedding):
@@ -64,8 +72,12 @@ def compress_model(
         source = dense[name]
         assert isinstance(source, FieldEmbedding)
         for index, table in enumerate(module.field_tables):  # none in a dense first-order term
-            if isinstance(table, CompressedTable):
-                table.fill(source.table(names[index]))
+            with torch.no_grad():
+                if isinstance(table, CompressedTable):
+                    table.fill(source.table(names[index]))
+                else:
+                    assert isinstance(table, nn.Embedding)
+                    table.weight.copy_(source.table(names[index]))
     return compressed.eval(), compressed_schema
 
 
