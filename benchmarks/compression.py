@@ -63,6 +63,8 @@ CODECS = (
     "head:0.05:fp16/int8",
 )
 TIMED = ("float32", "fp16", "int8", "fp8-e4m3@field", "pca:0.5+fp8-e4m3@field")
+# Searched models compressed (``--searched``): the codecs that lose nothing on the full models.
+SEARCHED_CODECS = ("int8", "fp8-e4m3@field")
 
 
 def records(path: Path) -> dict[str, dict[str, Any]]:
@@ -130,6 +132,39 @@ print(json.dumps({"samples_per_s": rows / best, "peak_rss_kib": peak}))
 """
 
 
+def searched(args: argparse.Namespace) -> None:
+    """Compress the search study's retrained models of every cell it ran on all seeds (masked
+    ones are stored sparse already and skipped), so that sizes multiply; logged against the
+    full float32 model of the same seed."""
+    found = search.records()
+    for dataset in args.datasets:
+        for model in args.models:
+            runs = [r for r in found.values() if r["dataset"] == dataset and r["model"] == model]
+            full = {r["seed"]: r for r in runs if r["cell"] == "full"}
+            cells = {r["cell"] for r in runs if r["cell"] != "full"}
+            for cell in sorted(cells):
+                seeds = sorted(r["seed"] for r in runs if r["cell"] == cell)
+                if seeds != list(range(args.seeds)) or cell.split(":")[0] in ("pep", "dnis"):
+                    continue
+                for seed, codec in ((s, c) for s in seeds for c in SEARCHED_CODECS):
+                    key = f"{dataset} {model} seed={seed} {cell}+{codec}"
+                    if key in records(LOG):
+                        continue
+                    folder = args.work / dataset / f"{model}-{seed}" / cell.replace(":", "-")
+                    source = folder / "run" if (folder / "run").is_dir() else folder
+                    result = compress(source, codec)
+                    log(LOG, {
+                        "key": key, "dataset": dataset, "model": model, "seed": seed,
+                        "codec": f"{cell}+{codec}", "test": result["test"],
+                        "valid": result["valid"], "float32_test": full[seed]["test"],
+                        "embedding_bytes": result["embedding_bytes"],
+                        "float32_embedding_bytes": full[seed]["embedding_bytes"],
+                        "searched_float32_test": result["float32"]["test"],
+                        "machine": platform.machine(),
+                    })  # fmt: skip
+                    print(f"{key}: test AUC {result['test']['auc']:.5f}", flush=True)
+
+
 def timing(args: argparse.Namespace) -> None:
     """Peak RSS and scoring samples/s of each timed codec's bundle (seed 0), in fresh
     processes one after another, the float32 bundle among them."""
@@ -160,7 +195,7 @@ def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
     if not runs:
         return []
     base_bytes = statistics.mean(r["float32_embedding_bytes"] for r in runs)
-    base_auc = statistics.mean(r["float32_test"]["auc"] for r in runs if r["codec"] == CODECS[0])
+    base_auc = statistics.mean(r["float32_test"]["auc"] for r in runs if r["codec"] in CODECS)
     lines = [
         f"### {dataset}, {model}\n",
         f"float32: test AUC {base_auc:.5f}, {base_bytes:,.0f} embedding bytes.\n",
@@ -168,7 +203,8 @@ def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
         "embedding bytes | x smaller | bundle bytes |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for codec in CODECS:
+    combined = sorted({r["codec"] for r in runs} - set(CODECS))  # searched model + codec
+    for codec in [*CODECS, *combined]:
         group = [r for r in runs if r["codec"] == codec]
         if not group:
             continue
@@ -177,10 +213,12 @@ def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
         mean, half = interval(diffs)
         ci = f" ({mean - half:+.5f}, {mean + half:+.5f})" if len(diffs) > 1 else ""
         size = statistics.mean(r["embedding_bytes"] for r in group)
+        bundles = [r["bundle_bytes"] for r in group if "bundle_bytes" in r]
+        bundle = f"{statistics.mean(bundles):,.0f}" if bundles else "-"
         lines.append(
             f"| {codec} | {len(group)} | {statistics.mean(r['test']['auc'] for r in group):.5f} | "
             f"{mean:+.5f}{ci} | {statistics.mean(losses):+.5f} | {size:,.0f} | "
-            f"{base_bytes / size:.1f} | {statistics.mean(r['bundle_bytes'] for r in group):,.0f} |"
+            f"{base_bytes / size:.1f} | {bundle} |"
         )
     timed = [t for t in records(TIMING_LOG).values()
              if t["dataset"] == dataset and t["model"] == model]  # fmt: skip
@@ -237,6 +275,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-search")
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
     parser.add_argument("--timing", action="store_true", help="peak RSS and samples/s, alone")
+    parser.add_argument("--searched", action="store_true", help="compress searched models too")
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS} and {PLOT}")
     parser.add_argument("--logged-only", action="store_true", help="compress nothing, tabulate")
     args = parser.parse_args()
@@ -244,6 +283,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if not args.logged_only:
         study(args)
+        if args.searched:
+            searched(args)
         if args.timing:
             timing(args)
     logged = list(records(LOG).values())
