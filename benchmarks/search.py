@@ -93,10 +93,13 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "pep": {
         "reference": {},  # s_0 = -150 climbs ~1e-3 a step: ~140k steps before anything is cut
-        # s_0 = -8 at 0.01 a step reaches sigma(s) ~ 0.01 in ~340 steps (7 Frappe epochs)
-        "k0.5-i8": {"keep": 0.5, "threshold_init": -8.0, "threshold_lr": 0.01},
-        "k0.3-i8": {"keep": 0.3, "threshold_init": -8.0, "threshold_lr": 0.01},
-        "k0.15-i8": {"keep": 0.15, "threshold_init": -8.0, "threshold_lr": 0.01},
+        # s_0 = -15 (sigma 3e-7, below Frappe's N(0, 1e-4^2) initial entries) at 0.01 a step
+        # reaches sigma(s) ~ 1e-4 in ~580 steps (12 Frappe epochs) and 0.02 in ~1,100. The
+        # first try, s_0 = -8 (the logged k*-i8 cells), cut most entries within 2 steps: sigma(-8)
+        # = 3e-4 is above Frappe's initial entries.
+        "k0.5-i15": {"keep": 0.5, "threshold_init": -15.0, "threshold_lr": 0.01},
+        "k0.3-i15": {"keep": 0.3, "threshold_init": -15.0, "threshold_lr": 0.01},
+        "k0.15-i15": {"keep": 0.15, "threshold_init": -15.0, "threshold_lr": 0.01},
     },
     "dnis": {  # keep is a derivation setting: the variants share one warm start and search
         "reference": {},
