@@ -198,7 +198,7 @@ def _build_parser() -> _Parser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_predict)
 
-    p = commands.add_parser("export", help="copy a finished run's model out, to ship it")
+    p = commands.add_parser("export", help="ship a finished run's model: its bundle, or ONNX")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
     p.add_argument(
