@@ -59,18 +59,24 @@ def write_text(path: Path, lines: list[str], *, gzip_it: bool = False) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    """A finished DeepFM run (width 8, so a first-order term too) on a tiny store."""
-    tmp = tmp_path_factory.mktemp("compress")
+def tiny(tmp_path_factory):
+    """A folder with a tiny raw log (``raw.csv``) and its store (``data``): 4 categorical and 2
+    numeric fields. The fixtures below train their runs into it."""
+    tmp = tmp_path_factory.mktemp("tiny")
     synthetic = SyntheticConfig(
         rows=3_000, num_numeric=2, num_categorical=4, cardinalities=(3, 12, 40, 150),
         num_important=3, num_pairs=1, num_triples=0, seed=7,
     )  # fmt: skip
     write_synthetic(synthetic, tmp / "raw.csv")
     options = PrepareOptions(numeric=("I1", "I2"), numeric_encoding="standardize")
-    store, _ = prepare(Sources(train=(tmp / "raw.csv",)), tmp / "data", options)
-    overrides = ["train.batch_size=256", "train.epochs=2", "model.embedding_dim=8"]
-    training.train(
-        store.path, tmp / "deepfm", resolve_config("deepfm", overrides=overrides, threads=1)
-    )
+    prepare(Sources(train=(tmp / "raw.csv",)), tmp / "data", options)
     return tmp
+
+
+@pytest.fixture(scope="session")
+def trained(tiny):
+    """``tiny`` with a finished DeepFM run (width 8, so a first-order term too), ``deepfm``."""
+    overrides = ["train.batch_size=256", "train.epochs=2", "model.embedding_dim=8"]
+    config = resolve_config("deepfm", overrides=overrides, threads=1)
+    training.train(tiny / "data", tiny / "deepfm", config)
+    return tiny
