@@ -51,6 +51,7 @@ from slimctr.search.runner import Start, implied_params
 from slimctr.search.stages import (
     cached,
     categorical_columns,
+    field_masks,
     stage_key,
     state_copy,
     supernet,
@@ -217,13 +218,7 @@ class DNIS:
             if config.fold_alpha:
                 hook.table.copy_(hook.folded())
         embedding.row_hook = None
-        mask = _largest(hook.table.detach(), config.keep)
-        names = [embedding.field_names[c] for c in hook.categorical.tolist()]
-        bounds = [*embedding.offsets.tolist(), mask.shape[0]]
-        masks = {
-            name: mask[bounds[i] : bounds[i + 1]].numpy().astype(np.bool_)
-            for i, name in enumerate(names)
-        }
+        masks = field_masks(embedding, _largest(hook.table.detach(), config.keep))
         schema = start.store.schema
         widths = dict(zip(embedding.field_names, embedding.field_dims, strict=True))
         alpha = found["alpha"]

@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -42,6 +41,7 @@ from slimctr.search.runner import Start, implied_params
 from slimctr.search.stages import (
     cached,
     categorical_columns,
+    field_masks,
     stage_key,
     state_copy,
     supernet,
@@ -187,13 +187,7 @@ class PEP:
                 f"entries ({found['kept_share']:.1%} kept); raise threshold_init or threshold_lr",
                 file=sys.stderr,
             )
-        mask: Tensor = found["mask"]
-        names = [embedding.field_names[c] for c in hook.categorical.tolist()]
-        bounds = [*embedding.offsets.tolist(), mask.shape[0]]
-        masks = {
-            name: mask[bounds[i] : bounds[i + 1]].numpy().astype(np.bool_)
-            for i, name in enumerate(names)
-        }
+        masks = field_masks(embedding, found["mask"])
         schema = start.store.schema
         widths = dict(zip(embedding.field_names, embedding.field_dims, strict=True))
         settings = to_dict(self.config) | {

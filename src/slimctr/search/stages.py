@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -106,6 +107,17 @@ def stage_key(start: Start, settings: dict[str, Any]) -> dict[str, Any]:
         "config": to_dict(dataclasses.replace(start.config, threads=None)),
         "recipe_id": start.store.manifest["recipe_id"],
         "settings": settings,
+    }
+
+
+def field_masks(embedding: FieldEmbedding, mask: Tensor) -> dict[str, np.ndarray]:
+    """A mask of the fused categorical table (N, d), cut into each categorical field's rows:
+    a plan's ``masks`` (PEP, DNIS)."""
+    names = [embedding.field_names[c] for c in embedding.categorical_positions]
+    bounds = [*embedding.offsets.tolist(), mask.shape[0]]
+    return {
+        name: mask[bounds[i] : bounds[i + 1]].numpy().astype(np.bool_)
+        for i, name in enumerate(names)
     }
 
 
