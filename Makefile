@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first and exactly pinned: pip then takes the local CPU wheel instead of a CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[dev,bench,serve]"
+	$(BIN)/pip install --quiet -e ".[dev,bench,serve,explain]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from slimctr.attribution import (
+    ablation_importance,
     pair_interactions,
     permutation_importance,
     precision_at_k,
+    rank_correlation,
     ranking,
     ranks,
 )
@@ -68,3 +70,28 @@ def test_precision_at_k_and_ranks_treat_pairs_in_either_order():
     assert precision_at_k(ranked, [("b", "c")]) == 1.0
     assert ranks(ranked, [("b", "c"), ("c", "a")]) == [1, 3]
     assert precision_at_k(["x", "a", "b"], ["a", "b"]) == 0.5
+
+
+def test_ablation_importance_is_the_mean_logit_change_when_a_field_becomes_oov():
+    """Ablating a to OOV (id 1) moves the logit by 2 where a == 2; b by 3 where b == c == 3."""
+    pytest.importorskip("captum", reason="the captum method needs slimctr[explain]")
+    batch = _batch()
+    ids = batch.categorical
+    found = ablation_importance(Known(), batch, SCHEMA, batch_size=1500)
+    assert found["a"] == pytest.approx(2 * float((ids[:, 0] == 2).float().mean()), rel=1e-6)
+    both = float(((ids[:, 1] == 3) & (ids[:, 2] == 3)).float().mean())
+    assert found["b"] == pytest.approx(3 * both, rel=1e-6)
+    assert found["c"] == pytest.approx(3 * both, rel=1e-6)
+    assert found["x"] == 0.0
+
+
+def test_rank_correlation_is_spearmans_rho():
+    a = {"p": 3.0, "q": 2.0, "r": 1.0, "s": 0.0}
+    assert rank_correlation(a, a) == pytest.approx(1.0)
+    assert rank_correlation(a, {k: -v for k, v in a.items()}) == pytest.approx(-1.0)
+    # ties share their mean rank: ranks (3, 1.5, 1.5, 0) against (3, 2, 1, 0)
+    assert rank_correlation(a, {"p": 5.0, "q": 1.0, "r": 1.0, "s": 0.0}) == pytest.approx(
+        0.9486832980505138
+    )
+    assert rank_correlation(a, {"p": 1.0, "q": 1.0, "r": 1.0}) is None  # constant
+    assert rank_correlation(a, {"p": 1.0, "zz": 2.0}) is None  # one item in common

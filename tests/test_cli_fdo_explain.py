@@ -91,16 +91,68 @@ def test_explain_json_contract_and_report(cli, finished, tmp_path):
     assert page.count("data:image/png;base64,") >= 3 and "gcn" in page
 
 
+def test_explain_all_methods_on_a_bundle_and_a_labelled_file(cli, finished, tmp_path):
+    """--method all on the exported bundle (no store) with the raw labelled file: every method
+    scores every field, the pairs come from the heatmap and the permutation statistic, the
+    report shows them side by side, and the agreement covers every two methods."""
+    pytest.importorskip("captum", reason="the captum method needs slimctr[explain]")
+    assert cli("export", finished, "--out", tmp_path / "bundle").code == 0
+    result = cli(
+        "explain", tmp_path / "bundle", "--input", finished.parent / "s.csv",
+        "--method", "all", "--instances", "400", "--out", tmp_path / "report", "--json",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    data = result.json()
+    fields = [f["name"] for f in json.loads((finished / "schema.json").read_text())["fields"]]
+    assert set(data["methods"]) == {"gates", "captum", "permutation"}
+    assert all(list(scores) == fields for scores in data["methods"].values())
+    assert set(data["method_pairs"]) == {"heatmap", "permutation"}
+    assert len(data["agreement"]) == 3 + 1  # three field pairs of methods, one of pair sources
+    assert all(rho is None or -1 <= rho <= 1 for *_, rho in data["agreement"])
+    report = tmp_path / "report"
+    assert {"methods.csv", "method_pairs.csv", "agreement.csv", "methods.png"} <= {
+        p.name for p in report.iterdir()
+    }
+    summary = (report / "summary.txt").read_text()
+    assert "file s.csv" in (report / "report.html").read_text()
+    assert "Top fields by captum" in summary and "Rank agreement" in summary
+
+
+def test_explain_a_model_without_cross_layers_with_model_agnostic_methods(
+    cli, prepared_lr, tmp_path
+):
+    result = cli(
+        "explain", prepared_lr, "--method", "permutation", "--instances", "300",
+        "--out", tmp_path / "lr", "--json",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    data = result.json()
+    assert data["field_importance"] is None and data["interactions"] == []
+    assert set(data["methods"]) == {"permutation"} and data["method_pairs"]["permutation"]
+
+
 def test_explain_user_errors(cli, finished, tmp_path, prepared_lr):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
     _one_line_error(cli("explain", finished, "--out", tmp_path / "full"), "not empty")
     _one_line_error(cli("explain", finished, "--out", tmp_path / "r", "--ratio", "2"), "(0, 1]")
     _one_line_error(
-        cli("explain", finished.parent, "--out", tmp_path / "r"), "not a slimctr run folder"
+        cli("explain", finished.parent, "--out", tmp_path / "r"),
+        "not a slimctr model bundle or finished run",
     )
     _one_line_error(
         cli("explain", prepared_lr, "--out", tmp_path / "r"), "nothing to explain", "gdcn_p"
+    )
+    _one_line_error(
+        cli("explain", finished, "--data", tmp_path, "--input", tmp_path / "x.csv",
+            "--out", tmp_path / "r"),
+        "not both",
+    )  # fmt: skip
+    assert cli("export", finished, "--out", tmp_path / "b").code == 0
+    _one_line_error(cli("explain", tmp_path / "b", "--out", tmp_path / "r"), "is a bundle")
+    _one_line_error(
+        cli("explain", tmp_path / "b", "--input", tmp_path / "none.csv", "--out", tmp_path / "r"),
+        "none.csv",
     )
     assert not (tmp_path / "r").exists()
 

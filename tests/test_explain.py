@@ -401,7 +401,7 @@ def test_explain_run_refuses_a_used_folder_and_an_unfinished_run(planted, tmp_pa
     with pytest.raises(SlimctrError, match="not empty"):
         report.explain_run(tmp / "run", tmp_path / "used")
     assert (tmp_path / "used" / "x").read_text() == "keep me"
-    with pytest.raises(SlimctrError, match="not a slimctr run folder"):
+    with pytest.raises(SlimctrError, match="not a slimctr model bundle or finished run"):
         report.explain_run(tmp_path, tmp_path / "new")
     assert not (tmp_path / "new").exists()
 
@@ -422,3 +422,51 @@ def test_nearly_flat_gates_get_a_stretched_colour_scale_and_say_so():
     reach = np.abs(flat.importance - 0.5).max()  # the layer rows reach furthest from 0.5
     assert narrow.axes[0].images[0].norm.vmax == pytest.approx(0.5 + reach)
     assert wide.axes[0].images[0].norm.vmax >= 0.55  # never narrower than +-0.05 otherwise
+
+
+def test_gate_scores_mean_is_the_gate_importance_and_term_is_what_each_layer_adds():
+    model, batch = gcn().eval(), tiny_batch()
+    scores = explain.gate_scores(model, batch)
+    _, fieldwise = explain.instance_gates(model, batch)
+    np.testing.assert_allclose(scores["mean"], fieldwise.mean(axis=1))
+    np.testing.assert_allclose(scores["spread"], fieldwise.std(axis=1))
+    assert set(scores) == set(explain.GATE_SCORES)
+    with torch.no_grad():  # c_{l+1} - c_l is the gated term, layer by layer
+        x0 = model.embedding.flat(batch)
+        x, terms = x0, model.gated_terms(batch)
+        for layer, term in zip(model.cross.layers, terms, strict=True):
+            following = layer(x0, x)
+            torch.testing.assert_close(following - x, term, rtol=0, atol=1e-6)
+            x = following
+    dims = np.array(model.field_dims)
+    rms = np.sqrt(explain.field_means(torch.stack(terms).double().numpy() ** 2, tuple(dims)))
+    np.testing.assert_allclose(scores["term"], rms.mean(axis=1))
+    assert explain.over_layers(scores["term"], "first").shape == (len(dims),)
+    np.testing.assert_allclose(explain.over_layers(scores["term"], "max"), scores["term"].max(0))
+    with pytest.raises(SlimctrError, match="unknown layer aggregate"):
+        explain.over_layers(scores["term"], "median")
+
+
+def test_every_method_recovers_the_planted_fields_and_pairs(planted):
+    """issue 21's suite in miniature: gates, captum and permutation each put the planted fields
+    on top (precision@5 >= 0.8, as the gate test above); the heatmap and the permutation pair
+    statistic find the planted pairs (``pairs_found``); the methods agree (rho > 0.5)."""
+    pytest.importorskip("captum", reason="the captum method needs slimctr[explain]")
+    from slimctr.attribution import precision_at_k, ranking, ranks
+    from slimctr.compare import compare
+
+    tmp, truth, _ = planted
+    _, model, store = run.load_run(tmp / "run")
+    batch = explain.gather(store, "test", np.arange(4_000))
+    found = compare(model, batch, store.schema)
+    assert set(found.fields) == {"gates", "captum", "permutation"}
+    assert set(found.pairs) == {"heatmap", "permutation"}
+    for method, scores in found.fields.items():
+        ranked = ranking(scores)
+        shown = f"{method}: {ranked} against {truth.important_fields}"
+        assert precision_at_k(ranked, truth.important_fields) >= 0.8, shown
+    for method, scores in found.pairs.items():
+        assert pairs_found(sorted(ranks(ranking(scores), truth.pairs))), method
+    rhos = [rho for what, _, _, rho in found.agreement() if what == "fields"]
+    assert len(rhos) == 3 and all(rho is not None and rho > 0.5 for rho in rhos), rhos
+    assert set(found.seconds) == {"gates", "captum", "permutation"}

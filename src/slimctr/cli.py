@@ -307,17 +307,33 @@ def _build_parser() -> _Parser:
     p.set_defaults(run=_search)
 
     p = commands.add_parser(
-        "explain", help="interaction heatmaps and gate importance of a finished run, as a report"
+        "explain",
+        help="interaction heatmaps, gate importance and model-agnostic attributions, as a report",
     )
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("run_dir", type=Path, metavar="RUN_OR_BUNDLE")
     p.add_argument("--out", required=True, type=Path, metavar="REPORT_DIR")
     p.add_argument("--data", type=Path, metavar="DATA_DIR", help="default: the run's own store")
+    p.add_argument(
+        "--input",
+        type=Path,
+        metavar="LABELLED_FILE",
+        help="draw the instances from raw labelled rows instead (what a bundle needs)",
+    )
+    _columns_option(p)
+    p.add_argument(
+        "--method",
+        choices=("gates", "captum", "permutation", "all"),
+        default="gates",
+        help="gates: the model's own gates and heatmap (default); captum: feature ablation per "
+        "field; permutation: AUC drop per field and pair interactions; all: side by side, with "
+        "their rank agreement",
+    )
     p.add_argument(
         "--instances",
         type=int,
         default=10_000,
         metavar="N",
-        help="test rows the gates are averaged over (default 10000)",
+        help="test rows the explanations are computed on (default 10000)",
     )
     p.add_argument(
         "--ratio",
@@ -810,10 +826,14 @@ def _fdo(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from slimctr.compare import METHODS
     from slimctr.report import explain_run
 
     if not 0 < args.ratio <= 1:
         raise SlimctrError(f"--ratio must be in (0, 1], got {args.ratio}")
+    if args.data is not None and args.input is not None:
+        raise SlimctrError("give --data DATA_DIR or --input LABELLED_FILE, not both")
+    methods = METHODS if args.method == "all" else (args.method,)
     explanation = explain_run(
         args.run_dir,
         args.out,
@@ -821,12 +841,25 @@ def _explain(args: argparse.Namespace) -> int:
         variance_ratio=args.ratio,
         seed=args.seed,
         data_dir=args.data,
+        source=args.input,
+        columns=args.columns,
+        methods=methods,
     )
     page = args.out / "report.html"
+    rankings = explanation.rankings
     data = {
         "report": str(page),
         "field_importance": explanation.field_importance(),
         "interactions": [list(pair) for pair in explanation.ranked_pairs()],
+        "methods": {} if rankings is None else rankings.fields,
+        "method_pairs": {}
+        if rankings is None
+        else {
+            source: [[a, b, score] for (a, b), score in scores.items()]
+            for source, scores in rankings.pairs.items()
+        },
+        "agreement": [] if rankings is None else [list(row) for row in rankings.agreement()],
+        "seconds": {} if rankings is None else rankings.seconds,
     }
     return _report(args, data, f"{explanation.summary}\nreport: {page}")
 

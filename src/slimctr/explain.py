@@ -27,7 +27,7 @@ GCN, GDCN-S and GDCN-P support all three; DCN-V2 only the interaction heatmap (n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 import polars as pl
@@ -39,6 +39,10 @@ from slimctr.data.loader import BatchLoader
 from slimctr.data.store import Store
 from slimctr.errors import SlimctrError
 from slimctr.models import MODELS
+from slimctr.schema import Schema
+
+if TYPE_CHECKING:
+    from slimctr.compare import Rankings
 
 HEATMAP, GATES = "interaction heatmap", "gates"
 DEFAULT_INSTANCES = 10_000
@@ -60,6 +64,8 @@ class GatedModel(CrossModel, Protocol):
 
     def gates(self, batch: Batch) -> list[Tensor]: ...
 
+    def gated_terms(self, batch: Batch) -> list[Tensor]: ...
+
 
 @dataclass(frozen=True, kw_only=True)
 class Explanation:
@@ -68,16 +74,17 @@ class Explanation:
     ``interactions`` (L, F, F) are block norms (``normalised`` says whether divided by
     sqrt(d_i d_j)); ``importance`` (L, F) mean field-wise gates over ``num_instances`` instances
     of ``split``; ``examples`` are row numbers within ``split`` of the instances whose bit-wise
-    (L, E, D) and field-wise (L, E, F) gates are kept. ``None`` where the model lacks gates or
-    its tables (FDO). ``correlations`` maps "layer l" and "layer mean" to Pearson's r between
-    ``fdo_widths`` and importance, ``None`` where either has no variance.
+    (L, E, D) and field-wise (L, E, F) gates are kept. ``None`` where the model lacks cross
+    matrices, gates or its tables (FDO). ``correlations`` maps "layer l" and "layer mean" to
+    Pearson's r between ``fdo_widths`` and importance, ``None`` where either has no variance.
+    ``rankings``: the methods of ``slimctr.compare`` that were asked for, side by side.
     """
 
     model_name: str
     run_dir: str
     field_names: tuple[str, ...]
     field_dims: tuple[int, ...]
-    interactions: np.ndarray
+    interactions: np.ndarray | None
     normalised: bool = False
     importance: np.ndarray | None = None
     split: str = "test"
@@ -88,10 +95,11 @@ class Explanation:
     variance_ratio: float | None = None
     fdo_widths: np.ndarray | None = None
     correlations: dict[str, float | None] = field(default_factory=dict)
+    rankings: Rankings | None = None
 
     @property
     def num_layers(self) -> int:
-        return int(self.interactions.shape[0])
+        return 0 if self.interactions is None else int(self.interactions.shape[0])
 
     @property
     def summary(self) -> str:
@@ -106,7 +114,10 @@ class Explanation:
         return {name: float(value) for name, value in zip(self.field_names, mean, strict=True)}
 
     def ranked_pairs(self, layer: int = 0) -> list[tuple[str, str, float]]:
-        """Field pairs by interaction strength in ``layer`` (0: the first), strongest first."""
+        """Field pairs by interaction strength in ``layer`` (0: the first), strongest first;
+        none without cross matrices."""
+        if self.interactions is None:
+            return []
         pairs = _ranked_pairs(pair_strengths(self.interactions)[layer])
         return [(self.field_names[i], self.field_names[j], float(v)) for i, j, v in pairs]
 
@@ -192,6 +203,52 @@ def gate_importance(
     return total / len(rows)
 
 
+# How a field's gates become one score per layer, (L, F), over a batch of instances. ``mean``
+# is spec 5.3's gate importance; the others are what issue 21's suite compares it with.
+GATE_SCORES = {
+    "mean": "the mean field-wise gate",
+    "centred": "the mean distance of the field's bit-wise gates from 0.5",
+    "spread": "the standard deviation over instances of the field-wise gate",
+    "term": "the root mean square of the gated cross term c0 * (W_c c_l + b) * gate over the "
+    "field's entries, averaged over instances: the signal the gates let through",
+}
+# How the per-layer scores become one score per field (or pair).
+LAYER_AGGREGATES = ("mean", "first", "max")
+
+
+@torch.no_grad()
+def gate_scores(model: nn.Module, batch: Batch, chunk: int = 4096) -> dict[str, np.ndarray]:
+    """Every statistic of ``GATE_SCORES`` for each layer and field, (L, F), over ``batch``
+    (read ``chunk`` rows at a time)."""
+    gated = cast(GatedModel, _require(model, GATES))
+    dims = gated.field_dims
+    sums: dict[str, np.ndarray] = {}
+    for start in range(0, len(batch), chunk):
+        part = _rows(batch, np.arange(start, min(start + chunk, len(batch))))
+        bitwise = torch.stack(gated.gates(part)).double().cpu().numpy()  # (L, b, D)
+        terms = torch.stack(gated.gated_terms(part)).double().cpu().numpy()  # (L, b, D)
+        fieldwise = field_means(bitwise, dims)  # (L, b, F)
+        found = {
+            "mean": fieldwise,
+            "squares": fieldwise**2,
+            "centred": field_means(np.abs(bitwise - 0.5), dims),
+            "term": np.sqrt(field_means(terms**2, dims)),
+        }
+        for name, values in found.items():
+            sums[name] = sums.get(name, 0) + values.sum(axis=1)
+    means = {name: total / len(batch) for name, total in sums.items()}
+    spread = np.sqrt(np.maximum(means.pop("squares") - means["mean"] ** 2, 0.0))
+    return {"mean": means["mean"], "centred": means["centred"], "spread": spread,
+            "term": means["term"]}  # fmt: skip
+
+
+def over_layers(scores: np.ndarray, how: str) -> np.ndarray:
+    """Per-layer scores (L, ...) aggregated as ``LAYER_AGGREGATES`` says: (...)."""
+    if how not in LAYER_AGGREGATES:
+        raise SlimctrError(f"unknown layer aggregate {how!r}: use one of {LAYER_AGGREGATES}")
+    return {"mean": scores.mean(axis=0), "first": scores[0], "max": scores.max(axis=0)}[how]
+
+
 def sample_rows(store: Store, split: str, instances: int, seed: int) -> np.ndarray:
     """``instances`` distinct row numbers within ``split`` (all rows if fewer), drawn from
     ``numpy.random.default_rng(seed)``, in drawing order."""
@@ -237,37 +294,77 @@ def explain_model(
     split: str = "test",
     num_examples: int = 2,
     normalise: bool = False,
+    methods: tuple[str, ...] = (),
 ) -> Explanation:
-    """Every explanation ``model`` supports (see ``supported``), as one ``Explanation``.
-
-    Gates: ``gate_importance`` over ``instances`` rows of ``split`` drawn with ``seed``, and the
-    gates of the first ``num_examples`` of them. ``normalise``: see ``interaction_strengths``.
-    """
-    kinds = supported(model)
-    if HEATMAP not in kinds:
-        raise SlimctrError(_unsupported_message(model_name, kinds))
-    field_dims = cast(CrossModel, model).field_dims
-    if len(field_dims) != store.schema.num_fields:
+    """``explain_rows`` of ``instances`` rows of ``split`` of ``store``, drawn with ``seed``."""
+    field_dims = getattr(model, "field_dims", None)
+    if field_dims is not None and len(field_dims) != store.schema.num_fields:
         count = store.schema.num_fields
         raise SlimctrError(f"the model has {len(field_dims)} fields, {store.path} has {count}")
+    rows = sample_rows(store, split, instances, seed)
+    return explain_rows(
+        model,
+        gather(store, split, rows),
+        store.schema,
+        rows,
+        model_name=model_name,
+        run_dir=run_dir,
+        variance_ratio=variance_ratio,
+        seed=seed,
+        split=split,
+        num_examples=num_examples,
+        normalise=normalise,
+        methods=methods,
+    )
+
+
+def explain_rows(
+    model: nn.Module,
+    batch: Batch,
+    schema: Schema,
+    rows: np.ndarray,
+    *,
+    model_name: str,
+    run_dir: str = "",
+    variance_ratio: float = 0.95,
+    seed: int = 0,
+    split: str = "test",
+    num_examples: int = 2,
+    normalise: bool = False,
+    methods: tuple[str, ...] = (),
+) -> Explanation:
+    """Every explanation ``model`` supports (see ``supported``) on the instances of ``batch``
+    (row numbers ``rows`` of ``split``), as one ``Explanation``.
+
+    Gates: the mean field-wise gates over the instances, and the gates of the first
+    ``num_examples``. ``normalise``: see ``interaction_strengths``. ``methods``: the methods of
+    ``slimctr.compare`` to run beside them (on the same instances, labels included); with
+    ``captum`` or ``permutation`` among them, a model without cross matrices is explained too.
+    """
+    from slimctr.compare import compare
+
+    kinds = supported(model)
+    agnostic = any(m != "gates" for m in methods)
+    if HEATMAP not in kinds and not agnostic:
+        raise SlimctrError(_unsupported_message(model_name, kinds))
     importance = bitwise = fieldwise = None
-    rows = np.zeros(0, dtype=np.int64)
     if GATES in kinds:
-        importance = gate_importance(model, store, instances=instances, split=split, seed=seed)
-        rows = sample_rows(store, split, instances, seed)
-        bitwise, fieldwise = instance_gates(model, gather(store, split, rows[:num_examples]))
-    widths = _fdo_widths(model, store, variance_ratio)
+        importance = gate_scores(model, batch)["mean"]
+        bitwise, fieldwise = instance_gates(model, _rows(batch, np.arange(num_examples)))
+    widths = _fdo_widths(model, schema, variance_ratio) if HEATMAP in kinds else None
     return Explanation(
         model_name=model_name,
         run_dir=run_dir,
-        field_names=tuple(f.name for f in store.schema.fields),
-        field_dims=field_dims,
-        interactions=interaction_strengths(model, normalise=normalise),
+        field_names=tuple(f.name for f in schema.fields),
+        field_dims=cast(CrossModel, model).field_dims if HEATMAP in kinds else (),
+        interactions=interaction_strengths(model, normalise=normalise)
+        if HEATMAP in kinds
+        else None,
         normalised=normalise,
         importance=importance,
         split=split,
-        num_instances=len(rows),
-        examples=tuple(int(r) for r in rows[:num_examples]),
+        num_instances=len(batch),
+        examples=tuple(int(r) for r in rows[:num_examples]) if GATES in kinds else (),
         example_bitwise=bitwise,
         example_fieldwise=fieldwise,
         variance_ratio=variance_ratio if widths is not None else None,
@@ -275,18 +372,30 @@ def explain_model(
         correlations={}
         if widths is None or importance is None
         else width_correlations(widths, importance),
+        rankings=compare(model, batch, schema, methods, seed=seed) if methods else None,
     )
+
+
+def _rows(batch: Batch, index: np.ndarray) -> Batch:
+    """The rows ``index`` of ``batch`` (those of them it has)."""
+    kept = torch.as_tensor(index[index < len(batch)], dtype=torch.long)
+    return Batch(batch.categorical[kept], batch.numeric[kept], batch.labels[kept])
 
 
 def summarise(explanation: Explanation, top: int = TOP) -> str:
     """The summary text: top fields by mean gate over layers, fields below 0.5, the strongest
     pairs of layer 1 and the correlation of FDO widths with importance."""
     e, names = explanation, explanation.field_names
-    lines = [
-        f"{e.model_name}: {e.num_layers} cross layers, {len(names)} fields, "
-        f"D = {sum(e.field_dims)}."
-    ]
-    if e.importance is None:
+    if e.interactions is None:
+        lines = [f"{e.model_name}: {len(names)} fields, no cross matrices (no heatmap, no gates)."]
+    else:
+        lines = [
+            f"{e.model_name}: {e.num_layers} cross layers, {len(names)} fields, "
+            f"D = {sum(e.field_dims)}."
+        ]
+    if e.interactions is None:
+        pass
+    elif e.importance is None:
         lines.append(f"{e.model_name} has no gates: the interaction heatmap only.")
     else:
         mean = e.importance.mean(axis=0)
@@ -306,18 +415,21 @@ def summarise(explanation: Explanation, top: int = TOP) -> str:
                 "this ranking says little (tiny embeddings, e.g. N(0, 1e-4) ones, keep W_g c_l "
                 "near 0 and every gate near 0.5)."
             )
-    pairs = _ranked_pairs(pair_strengths(e.interactions)[0])[:top]
-    kind = "normalised" if e.normalised else "raw"
-    lines.append(
-        f"Strongest interactions (layer 1, sqrt(S_ij^2 + S_ji^2) of {kind} block norms): "
-        + ", ".join(f"{names[i]} x {names[j]} {value:.3g}" for i, j, value in pairs)
-    )
+    if e.interactions is not None:
+        pairs = _ranked_pairs(pair_strengths(e.interactions)[0])[:top]
+        kind = "normalised" if e.normalised else "raw"
+        lines.append(
+            f"Strongest interactions (layer 1, sqrt(S_ij^2 + S_ji^2) of {kind} block norms): "
+            + ", ".join(f"{names[i]} x {names[j]} {value:.3g}" for i, j, value in pairs)
+        )
     if e.correlations:
         text = {k: "n/a" if r is None else f"{r:.2f}" for k, r in e.correlations.items()}
         lines.append(
             f"FDO widths at variance ratio {e.variance_ratio} vs importance: Pearson r "
             + ", ".join(f"{k} {v}" for k, v in text.items())
         )
+    if e.rankings is not None:
+        lines += e.rankings.summary(top)
     return "\n".join(lines)
 
 
@@ -325,26 +437,29 @@ def frames(explanation: Explanation) -> dict[str, pl.DataFrame]:
     """``Explanation.to_frames``: long tables with field names, layers numbered from 1."""
     e, names = explanation, list(explanation.field_names)
     layers, count = e.num_layers, len(names)
-    fields: dict[str, object] = {"field": names, "width": list(e.field_dims)}
+    fields: dict[str, object] = {"field": names}
+    if e.field_dims:
+        fields["width"] = list(e.field_dims)
     if e.fdo_widths is not None:
         fields["fdo_width"] = e.fdo_widths.tolist()
     if e.importance is not None:
         fields |= {f"importance_layer_{k + 1}": row for k, row in enumerate(e.importance)}
         fields["importance_mean"] = e.importance.mean(axis=0)
-    strength = "block_norm_normalised" if e.normalised else "block_norm"
-    grid = np.indices((layers, count, count)).reshape(3, -1)
-    found = {
-        "fields": pl.DataFrame(fields),
-        "interactions": pl.DataFrame(
+    found = {"fields": pl.DataFrame(fields)}
+    if e.interactions is not None:
+        strength = "block_norm_normalised" if e.normalised else "block_norm"
+        grid = np.indices((layers, count, count)).reshape(3, -1)
+        found["interactions"] = pl.DataFrame(
             {
                 "layer": grid[0] + 1,
                 "row_field": [names[i] for i in grid[1]],
                 "column_field": [names[j] for j in grid[2]],
                 strength: e.interactions.ravel(),
             }
-        ),
-        "pairs": _pairs_frame(e.interactions, names),
-    }
+        )
+        found["pairs"] = _pairs_frame(e.interactions, names)
+    if e.rankings is not None:
+        found |= e.rankings.to_frames()
     if e.example_fieldwise is not None and e.example_bitwise is not None:
         found["examples"] = _gates_frame(e.example_fieldwise, e.examples, names)
         owner = [name for name, d in zip(names, e.field_dims, strict=True) for _ in range(d)]
@@ -387,13 +502,13 @@ def _gates_frame(gates: np.ndarray, rows: tuple[int, ...], owners: list[str]) ->
     )
 
 
-def _fdo_widths(model: nn.Module, store: Store, variance_ratio: float) -> np.ndarray | None:
+def _fdo_widths(model: nn.Module, schema: Schema, variance_ratio: float) -> np.ndarray | None:
     from slimctr.search.fdo import fdo_plan
 
     if not hasattr(model, "embedding"):
         return None
-    plan = fdo_plan(model, store.schema, variance_ratio)
-    return np.array([plan.widths[f.name] for f in store.schema.fields])
+    plan = fdo_plan(model, schema, variance_ratio)
+    return np.array([plan.widths[f.name] for f in schema.fields])
 
 
 def _require(model: nn.Module, kind: str) -> nn.Module:

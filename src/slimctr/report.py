@@ -20,21 +20,28 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
+from slimctr.bundle import Bundle
+from slimctr.data.batch import Batch
+from slimctr.data.store import open_store
 from slimctr.errors import SlimctrError
 from slimctr.explain import (
     DEFAULT_INSTANCES,
     FLAT_GATES,
     Explanation,
-    explain_model,
+    explain_rows,
+    gather,
     pair_strengths,
+    sample_rows,
 )
 from slimctr.files import staged
 
@@ -49,36 +56,91 @@ def explain_run(
     instances: int = DEFAULT_INSTANCES,
     variance_ratio: float = 0.95,
     seed: int = 0,
-    normalise: bool = False,
+    normalise: bool = True,
     data_dir: str | Path | None = None,
+    source: str | Path | None = None,
+    columns: Sequence[str] | None = None,
+    methods: tuple[str, ...] = (),
 ) -> Explanation:
-    """Explain a finished run's best model (``slimctr explain``) and write the folder ``out``.
+    """Explain a finished run's or a bundle's model (``slimctr explain``) and write the folder
+    ``out``.
 
-    Gates are averaged over ``instances`` test rows drawn with ``seed``; FDO widths use
-    ``variance_ratio``; block norms are raw unless ``normalise`` (divided by sqrt(d_i d_j)).
-    ``data_dir`` replaces the run's own store (same schema). ``out`` must be new or empty; it
-    is built in a temporary sibling folder and renamed into place, so it appears complete or not
-    at all.
+    The instances: ``instances`` test rows drawn with ``seed`` from the run's store, or from
+    ``data_dir`` (a store encoded the same way), or from the labelled file ``source`` (which a
+    bundle needs, having no store; ``columns`` names a headerless CSV's columns). FDO widths use
+    ``variance_ratio``; block norms are divided by sqrt(d_i d_j) unless ``normalise`` is off.
+    ``methods``: those of ``slimctr.compare`` to run beside the gates and the heatmap. ``out``
+    must be new or empty; it is built in a temporary sibling folder and renamed into place, so
+    it appears complete or not at all.
     """
-    from slimctr.training.run import load_run
+    from slimctr.training.run import load_model, training_store
 
     run_dir, out = Path(run_dir), Path(out).resolve()  # see files.staged
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SlimctrError(f"--out {out} already exists and is not empty; give a new folder")
-    config, model, store = load_run(run_dir, None if data_dir is None else Path(data_dir))
-    explanation = explain_model(
-        model,
-        store,
-        model_name=config.model_name,
+    bundle = load_model(run_dir)
+    if source is not None:
+        batch, rows = sample_file(bundle, Path(source), instances, seed, columns)
+        where = f"file {Path(source).name}"
+    else:
+        store = open_store(Path(data_dir) if data_dir is not None else training_store(run_dir))
+        bundle.check_store(store)
+        rows, where = sample_rows(store, "test", instances, seed), "test"
+        batch = gather(store, where, rows)
+    explanation = explain_rows(
+        bundle.module,
+        batch,
+        bundle.schema,
+        rows,
+        model_name=bundle.config.model_name,
         run_dir=str(run_dir),
-        instances=instances,
         variance_ratio=variance_ratio,
         seed=seed,
+        split=where,
         normalise=normalise,
+        methods=methods,
     )
     with staged(out) as staging:
         write_report(explanation, staging)
     return explanation
+
+
+def sample_file(
+    bundle: Bundle, source: Path, instances: int, seed: int, columns: Sequence[str] | None = None
+) -> tuple[Batch, np.ndarray]:
+    """``instances`` labelled rows of ``source`` drawn uniformly without replacement (each row
+    gets a seeded random key; the smallest keys win), in one pass and in memory bounded by
+    ``instances`` rows and one batch; with their 0-based row numbers, in drawing order."""
+    if instances < 1:
+        raise SlimctrError(f"--instances must be >= 1, got {instances}")
+    rng = np.random.default_rng(seed)
+    raw = bundle.encoder.open(source, columns)
+    kept: Batch | None = None
+    keys, rows = np.zeros(0), np.zeros(0, dtype=np.int64)
+    seen = 0
+    for batch in bundle.encoder.batches(raw, labels=True):
+        joined = batch if kept is None else _joined(kept, batch)
+        keys = np.concatenate([keys, rng.random(len(batch))])
+        rows = np.concatenate([rows, np.arange(seen, seen + len(batch))])
+        seen += len(batch)
+        best = np.argsort(keys, kind="stable")[:instances]
+        kept, keys, rows = _taken(joined, best), keys[best], rows[best]
+    if kept is None or not len(kept):
+        raise SlimctrError(f"{source} has no rows to explain")
+    return kept, rows
+
+
+def _joined(a: Batch, b: Batch) -> Batch:
+    return Batch(
+        torch.cat([a.categorical, b.categorical]),
+        torch.cat([a.numeric, b.numeric]),
+        torch.cat([a.labels, b.labels]),
+    )
+
+
+def _taken(batch: Batch, index: np.ndarray) -> Batch:
+    chosen = torch.as_tensor(index, dtype=torch.long)
+    return Batch(batch.categorical[chosen], batch.numeric[chosen], batch.labels[chosen])
 
 
 def write_report(explanation: Explanation, folder: Path) -> Path:
@@ -104,22 +166,24 @@ def write_report(explanation: Explanation, folder: Path) -> Path:
 
 def _sections(e: Explanation) -> list[tuple[str, str, list[tuple[str, Figure]]]]:
     kind = "divided by sqrt(d_i d_j)" if e.normalised else "raw, not divided by block size"
-    found = [
-        (
-            "Field interactions",
-            f"Frobenius norm of block (i, j) of each layer's cross matrix W_c ({kind}): rows are "
-            "the field taken from c0, columns the field taken from the layer input.",
-            [
-                (f"interactions_layer{layer + 1}", interaction_figure(e, layer))
-                for layer in range(e.num_layers)
-            ],
+    found = []
+    if e.interactions is not None:
+        found.append(
+            (
+                "Field interactions",
+                f"Frobenius norm of block (i, j) of each layer's cross matrix W_c ({kind}): rows "
+                "are the field taken from c0, columns the field taken from the layer input.",
+                [
+                    (f"interactions_layer{layer + 1}", interaction_figure(e, layer))
+                    for layer in range(e.num_layers)
+                ],
+            )
         )
-    ]
     if e.importance is not None:
         found.append(
             (
                 "Gate importance",
-                f"Mean field-wise gate over {e.num_instances:,} instances of the {e.split} split, "
+                f"Mean field-wise gate over {e.num_instances:,} instances of {_where(e)}, "
                 "per layer and averaged over layers (red: above 0.5, blue: below).",
                 [("importance", importance_figure(e))],
             )
@@ -128,9 +192,19 @@ def _sections(e: Explanation) -> list[tuple[str, str, list[tuple[str, Figure]]]]
             (
                 "Single instances",
                 "Bit-wise gates (every entry of the D-vector) and field-wise gates (their mean "
-                f"over each field) of rows {', '.join(map(str, e.examples))} of the "
-                f"{e.split} split, drawn at random.",
+                f"over each field) of rows {', '.join(map(str, e.examples))} of "
+                f"{_where(e)}, drawn at random.",
                 [(f"instance_{k + 1}", instance_figure(e, k)) for k in range(len(e.examples))],
+            )
+        )
+    if e.rankings is not None and e.rankings.fields:
+        found.append(
+            (
+                "Methods side by side",
+                f"Each method's rank of each field (1: most important) over {e.num_instances:,} "
+                f"instances of {_where(e)}; fields ordered by their mean rank. The summary gives "
+                "each method's scores, its top pairs and the methods' rank agreement.",
+                [("methods", methods_figure(e))],
             )
         )
     if e.fdo_widths is not None and e.importance is not None:
@@ -147,6 +221,7 @@ def _sections(e: Explanation) -> list[tuple[str, str, list[tuple[str, Figure]]]]
 
 def interaction_figure(e: Explanation, layer: int) -> Figure:
     """The F x F heatmap of one layer's block norms, field names on both axes."""
+    assert e.interactions is not None
     count = len(e.field_names)
     side = min(max(0.26 * count + 2.5, 4.5), 16.0)
     figure = Figure(figsize=(side + 1.2, side), dpi=DPI, layout="constrained")
@@ -208,7 +283,7 @@ def instance_figure(e: Explanation, k: int) -> Figure:
     for axes, values, title in ((top, bits, "bit-wise"), (bottom, fields, "field-wise")):
         image = axes.imshow(values, cmap=GATE_COLOURS, norm=_gate_norm(values), aspect="auto")
         axes.set_yticks(range(e.num_layers), [f"layer {n + 1}" for n in range(e.num_layers)])
-        axes.set_title(f"row {e.examples[k]} of the {e.split} split: {title} gates")
+        axes.set_title(f"row {e.examples[k]} of {_where(e)}: {title} gates")
         figure.colorbar(image, ax=axes, label="gate", shrink=0.9)
     centres = edges - np.asarray(e.field_dims) / 2 - 0.5
     top.set_xticks(centres, e.field_names, rotation=90, fontsize=_tick_size(len(e.field_names)))
@@ -216,6 +291,36 @@ def instance_figure(e: Explanation, k: int) -> Figure:
         top.axvline(edge - 0.5, color="grey", linewidth=0.4)
     _field_ticks(bottom, e.field_names, x=True, y=False)
     return figure
+
+
+def methods_figure(e: Explanation) -> Figure:
+    """Ranks of the fields (columns) by each method (rows), annotated where there is room."""
+    assert e.rankings is not None
+    methods = list(e.rankings.fields)
+    ranks = np.array(
+        [
+            [sorted(scores, key=lambda n: -scores[n]).index(name) + 1 for name in e.field_names]
+            for scores in e.rankings.fields.values()
+        ]
+    )  # (methods, F)
+    order = np.argsort(ranks.mean(axis=0), kind="stable")
+    names = tuple(e.field_names[i] for i in order)
+    figure = Figure(figsize=_strip_size(len(names), len(methods)), dpi=DPI, layout="constrained")
+    axes = figure.add_subplot()
+    image = axes.imshow(ranks[:, order], cmap="viridis_r", aspect="auto")
+    _field_ticks(axes, names, x=True, y=False)
+    axes.set_yticks(range(len(methods)), methods)
+    if len(names) <= 40:
+        for (r, c), value in np.ndenumerate(ranks[:, order]):
+            axes.text(c, r, str(value), ha="center", va="center", fontsize=7, color="white")
+    axes.set_title(f"{e.model_name}: field ranks by method (1 = most important)")
+    figure.colorbar(image, ax=axes, label="rank", shrink=0.9)
+    return figure
+
+
+def _where(e: Explanation) -> str:
+    """Where the instances came from, as a phrase: "the test split", "file test.csv"."""
+    return e.split if e.split.startswith("file ") else f"the {e.split} split"
 
 
 def fdo_figure(e: Explanation) -> Figure:
@@ -265,10 +370,11 @@ def _gate_norm(values: np.ndarray, floor: float = 0.05) -> TwoSlopeNorm:
 
 def _page(e: Explanation, sections: list[str]) -> str:
     title = f"slimctr explanation: {e.model_name}"
-    gates = f"{e.num_instances:,} instances" if e.importance is not None else "no gates"
+    gates = "gates" if e.importance is not None else "no gates"
     facts = (
         f"Run <code>{html.escape(e.run_dir)}</code>, model <b>{html.escape(e.model_name)}</b>, "
-        f"{e.num_layers} cross layers, {len(e.field_names)} fields, {gates}."
+        f"{e.num_layers} cross layers, {len(e.field_names)} fields, {gates}, "
+        f"{e.num_instances:,} instances of {html.escape(_where(e))}."
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>

@@ -51,6 +51,12 @@ proportion to its rows: a model learns the field from its frequent ids, and its 
 value in the OOV row.
 ``SyntheticConfig.criteo()`` is the preset built from these: Criteo's 39 table sizes.
 
+Correlated noise (``num_correlated``): so many unplanted categorical fields copy a planted one.
+In each row, with probability ``correlation``, the copy's id is its source's id modulo the copy's
+cardinality, else a draw of its own law. A copy predicts the label only through its source, so a
+ranking that puts it above the planted fields mistakes correlation for importance. The sources
+are the planted categorical fields in turn; the truth names each copy's source.
+
 Determinism: each column owns a PCG64 stream keyed by (seed, role, column) and advanced to the
 chunk's first row, so the rows depend on the seed alone, never on the chunk size. Memory: tables
 of a few numbers per kept id (56 MiB for the Criteo preset), none for rare ids or rows; rows are
@@ -65,7 +71,7 @@ import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from itertools import combinations
 from pathlib import Path
 
@@ -94,7 +100,7 @@ CRITEO_TABLE_SIZES = (
 )
 CRITEO_ROWS = 45_000_000
 _PARAMS, _CALIBRATION, _CAT_IDS, _CAT_MISSING, _NUM_VALUES, _NUM_MISSING, _LABELS = range(7)
-_CAT_RARE = 7
+_CAT_RARE, _COPIES, _CAT_COPY = 7, 8, 9
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 # the 4 hex digits of each 16-bit value as one uint32: a token is two lookups
 _QUADS = _HEX[(np.arange(2**16)[:, None] >> np.arange(12, -1, -4)) & 15].view(np.uint32).ravel()
@@ -126,6 +132,8 @@ class SyntheticConfig:
     sized_for_rows: int | None = None
     numeric_buckets: tuple[int, ...] | None = None
     signal_in_large_fields: bool = False
+    num_correlated: int = 0
+    correlation: float = 0.8
 
     @classmethod
     def criteo(cls, rows: int = CRITEO_ROWS, seed: int = 0) -> SyntheticConfig:
@@ -151,6 +159,7 @@ class SyntheticConfig:
             "num_pairs",
             "num_triples",
             "num_important_numeric",
+            "num_correlated",
             "seed",
         ):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
@@ -160,6 +169,7 @@ class SyntheticConfig:
             ("zipf_exponent", self.zipf_exponent >= 0, ">= 0"),
             ("missing_rate", 0 <= self.missing_rate < 1, "in [0, 1)"),
             ("positive_rate", 0 < self.positive_rate < 1, "in (0, 1)"),
+            ("correlation", 0 < self.correlation <= 1, "in (0, 1]"),
         ):
             _check(ok, f"{name} must be {rule}, got {getattr(self, name)}")
         for name, most, meaning in (
@@ -167,6 +177,11 @@ class SyntheticConfig:
             ("num_important_numeric", self.num_numeric, "num_numeric"),
             ("num_pairs", math.comb(self.num_important, 2), "C(num_important, 2)"),
             ("num_triples", math.comb(self.num_important, 3), "C(num_important, 3)"),
+            (
+                "num_correlated",
+                self.num_categorical - self.num_important if self.num_important else 0,
+                "the unplanted categorical fields (0 without planted ones)",
+            ),
         ):
             _check(
                 getattr(self, name) <= most,
@@ -183,6 +198,10 @@ class SyntheticConfig:
             f"[2, 1e8], got {cards}",
         )
         self._check_sizing(cards)
+        _check(
+            not (self.num_correlated and self.sized_for_rows is not None),
+            "num_correlated cannot be combined with sized_for_rows (a copy's law is a mixture)",
+        )
 
     def _check_sizing(self, cards: tuple[int, ...]) -> None:
         if self.numeric_buckets is not None:
@@ -224,9 +243,10 @@ class SyntheticConfig:
 class GroundTruth:
     """What was planted. ``important_fields`` lists every column that moves the label
     (categorical and numeric), ``numeric_effects`` maps a column to gamma, its weight on
-    log1p(count). ``positive_rate`` (mean of sigmoid(logit)), ``bayes_auc`` (AUC of the true
-    logit) and ``first_order_auc`` (true logit without pair and triple terms) are measured on
-    the calibration sample."""
+    log1p(count), ``correlated`` maps a correlated noise column to the column it copies.
+    ``positive_rate`` (mean of sigmoid(logit)), ``bayes_auc`` (AUC of the true logit) and
+    ``first_order_auc`` (true logit without pair and triple terms) are measured on the
+    calibration sample."""
 
     config: SyntheticConfig
     important_fields: tuple[str, ...]
@@ -238,6 +258,7 @@ class GroundTruth:
     positive_rate: float
     bayes_auc: float
     first_order_auc: float
+    correlated: dict[str, str] = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -421,6 +442,7 @@ class _Plan:
     tables: list[list[np.ndarray]]  # per term, per field: (E,) first order, else (r, E): E entries
     effects: list[int]  # numeric field indices
     coefs: np.ndarray  # per term, then per numeric effect
+    copies: dict[int, int]  # correlated noise field -> the planted field it copies
     bias: float = 0.0
 
 
@@ -468,6 +490,7 @@ def _draw_plan(config: SyntheticConfig) -> tuple[_Plan, np.ndarray]:
         tables=tables,
         effects=[int(j) for j in effects],
         coefs=np.ones(len(terms) + len(effects)),
+        copies=_draw_copies(config, important),
     )
     return plan, rng.choice([-1.0, 1.0], len(effects))
 
@@ -490,6 +513,17 @@ def _draw_planted(
     terms += _draw_terms(rng, important, 2, config.num_pairs, cover)
     terms += _draw_terms(rng, important, 3, config.num_triples, [])
     return important, terms
+
+
+def _draw_copies(config: SyntheticConfig, important: list[int]) -> dict[int, int]:
+    """Which unplanted fields copy which planted ones (a stream of its own, so that configs
+    without copies draw exactly what they did before copies existed)."""
+    if not config.num_correlated:
+        return {}
+    rng = np.random.default_rng([config.seed, _COPIES])
+    others = [f for f in range(config.num_categorical) if f not in important]
+    chosen = sorted(int(f) for f in rng.choice(others, config.num_correlated, replace=False))
+    return {f: important[k % len(important)] for k, f in enumerate(chosen)}
 
 
 def _draw_terms(
@@ -558,6 +592,7 @@ def _describe(
             num[j]: float(c)
             for j, c in zip(plan.effects, plan.coefs[len(plan.terms) :], strict=True)
         },
+        correlated={cat[f]: cat[source] for f, source in plan.copies.items()},
         bias=plan.bias,
         positive_rate=float(_sigmoid(logit).mean()),
         bayes_auc=auc_or_nan(labels, logit),
@@ -568,7 +603,7 @@ def _describe(
 def _batch(plan: _Plan, start: int, stop: int, include_logits: bool) -> pa.RecordBatch:
     cfg, n = plan.config, stop - start
     columns: dict[str, pa.Array] = {}
-    ids, counts = {}, {}
+    counts = {}
 
     def missing(role: int, index: int, planted: bool) -> np.ndarray | None:
         if planted or cfg.missing_rate == 0:
@@ -578,15 +613,22 @@ def _batch(plan: _Plan, start: int, stop: int, include_logits: bool) -> pa.Recor
     for j, name in enumerate(cfg.numeric_columns):
         counts[j] = _counts(plan, j, _uniforms(cfg.seed, _NUM_VALUES, j, start, n))
         columns[name] = pa.array(counts[j], mask=missing(_NUM_MISSING, j, j in plan.effects))
+
+    def drawn(f: int) -> np.ndarray:
+        return _sample_ids(plan, f, _uniforms(cfg.seed, _CAT_IDS, f, start, n))
+
+    ids = {f: drawn(f) for f in plan.important}  # only what the logit and the copies need
     for f, name in enumerate(cfg.categorical_columns):
-        ids[f] = _sample_ids(plan, f, _uniforms(cfg.seed, _CAT_IDS, f, start, n))
+        entries = ids[f] if f in ids else drawn(f)
+        if f in plan.copies:
+            copied = ids[plan.copies[f]] % len(plan.laws[f])
+            copying = _uniforms(cfg.seed, _CAT_COPY, f, start, n) < cfg.correlation
+            entries = np.where(copying, copied, entries)
         columns[name] = _hex_tokens(
             int(plan.salts[f]),
-            _with_rare_ids(plan, f, ids[f], start),
+            _with_rare_ids(plan, f, entries, start),
             missing(_CAT_MISSING, f, f in plan.important),
         )
-        if f not in plan.important:
-            del ids[f]  # keep memory to what the logit needs
     first_order, interactions = _logits(plan, _terms(plan, ids, counts, n))
     logit = plan.bias + first_order + interactions
     labels = _uniforms(cfg.seed, _LABELS, 0, start, n) < _sigmoid(logit)

@@ -101,6 +101,11 @@ class _GatedCrossModel(nn.Module):
         """
         return self.cross.forward_with_gates(self.embedding.flat(batch))[1]
 
+    def gated_terms(self, batch: Batch) -> list[Tensor]:
+        """What each cross layer adds, c0 ⊙ (W_c^(l) c_l + b) ⊙ sigmoid(W_g^(l) c_l), (B, D)
+        each: the gated signal that flows, where the gates alone say how open they are."""
+        return self.cross.forward_with_terms(self.embedding.flat(batch))[2]
+
     def cross_matrices(self) -> list[Tensor]:
         """W_c^(l) of each cross layer, (D, D), detached views of the parameters."""
         return self.cross.cross_matrices()

@@ -183,13 +183,18 @@ class GatedCrossLayer(nn.Module):
         Inputs may be wider than D, with zeros beyond D in x0 (``padded_width``); the outputs
         then are as wide, and zero beyond D (the gates there are sigmoid(0) = 0.5).
         """
+        term, gate = self.gated_term(x0, x)
+        return term + x, gate
+
+    def gated_term(self, x0: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """What the layer adds to c_l, c0 ⊙ (W_c c_l + b) ⊙ gate, and the gate, both (B, D)."""
         width = x.shape[-1]
         # One linear with the bias, as in CrossLayerV2's nn.Linear, so a gate of 1 matches it
         # bit for bit.
         cross, bias = _padded(self.cross.weight, width), _padded(self.bias, width)
         crossed = nn.functional.linear(x, cross, bias)  # (B, D)
         gate = torch.sigmoid(nn.functional.linear(x, _padded(self.gate.weight, width)))  # (B, D)
-        return x0 * crossed * gate + x, gate
+        return x0 * crossed * gate, gate
 
 
 class GatedCrossNetwork(nn.Module):
@@ -214,13 +219,21 @@ class GatedCrossNetwork(nn.Module):
 
     def forward_with_gates(self, x0: Tensor) -> tuple[Tensor, list[Tensor]]:
         """c_L, (B, D), and each layer's gate values sigmoid(W_g c_l), (B, D), in layer order."""
+        output, gates, _ = self.forward_with_terms(x0)
+        return output, gates
+
+    def forward_with_terms(self, x0: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """c_L, and each layer's gates and gated cross term (``GatedCrossLayer.gated_term``),
+        all (B, D), in layer order."""
         dim = x0.shape[-1]
         x0 = _widened(x0, padded_width(dim))
-        x, gates = x0, []
+        x, gates, terms = x0, [], []
         for layer in self._gated_layers():
-            x, gate = layer.forward_with_gate(x0, x)
+            term, gate = layer.gated_term(x0, x)
+            x = term + x
             gates.append(gate[:, :dim])
-        return x[:, :dim], gates
+            terms.append(term[:, :dim])
+        return x[:, :dim], gates, terms
 
     def cross_matrices(self) -> list[Tensor]:
         """W_c of each layer, (D, D), detached views of the parameters (no copy, no gradient)."""

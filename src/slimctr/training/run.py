@@ -199,7 +199,7 @@ def evaluate(
     bundle = load_model(path)
     if data_dir is None and not RunDir(path).holds_run():
         raise SlimctrError(f"{path} is a bundle: give a labelled --input FILE or a --data DIR")
-    store = open_store(data_dir or _training_store(RunDir(path)))
+    store = open_store(data_dir or training_store(path))
     bundle.check_store(store)
     return score(
         bundle.module,
@@ -303,3 +303,12 @@ def _training_store(run: RunDir) -> Path:
             "or evaluate on a labelled file with --input"
         )
     return path
+
+
+def training_store(path: Path) -> Path:
+    """The store the finished run ``path`` trained on; a bundle has none (an error that says
+    what to give instead)."""
+    run = RunDir(path)
+    if not run.holds_run():
+        raise SlimctrError(f"{path} is a bundle: give a labelled --input FILE or a --data DIR")
+    return _training_store(run)
