@@ -118,3 +118,22 @@ def test_non_finite_numbers_to_predict_are_an_error(store_and_files, tmp_path, v
     path = write_text(tmp_path / "x.csv", ["c,n,k", "v1,3,4", f"v1,{value},4"])
     with pytest.raises(SlimctrError, match=r"non-finite value .* column 'n'.*x\.csv, line 3"):
         list(_encode(store, path))
+
+
+def test_few_values_looked_up_in_a_dict_get_the_ids_a_join_gives(store_and_files, monkeypatch):
+    """The dict lookup (few distinct values, a served request) and the join (many) agree,
+    unseen and missing values included."""
+    from slimctr.data import encoder as module
+
+    store, train, other = store_and_files
+    frame = {"c": ["v1", None, "never", "v12"], "n": [1.0, 2.0, 3.0, 4.0], "k": [1, 2, 3, 4]}
+
+    def encoded(most: int) -> list[torch.Tensor]:
+        monkeypatch.setattr(module, "_DICT_LOOKUP_MAX", most)
+        found = [torch.cat([b.categorical for b in _encode(store, p)]) for p in (train, other)]
+        return [*found, next(Encoder.from_store(store).frame_batches(frame)).categorical]
+
+    joined, looked_up = encoded(0), encoded(10**6)
+    for a, b in zip(joined, looked_up, strict=True):
+        assert torch.equal(a, b)
+    assert looked_up[-1][2, 0] == 1  # unseen: OOV
