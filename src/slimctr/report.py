@@ -312,7 +312,8 @@ def methods_figure(e: Explanation) -> Figure:
     axes.set_yticks(range(len(methods)), methods)
     if len(names) <= 40:
         for (r, c), value in np.ndenumerate(ranks[:, order]):
-            axes.text(c, r, str(value), ha="center", va="center", fontsize=7, color="white")
+            colour = "black" if value <= len(names) / 2 else "white"  # light cells: dark text
+            axes.text(c, r, str(value), ha="center", va="center", fontsize=7, color=colour)
     axes.set_title(f"{e.model_name}: field ranks by method (1 = most important)")
     figure.colorbar(image, ax=axes, label="rank", shrink=0.9)
     return figure
