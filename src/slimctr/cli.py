@@ -19,6 +19,8 @@ from typing import Any, NoReturn
 
 from slimctr import __version__
 from slimctr.data.datasets import DATASETS, data_root, locate, with_overrides
+from slimctr.data.planted import ROWS as PLANTED_ROWS
+from slimctr.data.planted import SUITE
 from slimctr.data.prepare import PrepareOptions, Sources, prepare
 from slimctr.data.store import Store
 from slimctr.data.synthetic import SyntheticConfig, write_synthetic
@@ -118,15 +120,17 @@ def _build_parser() -> _Parser:
     )
     p.add_argument(
         "--preset",
-        choices=("criteo",),
+        choices=("criteo", *(f"planted:{name}" for name in SUITE)),
         help="criteo: Criteo's 39 table sizes at 45M rows (with prepare --min-count 10), "
-        "signal in large fields too",
+        "signal in large fields too; planted:NAME: a generator of the planted-truth suite "
+        "that explanations are scored on (docs/results/explain.md)",
     )
     p.add_argument(
         "--rows",
         type=int,
         metavar="N",
-        help=f"default {SyntheticConfig.rows:,} ({SyntheticConfig.criteo().rows:,} with a preset)",
+        help=f"default {SyntheticConfig.rows:,} ({SyntheticConfig.criteo().rows:,} with the criteo "
+        f"preset, {PLANTED_ROWS:,} with a planted one)",
     )
     p.add_argument(
         "--out",
@@ -495,6 +499,8 @@ def _synth(args: argparse.Namespace) -> int:
     try:
         if args.preset == "criteo":
             config = SyntheticConfig.criteo(**rows, seed=args.seed)
+        elif args.preset:
+            config = SUITE[args.preset.removeprefix("planted:")].at(args.seed, args.rows)
         else:
             config = SyntheticConfig(**rows, **given, seed=args.seed)
     except ValueError as exc:

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from slimctr.data.planted import HELD_OUT, SUITE, TUNE, scored_pairs, triple_pairs
-from slimctr.data.synthetic import SyntheticConfig, generate
+from slimctr.data.synthetic import GroundTruth, SyntheticConfig, generate
 
 
 def test_the_suite_has_tuning_and_held_out_generators_that_each_change_something():
@@ -104,3 +104,13 @@ def test_generators_are_deterministic():
     again = pa_table(generate(config)[1])
     assert first.equals(again)
     assert np.asarray(first.column("label")).mean() > 0
+
+
+def test_synth_writes_a_planted_generator(cli, tmp_path):
+    out = tmp_path / "c.csv"
+    result = cli("synth", "--preset", "planted:correlated", "--rows", 800, "--seed", 3,
+                 "--out", out, "--json")  # fmt: skip
+    assert result.code == 0, result.err
+    truth = GroundTruth.from_json(f"{out}.truth.json")
+    assert truth.config == SUITE["correlated"].at(seed=3, rows=800)
+    assert len(truth.correlated) == 4 and pl.read_csv(out).height == 800
