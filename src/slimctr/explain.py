@@ -393,11 +393,9 @@ def summarise(explanation: Explanation, top: int = TOP) -> str:
             f"{e.model_name}: {e.num_layers} cross layers, {len(names)} fields, "
             f"D = {sum(e.field_dims)}."
         ]
-    if e.interactions is None:
-        pass
-    elif e.importance is None:
+    if e.importance is None and e.interactions is not None:
         lines.append(f"{e.model_name} has no gates: the interaction heatmap only.")
-    else:
+    elif e.importance is not None:
         mean = e.importance.mean(axis=0)
         flat = np.ptp(mean) < FLAT_GATES
         digits = 4 if flat else 3  # enough to tell nearly flat gates apart
