@@ -346,6 +346,12 @@ def _build_parser() -> _Parser:
         metavar="R",
         help="explained-variance ratio of the FDO widths shown beside importance (default 0.95)",
     )
+    p.add_argument(
+        "--raw-norms",
+        action="store_true",
+        help="heatmap block norms not divided by sqrt(d_i d_j) (GDCN spec 5.1's definition; "
+        "the default divides, so that fields of different widths compare)",
+    )
     p.add_argument("--seed", type=int, default=0, help="which instances are drawn")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_explain)
@@ -850,6 +856,7 @@ def _explain(args: argparse.Namespace) -> int:
         source=args.input,
         columns=args.columns,
         methods=methods,
+        normalise=not args.raw_norms,
     )
     page = args.out / "report.html"
     rankings = explanation.rankings
