@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from runlog import cpu_name
 
-from slimctr.attribution import precision_at_k, ranking, ranks
+from slimctr.attribution import precision_at_k, rank_correlation, ranking, ranks
 from slimctr.compare import (
     GATE_LAYERS,
     GATE_SCORE,
@@ -57,6 +57,7 @@ MODELS = {
     "dcnv2": ("dcnv2", []),
 }
 INSTANCES = 10_000
+AGNOSTIC = ("captum", "permutation")
 FRAPPE_RUNS = ROOT / "runs" / "bench-search" / "frappe"  # benchmarks/search.py's full models
 
 
@@ -174,7 +175,20 @@ def explain_frappe(model: str, seed: int, threads: int) -> None:
     gates = None
     if GATES in supported(bundle.module):
         means = gate_fields(bundle.module, batch, store.schema, "mean", "mean")
-        gates = {"spread": max(means.values()) - min(means.values()), "means": means}
+        variants = {
+            f"{score}:{layers}": gate_fields(bundle.module, batch, store.schema, score, layers)
+            for score in GATE_SCORES
+            for layers in LAYER_AGGREGATES
+        }
+        gates = {
+            "spread": max(means.values()) - min(means.values()),
+            "means": means,
+            "variants": variants,
+            "rho": {
+                variant: {m: rank_correlation(scores, rankings.fields[m]) for m in AGNOSTIC}
+                for variant, scores in variants.items()
+            },
+        }
     record = {
         "key": key,
         "generator": "frappe",
@@ -242,12 +256,12 @@ def report() -> str:
         f"Protocol: each generator of `slimctr.data.planted.SUITE` writes {ROWS:,} rows (16 "
         "categorical fields with log-spaced cardinalities, a few count fields encoded as Criteo "
         "buckets, `prepare` as the synthetic dataset: min count 2, split 80/10/10); the model "
-        "trains with slimctr's untuned defaults in fp32; every method explains the same 10,000 "
-        "test rows. Precision@k: the share of the k planted items among the top k (k = how many "
-        "were planted); a pair that is only part of a planted triple is left out of the pair "
-        "ranking (it does interact). Models: `gdcn_p`, `gdcn_p-tiny` (GDCN-P with N(0, 1e-4) "
-        "embeddings, BARS's initialisation, under which every gate starts at 0.5) and `dcnv2` "
-        "(no gates: heatmap, captum and permutation only). Cells show the mean and, in "
+        "trains with slimctr's untuned defaults in fp32; every method explains the same test rows"
+        " (all of them: 5,000). Precision@k: the share of the k planted items among the top k (k "
+        "= how many were planted); a pair that is only part of a planted triple is left out of "
+        "the pair ranking (it does interact). Models: `gdcn_p`, `gdcn_p-tiny` (GDCN-P with N(0, "
+        "1e-4) embeddings, BARS's initialisation, under which every gate starts at 0.5) and "
+        "`dcnv2` (no gates: heatmap, captum and permutation only). Cells show the mean and, in "
         "brackets, the number of runs.",
         "",
         *easy_paragraph(easy),
@@ -340,7 +354,7 @@ def report() -> str:
         "held-out generators alone beside it.",
         "",
         "| method | field precision@k, all | held-out | pair precision@k, all | held-out | "
-        "seconds on 10,000 rows |",
+        f"seconds on {mean([r['instances'] for r in logged]):,.0f} rows |",
         "|---|---|---|---|---|---|",
     ]
     seconds = {
@@ -442,6 +456,23 @@ def frappe_section(runs: list[dict[str, Any]]) -> list[str]:
             top = sorted(pairs, key=lambda row: -row[2])[:5]
             shown = ", ".join(f"{a} x {b}" for a, b, _ in top)
             lines.append(f"| {r['model']} | {r['seed']} | {source} | {shown} |")
+    gated = [r for r in runs if r.get("mean_gates") and "rho" in r["mean_gates"]]
+    if gated:
+        lines += [
+            "",
+            "Every gate score against the model-agnostic methods on Frappe (GDCN-P): Spearman "
+            "rho of the field scores, mean over seeds.",
+            "",
+            "| gate score : layers | rho with captum | rho with permutation |",
+            "|---|---|---|",
+        ]
+        for variant in gated[0]["mean_gates"]["rho"]:
+            rhos = [
+                mean([r["mean_gates"]["rho"][variant][m] for r in gated
+                      if r["mean_gates"]["rho"][variant][m] is not None])
+                for m in AGNOSTIC
+            ]  # fmt: skip
+            lines.append(f"| {variant} | {fmt(rhos[0])} | {fmt(rhos[1])} |")
     spreads = [r["mean_gates"]["spread"] for r in runs if r.get("mean_gates")]
     lines += [
         "",
