@@ -34,6 +34,7 @@ from slimctr.attribution import precision_at_k, rank_correlation, ranking, ranks
 from slimctr.compare import (
     GATE_LAYERS,
     GATE_SCORE,
+    LAYERS_MEANING,
     PAIR_LAYERS,
     compare,
     gate_fields,
@@ -317,14 +318,15 @@ def report() -> str:
     chosen_gates = f"gates:{GATE_SCORE}:{GATE_LAYERS}"
     chosen_pairs = f"heatmap:{PAIR_LAYERS}"
     methods = [("gates (spec: mean gate)", "gates:mean:mean"), (f"gates ({GATE_SCORE}, "
-               f"{GATE_LAYERS} over layers)", chosen_gates), ("captum", "captum"),
+               f"{LAYERS_MEANING[GATE_LAYERS]})", chosen_gates), ("captum", "captum"),
                ("permutation", "permutation")]  # fmt: skip
-    pair_methods = [(f"heatmap ({PAIR_LAYERS} over layers)", chosen_pairs),
+    pair_methods = [(f"heatmap ({LAYERS_MEANING[PAIR_LAYERS]})", chosen_pairs),
                     ("permutation", "permutation")]  # fmt: skip
     lines += [
         "",
-        f"slimctr's defaults (`slimctr.compare`): gate score `{GATE_SCORE}`, `{GATE_LAYERS}` "
-        f"over layers; heatmap `{PAIR_LAYERS}` over layers.",
+        f"slimctr's defaults (`slimctr.compare`), the best of each table by precision@k, then "
+        f"by mean planted rank: gate score `{GATE_SCORE}` of the {LAYERS_MEANING[GATE_LAYERS]}"
+        f"; heatmap {LAYERS_MEANING[PAIR_LAYERS]}.",
         "",
         "## Held-out generators",
         "",
