@@ -95,3 +95,14 @@ def test_rank_correlation_is_spearmans_rho():
     )
     assert rank_correlation(a, {"p": 1.0, "q": 1.0, "r": 1.0}) is None  # constant
     assert rank_correlation(a, {"p": 1.0, "zz": 2.0}) is None  # one item in common
+
+
+def test_pair_interactions_average_over_shuffles():
+    """Several shuffles average one-shuffle estimates: additive pairs stay exactly 0, and the
+    planted pair's value moves by less than the shuffles' noise (20%)."""
+    batch = _batch()
+    one = pair_interactions(Known(), batch, SCHEMA, seed=4)
+    three = pair_interactions(Known(), batch, SCHEMA, repeats=3, seed=4)
+    assert three[("a", "b")] == 0.0 and three[("b", "c")] > 0.1
+    assert three[("b", "c")] == pytest.approx(one[("b", "c")], rel=0.2)
+    assert three[("b", "c")] != one[("b", "c")]

@@ -79,30 +79,34 @@ def pair_interactions(
     schema: Schema,
     pairs: Iterable[tuple[str, str]] | None = None,
     *,
+    repeats: int = 1,
     seed: int = 0,
 ) -> dict[tuple[str, str], float]:
     """For each pair (every pair of fields by default): the mean squared second difference of
     the logits, f(a', b') - f(a', b) - f(a, b') + f(a, b), where a' and b' come from another
-    row (one permutation for both), over the variance of f. It is exactly 0 for a model additive
-    in a and b, and grows with their interaction (a permutation estimate of Friedman's H^2)."""
+    row (one permutation for both), over the variance of f, averaged over ``repeats``
+    permutations. It is exactly 0 for a model additive in a and b, and grows with their
+    interaction (a permutation estimate of Friedman's H^2)."""
     model.eval()
     names = [f.name for f in schema.fields]
     chosen = list(pairs) if pairs is not None else [
         (a, b) for i, a in enumerate(names) for b in names[i + 1 :]
     ]  # fmt: skip
-    order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    found = dict.fromkeys(chosen, 0.0)
     with torch.no_grad():
         base = model(batch).double()
-        moved = {
-            name: model(_shuffled(batch, schema, [name], order)).double()
-            for name in {n for pair in chosen for n in pair}
-        }
         variance = float(base.var()) or 1.0
-        found = {}
-        for a, b in chosen:
-            both = model(_shuffled(batch, schema, [a, b], order)).double()
-            second = both - moved[a] - moved[b] + base
-            found[(a, b)] = float((second**2).mean()) / variance
+        for _ in range(repeats):
+            order = torch.randperm(len(batch), generator=generator)
+            moved = {
+                name: model(_shuffled(batch, schema, [name], order)).double()
+                for name in {n for pair in chosen for n in pair}
+            }
+            for a, b in chosen:
+                both = model(_shuffled(batch, schema, [a, b], order)).double()
+                second = both - moved[a] - moved[b] + base
+                found[(a, b)] += float((second**2).mean()) / variance / repeats
     return found
 
 

@@ -52,7 +52,8 @@ METHODS = ("gates", "captum", "permutation")
 # chosen on the suite's tuning generators (docs/results/explain.md): the highest mean precision@k
 GATE_SCORE, GATE_LAYERS, PAIR_LAYERS = "centred", "first", "max"
 LAYERS_MEANING = {"mean": "mean over layers", "first": "first layer", "max": "max over layers"}
-PAIR_ROWS = 2_000  # rows the permutation pair statistic uses: one forward per pair and field
+# the permutation pair statistic: rows and shuffles (a forward per pair, field and shuffle)
+PAIR_ROWS, PAIR_REPEATS = 5_000, 3
 AGREE = 0.5  # two rankings with Spearman's rho below this are said to disagree
 Pair = tuple[str, str]
 FIELD_MEANINGS = {
@@ -211,7 +212,9 @@ def compare(
                 model, batch, schema, repeats=repeats, seed=seed
             )
             sample = _head(batch, PAIR_ROWS)
-            rankings.pairs["permutation"] = pair_interactions(model, sample, schema, seed=seed)
+            rankings.pairs["permutation"] = pair_interactions(
+                model, sample, schema, repeats=PAIR_REPEATS, seed=seed
+            )
         rankings.seconds[method] = time.perf_counter() - started
     return rankings
 
