@@ -353,6 +353,7 @@ def _build_parser() -> _Parser:
         "the default divides, so that fields of different widths compare)",
     )
     p.add_argument("--seed", type=int, default=0, help="which instances are drawn")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_explain)
 
@@ -838,6 +839,8 @@ def _fdo(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    import torch
+
     from slimctr.compare import METHODS
     from slimctr.report import explain_run
 
@@ -846,6 +849,8 @@ def _explain(args: argparse.Namespace) -> int:
     if args.data is not None and args.input is not None:
         raise SlimctrError("give --data DATA_DIR or --input LABELLED_FILE, not both")
     methods = METHODS if args.method == "all" else (args.method,)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     explanation = explain_run(
         args.run_dir,
         args.out,
