@@ -90,8 +90,10 @@ def test_explain_json_contract_and_report(cli, finished, tmp_path):
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 3 and "gcn" in page
     assert "divided by sqrt(d_i d_j)" in page  # the normalisation is stated
-    raw = cli("explain", finished, "--out", tmp_path / "raw", "--instances", "300", "--raw-norms")
-    assert raw.code == 0 and "raw block norms" in (tmp_path / "raw" / "summary.txt").read_text()
+    raw = cli("explain", finished, "--out", tmp_path / "raw", "--instances", "300", "--raw-norms",
+              "--split", "valid")  # fmt: skip
+    summary = (tmp_path / "raw" / "summary.txt").read_text()
+    assert raw.code == 0 and "raw block norms" in summary and "of the valid split" in summary
 
 
 def test_explain_all_methods_on_a_bundle_and_a_labelled_file(cli, finished, tmp_path):

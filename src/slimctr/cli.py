@@ -352,6 +352,12 @@ def _build_parser() -> _Parser:
         help="heatmap block norms not divided by sqrt(d_i d_j) (GDCN spec 5.1's definition; "
         "the default divides, so that fields of different widths compare)",
     )
+    p.add_argument(
+        "--split",
+        choices=("valid", "test"),
+        default="test",
+        help="the store's split the instances come from (default test)",
+    )
     p.add_argument("--seed", type=int, default=0, help="which instances are drawn")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--json", action="store_true")
@@ -862,6 +868,7 @@ def _explain(args: argparse.Namespace) -> int:
         columns=args.columns,
         methods=methods,
         normalise=not args.raw_norms,
+        split=args.split,
     )
     page = args.out / "report.html"
     rankings = explanation.rankings

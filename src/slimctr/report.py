@@ -61,11 +61,12 @@ def explain_run(
     source: str | Path | None = None,
     columns: Sequence[str] | None = None,
     methods: tuple[str, ...] = (),
+    split: str = "test",
 ) -> Explanation:
     """Explain a finished run's or a bundle's model (``slimctr explain``) and write the folder
     ``out``.
 
-    The instances: ``instances`` test rows drawn with ``seed`` from the run's store, or from
+    The instances: ``instances`` rows of ``split`` drawn with ``seed`` from the run's store, or from
     ``data_dir`` (a store encoded the same way), or from the labelled file ``source`` (which a
     bundle needs, having no store; ``columns`` names a headerless CSV's columns). FDO widths use
     ``variance_ratio``; block norms are divided by sqrt(d_i d_j) unless ``normalise`` is off.
@@ -85,7 +86,7 @@ def explain_run(
     else:
         store = open_store(Path(data_dir) if data_dir is not None else training_store(run_dir))
         bundle.check_store(store)
-        rows, where = sample_rows(store, "test", instances, seed), "test"
+        rows, where = sample_rows(store, split, instances, seed), split
         batch = gather(store, where, rows)
     explanation = explain_rows(
         bundle.module,
