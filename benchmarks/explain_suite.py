@@ -36,8 +36,6 @@ from slimctr.compare import (
     GATE_SCORE,
     LAYERS_MEANING,
     PAIR_LAYERS,
-    PAIR_REPEATS,
-    PAIR_ROWS,
     compare,
     gate_fields,
     heatmap_pairs,
@@ -63,6 +61,7 @@ MODELS = {
 }
 INSTANCES = 10_000
 AGNOSTIC = ("captum", "permutation")
+PAIR_REPEATS, PAIR_ROWS = 3, 5_000  # the rescored permutation pairs (``--pairs``)
 FRAPPE_RUNS = ROOT / "runs" / "bench-search" / "frappe"  # benchmarks/search.py's full models
 
 
@@ -167,9 +166,9 @@ def run_cell(generator: str, seed: int, model: str, threads: int) -> None:
 
 
 def rescore_pairs(record: dict[str, Any], threads: int) -> None:
-    """The permutation pair statistic of a logged suite run again, with compare's present
-    rows and shuffles (``PAIR_ROWS``, ``PAIR_REPEATS``), logged to ``PAIRS_LOG``: the first
-    runs used one shuffle of 2,000 rows."""
+    """The permutation pair statistic of a logged suite run again, with more shuffles of more
+    rows (``PAIR_REPEATS`` of ``PAIR_ROWS``) than compare's default (one of 2,000), logged to
+    ``PAIRS_LOG``."""
     key = f"{record['key']} pairs={PAIR_REPEATS}x{PAIR_ROWS}"
     if key in records(PAIRS_LOG):
         return
