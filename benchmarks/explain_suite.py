@@ -36,6 +36,7 @@ from slimctr.compare import (
     GATE_SCORE,
     LAYERS_MEANING,
     PAIR_LAYERS,
+    Rankings,
     compare,
     gate_fields,
     heatmap_pairs,
@@ -69,6 +70,20 @@ def records(log: Path = LOG) -> dict[str, dict[str, Any]]:
     if not log.exists():
         return {}
     return {r["key"]: r for r in map(json.loads, log.read_text().splitlines())}
+
+
+def log(record: dict[str, Any], rankings: Rankings) -> None:
+    """Append ``record`` to the log, with the methods' times and agreement, the defaults it ran
+    under, the CPU and the date."""
+    record |= {
+        "seconds": rankings.seconds,
+        "agreement": rankings.agreement(),
+        "defaults": [GATE_SCORE, GATE_LAYERS, PAIR_LAYERS],
+        "cpu": cpu_name(),
+        "date": datetime.date.today().isoformat(),
+    }
+    with LOG.open("a") as file:
+        file.write(json.dumps(record) + "\n")
 
 
 def store_for(generator: str, seed: int) -> tuple[Path, GroundTruth]:
@@ -148,14 +163,8 @@ def run_cell(generator: str, seed: int, model: str, threads: int) -> None:
         "train_seconds": trained_s,
         "instances": len(batch),
         "cells": cells,
-        "seconds": rankings.seconds,
-        "agreement": rankings.agreement(),
-        "defaults": [GATE_SCORE, GATE_LAYERS, PAIR_LAYERS],
-        "cpu": cpu_name(),
-        "date": datetime.date.today().isoformat(),
     }
-    with LOG.open("a") as log:
-        log.write(json.dumps(record) + "\n")
+    log(record, rankings)
     shown = ["gates:mean:mean", f"gates:{GATE_SCORE}:{GATE_LAYERS}", f"heatmap:{PAIR_LAYERS}"]
     parts = [
         f"{cell} " + "/".join(f"{v:.2f}" for k, v in cells[cell].items() if k.endswith("precision"))
@@ -184,8 +193,8 @@ def rescore_pairs(record: dict[str, Any], threads: int) -> None:
     pairs = pair_interactions(module, sample, store.schema, repeats=PAIR_REPEATS, seed=seed)
     found = scored({}, pairs, truth) | {"key": key, "of": record["key"]}
     found |= {"seconds": time.perf_counter() - began, "rows": len(sample)}
-    with PAIRS_LOG.open("a") as log:
-        log.write(json.dumps(found | {"repeats": PAIR_REPEATS}) + "\n")
+    with PAIRS_LOG.open("a") as file:
+        file.write(json.dumps(found | {"repeats": PAIR_REPEATS}) + "\n")
     print(f"{key}: pair precision {found['pair_precision']:.2f}", flush=True)
 
 
@@ -226,14 +235,8 @@ def explain_frappe(model: str, seed: int, threads: int) -> None:
         "fields": rankings.fields,
         "pairs": {s: [[a, b, v] for (a, b), v in p.items()] for s, p in rankings.pairs.items()},
         "mean_gates": gates,
-        "seconds": rankings.seconds,
-        "agreement": rankings.agreement(),
-        "defaults": [GATE_SCORE, GATE_LAYERS, PAIR_LAYERS],
-        "cpu": cpu_name(),
-        "date": datetime.date.today().isoformat(),
     }
-    with LOG.open("a") as log:
-        log.write(json.dumps(record) + "\n")
+    log(record, rankings)
     print(f"{key}: " + "; ".join(f"{m} top {ranking(f)[:3]}" for m, f in rankings.fields.items()))
 
 
