@@ -170,6 +170,17 @@ def test_dcnv2_explains_the_heatmap_only(small_store):
     assert found.importance is None and found.example_bitwise is None
     assert "no gates" in found.summary
     assert set(found.to_frames()) == {"fields", "interactions", "pairs"}
+    side = explain.explain_model(
+        model, small_store, model_name="dcnv2", instances=50, methods=("gates", "permutation")
+    )
+    assert side.rankings is not None
+    assert set(side.rankings.fields) == {"permutation"}  # no gates to rank fields by
+    assert set(side.rankings.pairs) == {"heatmap", "permutation"}
+    assert "no gates" in side.rankings.skipped["gates"]
+    assert "Not computed: gates" in side.summary
+    frames = side.to_frames()
+    assert {"methods", "method_pairs", "agreement"} <= set(frames)
+    assert frames["agreement"].height == 1  # the two pair sources; one field method
 
 
 # -- the report folder ---------------------------------------------------------------------------
