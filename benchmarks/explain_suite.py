@@ -410,6 +410,17 @@ def report() -> str:
             f"{fmt(*cell_mean(logged, cell, 'pair_precision'))} | "
             f"{fmt(*cell_mean(held, cell, 'pair_precision'))} | {fmt(spent)} |"
         )
+    best_fields = max(methods, key=lambda m: cell_mean(logged, m[1], "field_precision")[0])
+    best_pairs = max(pair_methods, key=lambda m: cell_mean(logged, m[1], "pair_precision")[0])
+    field_best = cell_mean(logged, best_fields[1], "field_precision")[0]
+    pair_best = cell_mean(logged, best_pairs[1], "pair_precision")[0]
+    lines += [
+        "",
+        f"Best on fields: {best_fields[0]} ({field_best:.2f}; target 0.9: "
+        f"{'met' if field_best >= 0.9 else 'not met'}). Best on pairs: {best_pairs[0]} "
+        f"({pair_best:.2f}; target 0.8: {'met' if pair_best >= 0.8 else 'not met'}). The "
+        "README's Explainable section says what the numbers mean.",
+    ]
     lines += ["", "## The issue's planted data, imitated (`issue` generator)", ""]
     for model in MODELS:
         runs = [r for r in logged if r["generator"] == "issue" and r["model"] == model]
