@@ -182,9 +182,10 @@ def compare(
     seed: int = 0,
     repeats: int = 3,
 ) -> Rankings:
-    """Run ``methods`` on the labelled rows of ``batch``. The gates of a model without gates,
-    or a heatmap without cross matrices, are skipped with a reason, as long as another method
-    is asked for; asked alone, they raise."""
+    """Run ``methods`` on the labelled rows of ``batch`` (``repeats``: shuffles per field of
+    the permutation importance; ``seed`` draws them). The gates of a model without gates, or a
+    heatmap without cross matrices, are skipped with a reason, as long as another method is
+    asked for; asked alone, they raise."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise SlimctrError(f"unknown explanation method {unknown[0]!r}: use one of {METHODS}")
