@@ -44,7 +44,7 @@ from slimctr.compare import (
 from slimctr.data.batch import Batch
 from slimctr.data.planted import HELD_OUT, ROWS, SUITE, TUNE, scored_pairs
 from slimctr.data.prepare import PrepareOptions
-from slimctr.data.store import open_store
+from slimctr.data.store import Store, open_store
 from slimctr.data.synthetic import GroundTruth, write_synthetic
 from slimctr.explain import GATE_SCORES, GATES, LAYER_AGGREGATES, gather, sample_rows, supported
 from slimctr.runconfig import resolve_config
@@ -84,6 +84,11 @@ def log(record: dict[str, Any], rankings: Rankings) -> None:
     }
     with LOG.open("a") as file:
         file.write(json.dumps(record) + "\n")
+
+
+def test_rows(store: Store, seed: int) -> Batch:
+    """The ``INSTANCES`` test rows (all, when fewer) every method of a run explains."""
+    return gather(store, "test", np.sort(sample_rows(store, "test", INSTANCES, seed)))
 
 
 def store_for(generator: str, seed: int) -> tuple[Path, GroundTruth]:
@@ -138,7 +143,7 @@ def run_cell(generator: str, seed: int, model: str, threads: int) -> None:
     torch.set_num_threads(threads)
     module = run.load_model(folder).module
     store = open_store(store_path)
-    batch = gather(store, "test", np.sort(sample_rows(store, "test", INSTANCES, seed)))
+    batch = test_rows(store, seed)
     schema = store.schema
     rankings = compare(module, batch, schema, seed=seed)
     cells: dict[str, dict[str, Any]] = {}
@@ -187,9 +192,9 @@ def rescore_pairs(record: dict[str, Any], threads: int) -> None:
     torch.set_num_threads(threads)
     module = run.load_model(folder).module
     store = open_store(store_path)
-    batch = gather(store, "test", np.sort(sample_rows(store, "test", INSTANCES, seed)))
+    batch = test_rows(store, seed)
     began = time.perf_counter()
-    sample = Batch(*(t[:PAIR_ROWS] for t in (batch.categorical, batch.numeric, batch.labels)))
+    sample = batch.rows(slice(0, PAIR_ROWS))
     pairs = pair_interactions(module, sample, store.schema, repeats=PAIR_REPEATS, seed=seed)
     found = scored({}, pairs, truth) | {"key": key, "of": record["key"]}
     found |= {"seconds": time.perf_counter() - began, "rows": len(sample)}
@@ -207,7 +212,7 @@ def explain_frappe(model: str, seed: int, threads: int) -> None:
     torch.set_num_threads(threads)
     bundle = run.load_model(folder)
     store = open_store(run.training_store(folder))
-    batch = gather(store, "test", np.sort(sample_rows(store, "test", INSTANCES, seed)))
+    batch = test_rows(store, seed)
     rankings = compare(bundle.module, batch, store.schema, seed=seed)
     gates = None
     if GATES in supported(bundle.module):

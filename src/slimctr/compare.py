@@ -214,7 +214,7 @@ def compare(
             rankings.fields["permutation"] = permutation_importance(
                 model, batch, schema, repeats=repeats, seed=seed
             )
-            sample = _head(batch, PAIR_ROWS)
+            sample = batch.rows(slice(0, PAIR_ROWS))
             rankings.pairs["permutation"] = pair_interactions(
                 model, sample, schema, repeats=PAIR_REPEATS, seed=seed
             )
@@ -228,11 +228,3 @@ def _top(scores: dict[Any, float], count: int) -> list[Any]:
 
 def _rho(rho: float | None) -> str:
     return "undefined" if rho is None else f"{rho:.2f}"
-
-
-def _head(batch: Batch, rows: int) -> Batch:
-    return Batch(
-        categorical=batch.categorical[:rows],
-        numeric=batch.numeric[:rows],
-        labels=batch.labels[:rows],
-    )

@@ -190,17 +190,11 @@ def gate_importance(
     """Mean field-wise gate of each layer over ``instances`` rows of ``split``: (L, F).
 
     The rows are ``sample_rows(store, split, instances, seed)`` (all of them when the split is
-    smaller), read in batches of ``batch_size``.
+    smaller), scored in batches of ``batch_size``: ``gate_scores``'s ``mean``.
     """
     _require(model, GATES)
     rows = np.sort(sample_rows(store, split, instances, seed))
-    total: np.ndarray | None = None
-    for start in range(0, len(rows), batch_size):
-        _, fieldwise = instance_gates(model, gather(store, split, rows[start : start + batch_size]))
-        part = fieldwise.sum(axis=1)  # (L, F)
-        total = part if total is None else total + part
-    assert total is not None
-    return total / len(rows)
+    return gate_scores(model, gather(store, split, rows), chunk=batch_size)["mean"]
 
 
 # How a field's gates become one score per layer, (L, F), over a batch of instances. ``mean``
@@ -224,7 +218,7 @@ def gate_scores(model: nn.Module, batch: Batch, chunk: int = 4096) -> dict[str, 
     dims = gated.field_dims
     sums: dict[str, np.ndarray] = {}
     for start in range(0, len(batch), chunk):
-        part = _rows(batch, np.arange(start, min(start + chunk, len(batch))))
+        part = batch.rows(slice(start, start + chunk))
         bitwise = torch.stack(gated.gates(part)).double().cpu().numpy()  # (L, b, D)
         terms = torch.stack(gated.gated_terms(part)).double().cpu().numpy()  # (L, b, D)
         fieldwise = field_means(bitwise, dims)  # (L, b, F)
@@ -350,7 +344,7 @@ def explain_rows(
     importance = bitwise = fieldwise = None
     if GATES in kinds:
         importance = gate_scores(model, batch)["mean"]
-        bitwise, fieldwise = instance_gates(model, _rows(batch, np.arange(num_examples)))
+        bitwise, fieldwise = instance_gates(model, batch.rows(slice(0, num_examples)))
     widths = _fdo_widths(model, schema, variance_ratio) if HEATMAP in kinds else None
     return Explanation(
         model_name=model_name,
@@ -374,12 +368,6 @@ def explain_rows(
         else width_correlations(widths, importance),
         rankings=compare(model, batch, schema, methods, seed=seed) if methods else None,
     )
-
-
-def _rows(batch: Batch, index: np.ndarray) -> Batch:
-    """The rows ``index`` of ``batch`` (those of them it has)."""
-    kept = torch.as_tensor(index[index < len(batch)], dtype=torch.long)
-    return Batch(batch.categorical[kept], batch.numeric[kept], batch.labels[kept])
 
 
 def summarise(explanation: Explanation, top: int = TOP) -> str:

@@ -120,28 +120,15 @@ def sample_file(
     keys, rows = np.zeros(0), np.zeros(0, dtype=np.int64)
     seen = 0
     for batch in bundle.encoder.batches(raw, labels=True):
-        joined = batch if kept is None else _joined(kept, batch)
+        joined = batch if kept is None else Batch.concat([kept, batch])
         keys = np.concatenate([keys, rng.random(len(batch))])
         rows = np.concatenate([rows, np.arange(seen, seen + len(batch))])
         seen += len(batch)
         best = np.argsort(keys, kind="stable")[:instances]
-        kept, keys, rows = _taken(joined, best), keys[best], rows[best]
+        kept, keys, rows = joined.rows(torch.as_tensor(best)), keys[best], rows[best]
     if kept is None or not len(kept):
         raise SlimctrError(f"{source} has no rows to explain")
     return kept, rows
-
-
-def _joined(a: Batch, b: Batch) -> Batch:
-    return Batch(
-        torch.cat([a.categorical, b.categorical]),
-        torch.cat([a.numeric, b.numeric]),
-        torch.cat([a.labels, b.labels]),
-    )
-
-
-def _taken(batch: Batch, index: np.ndarray) -> Batch:
-    chosen = torch.as_tensor(index, dtype=torch.long)
-    return Batch(batch.categorical[chosen], batch.numeric[chosen], batch.labels[chosen])
 
 
 def write_report(explanation: Explanation, folder: Path) -> Path:

@@ -123,7 +123,7 @@ class Scorer:
             batches = list(self.bundle.encoder.frame_batches(frame))
         except SlimctrError as error:
             raise BadRequest(400, str(error)) from None
-        batch = batches[0] if len(batches) == 1 else _concatenate(batches)
+        batch = batches[0] if len(batches) == 1 else Batch.concat(batches)
         self.metrics.count_oov(batch, self.categorical)
         return batch
 
@@ -157,7 +157,7 @@ class Scorer:
             waiting = [(b, f) for b, f in taken if not f.done()]  # timed out ones are dropped
             if not waiting:
                 continue
-            batch = _concatenate([b for b, _ in waiting])
+            batch = Batch.concat([b for b, _ in waiting])
             self.metrics.batch_rows.observe(len(batch))
             try:
                 probabilities = await asyncio.to_thread(self._probabilities, batch)
@@ -182,7 +182,7 @@ class Scorer:
         scores = []
         for start in range(0, rows + padded, block):
             part = index[start : start + block]
-            chunk = Batch(batch.categorical[part], batch.numeric[part], batch.labels[part])
+            chunk = batch.rows(part)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bundle.bf16):
                 scores.append(self.bundle.module(chunk).float())
         return torch.sigmoid(torch.cat(scores)[:rows]).double().numpy()
@@ -330,14 +330,6 @@ def _number(row: dict[str, Any], name: str, index: int) -> float | None:
     if not math.isfinite(value):
         raise BadRequest(400, f"row {index + 1}, field {name!r}: not a finite number")
     return float(value)
-
-
-def _concatenate(batches: list[Batch]) -> Batch:
-    return Batch(
-        categorical=torch.cat([b.categorical for b in batches]),
-        numeric=torch.cat([b.numeric for b in batches]),
-        labels=torch.cat([b.labels for b in batches]),
-    )
 
 
 ENVIRONMENT = "SLIMCTR_SERVE"  # how ``slimctr serve`` tells each uvicorn worker what to serve

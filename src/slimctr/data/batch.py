@@ -23,6 +23,19 @@ class Batch:
     def __len__(self) -> int:
         return self.labels.shape[0]
 
+    def rows(self, index: slice | torch.Tensor) -> Batch:
+        """The rows ``index`` selects (a slice, or row numbers in any order, repeats allowed)."""
+        return Batch(self.categorical[index], self.numeric[index], self.labels[index])
+
+    @staticmethod
+    def concat(batches: list[Batch]) -> Batch:
+        """The rows of ``batches``, one after the other."""
+        return Batch(
+            categorical=torch.cat([b.categorical for b in batches]),
+            numeric=torch.cat([b.numeric for b in batches]),
+            labels=torch.cat([b.labels for b in batches]),
+        )
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return Batch(
             categorical=self.categorical.to(device, non_blocking=non_blocking),

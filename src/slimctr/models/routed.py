@@ -128,6 +128,7 @@ class Routed(nn.Module):
                 continue
             twice = self.training and len(rows) == 1  # BatchNorm needs two samples
             taken = rows.repeat(2) if twice else rows
-            part = Batch(batch.categorical[taken], batch.numeric[taken], batch.labels[taken])
-            logits = logits.index_put((rows,), expert(part)[: len(rows)].to(logits.dtype))
+            logits = logits.index_put(
+                (rows,), expert(batch.rows(taken))[: len(rows)].to(logits.dtype)
+            )
         return logits

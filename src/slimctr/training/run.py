@@ -197,8 +197,6 @@ def evaluate(
     if source is not None:
         return load_model(path).evaluate_file(source, columns=columns)
     bundle = load_model(path)
-    if data_dir is None and not RunDir(path).holds_run():
-        raise SlimctrError(f"{path} is a bundle: give a labelled --input FILE or a --data DIR")
     store = open_store(data_dir or training_store(path))
     bundle.check_store(store)
     return score(
