@@ -1,6 +1,9 @@
 """Dimension search results (issues 17 and 18): full width, uniform width, FDO, OptEmbed, OptFS,
 PEP, DNIS and the iHAS-style search, on Frappe, the synthetic default and the Criteo-shaped
-preset at 3M rows (``criteo-3m``, where the tables hold most of the floats).
+preset at 300k rows with values kept from 2 occurrences (``criteo-300k-mc2``: the tables hold 53%
+of GDCN-P's floats and 65% of DCNv2's). The first try, 3M rows at Criteo's min count of 10
+(``criteo-3m``), took 10 minutes an epoch on one thread and was still improving after 4: a study
+of about 100 runs did not fit this machine.
 
 For each dataset, model and seed: train the full model, then each method's plan, and retrain it
 with the shared runner (``slimctr.search.train_plan``). A cell is a method with its settings:
@@ -71,9 +74,10 @@ RESULTS = ROOT / "docs" / "results" / "search.md"
 PLOT = ROOT / "docs" / "results" / "search.png"
 LOG = ROOT / "benchmarks" / "results" / "search_runs.jsonl"
 # Frappe and the synthetic default: about 40% of the full width (10 and 16); the Criteo-shaped
-# data (issue 18: 3M rows, tables about 57% of GDCN-P's floats and 70% of DCNv2's): 25% of 16.
-UNIFORM = {"frappe": 4, "synthetic": 6, "criteo-3m": 4}
+# data (issue 18, where the tables hold most of the floats): 25% of 16.
+UNIFORM = {"frappe": 4, "synthetic": 6, "criteo-3m": 4, "criteo-300k-mc2": 4}
 DROP = 3  # the largest fields the drop cell removes
+BUDGETS = (0.1, 0.25, 0.5)  # shares of the full model's embedding bytes (issue 18)
 SELECT_MARGIN = 0.0005
 # Settings tried for each searcher; "reference" is its defaults (the papers' README values).
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -144,7 +148,10 @@ retrained bundle's `weights.safetensors`, the whole model as shipped (logged fro
 for older runs). Paired differences are test AUC minus the full model's on the same seed, with a
 95% t-interval over seeds. Search + retrain seconds are wall time on one thread beside one other
 study process (FDO's search is the full model's training); the multiple is of the full model's
-training time in the same conditions."""
+training time in the same conditions. Inference samples/s: the retrained model scoring the test
+split once, in the study process, beside the other study process: compare within a table only.
+The budget tables pick, per share of the full model's embedding bytes, the cell with the highest
+mean validation AUC among those within it (full and drop cells excluded)."""
 
 
 def records() -> dict[str, dict[str, Any]]:
@@ -303,7 +310,7 @@ def cells(args: argparse.Namespace, dataset: str, model: str, seed: int) -> list
             found.append("fdo-0.8")
         elif method == "budgeted":
             found += list(BUDGETED)
-        elif method in BUDGETED or ":" in method:  # a cell named in full
+        elif method in BUDGETED or ":" in method or "-" in method:  # a cell named in full
             found.append(method)
         elif args.select and seed == 0:
             found += [f"{method}:{v}" for v in VARIANTS[method]]
@@ -344,8 +351,8 @@ def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
         f"### {dataset}, {model}\n",
         "| cell | seeds | test AUC | paired diff to full (95% CI) | test logloss | "
         "embedding bytes | % of full | feature ratio | total params | bundle weight bytes | "
-        "search + retrain s (x full training) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "search + retrain s (x full training) | inference samples/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by_cell: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
@@ -378,7 +385,51 @@ def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
             f"{statistics.mean(r['test']['logloss'] for r in group):.4f} | {size:,.0f} | "
             f"{size / full_bytes:.0%} | {statistics.mean(r['feature_ratio'] for r in group):.3f} | "
             f"{statistics.mean(r['num_params'] for r in group):,.0f} | {bundle} | "
-            f"{cost:,.0f} ({cost / full_seconds:.1f}x) |"
+            f"{cost:,.0f} ({cost / full_seconds:.1f}x) | "
+            f"{statistics.mean(r['infer_samples_per_s'] for r in group):,.0f} |"
+        )
+    return lines
+
+
+def budgets(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
+    """Per share of the full model's embedding bytes (``BUDGETS``), the cell within it whose
+    mean validation AUC is highest (a choice made on validation), with its test numbers."""
+    runs = [r for r in logged if r["dataset"] == dataset and r["model"] == model]
+    full = {r["seed"]: r for r in runs if r["cell"] == "full"}
+    if not full:
+        return []
+    full_bytes = statistics.mean(r["embedding_bytes"] for r in full.values())
+    by_cell: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        if r["cell"] != "full" and not r["cell"].startswith("drop"):
+            by_cell.setdefault(r["cell"], []).append(r)
+    lines = [
+        f"Best cell per budget, {dataset}, {model} (highest mean validation AUC among the cells "
+        "within the budget):\n",
+        "| budget | cell | seeds | % of full | test AUC | paired diff to full (95% CI) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for budget in BUDGETS:
+        within = {
+            cell: group
+            for cell, group in by_cell.items()
+            if statistics.mean(r["embedding_bytes"] for r in group) <= budget * full_bytes
+        }
+        if not within:
+            lines.append(f"| {budget:.0%} | none | | | | |")
+            continue
+        cell, group = max(
+            within.items(), key=lambda item: statistics.mean(r["valid"]["auc"] for r in item[1])
+        )
+        paired = [
+            r["test"]["auc"] - full[r["seed"]]["test"]["auc"] for r in group if r["seed"] in full
+        ]
+        mean, half = interval(paired)
+        ci = f" ({mean - half:+.4f}, {mean + half:+.4f})" if len(paired) > 1 else ""
+        share = statistics.mean(r["embedding_bytes"] for r in group) / full_bytes
+        auc = statistics.mean(r["test"]["auc"] for r in group)
+        lines.append(
+            f"| {budget:.0%} | {cell} | {len(group)} | {share:.0%} | {auc:.4f} | {mean:+.4f}{ci} |"
         )
     return lines
 
@@ -445,6 +496,7 @@ def main() -> None:
     for dataset in args.datasets:
         for model in args.models:
             sections += [*table(logged, dataset, model), ""]
+            sections += [*budgets(logged, dataset, model), ""]
     text = "\n".join(sections)
     print(text)
     if args.write:
