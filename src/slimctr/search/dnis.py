@@ -46,12 +46,13 @@ from slimctr.data.batch import Batch
 from slimctr.data.loader import BatchLoader
 from slimctr.errors import SlimctrError
 from slimctr.nn.embedding import FieldEmbedding
-from slimctr.search.plan import Plan, field_sizes
-from slimctr.search.runner import Start, implied_params
+from slimctr.search.plan import Plan
+from slimctr.search.runner import Start
 from slimctr.search.stages import (
     cached,
     categorical_columns,
     field_masks,
+    searched_plan,
     stage_key,
     state_copy,
     supernet,
@@ -219,8 +220,6 @@ class DNIS:
                 hook.table.copy_(hook.folded())
         embedding.row_hook = None
         masks = field_masks(embedding, _largest(hook.table.detach(), config.keep))
-        schema = start.store.schema
-        widths = dict(zip(embedding.field_names, embedding.field_dims, strict=True))
         alpha = found["alpha"]
         settings = to_dict(config) | {
             "blocks": ",".join(f"{share:g}" for share in config.blocks),
@@ -228,17 +227,8 @@ class DNIS:
             "search_valid_auc": found["valid_auc"],
             "alpha_zero_share": float((alpha == 0).float().mean()),
         }
-        self.plan_ = Plan(
-            method=self.name,
-            settings=settings,
-            widths=widths,
-            field_sizes=field_sizes(schema),
-            masks=masks,
-            source_run=None if start.run_dir is None else str(start.run_dir),
-            source_widths=widths,
-            model_params=implied_params(start.config, schema, widths),
-            seconds={"warm start": warm["seconds"], "search": found["seconds"]},
-        )
+        seconds = {"warm start": warm["seconds"], "search": found["seconds"]}
+        self.plan_ = searched_plan(self.name, start, embedding, settings, seconds, masks=masks)
         self.initial_ = state_copy(model)
         return self
 

@@ -38,11 +38,12 @@ from slimctr.errors import SlimctrError
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.search.evolution import EvolutionConfig, evolve
 from slimctr.search.gates import RowMask, prefix_masks, sample_width_masks
-from slimctr.search.plan import Plan, field_sizes, plan_rows
-from slimctr.search.runner import Start, implied_params
+from slimctr.search.plan import Plan
+from slimctr.search.runner import Start
 from slimctr.search.stages import (
     cached,
     categorical_columns,
+    searched_plan,
     stage_key,
     state_copy,
     supernet,
@@ -195,23 +196,15 @@ class OptEmbed:
             "optembed evolution",
         )
         widths = dict(zip(embedding.field_names, found["widths"], strict=True))
-        schema = start.store.schema
         settings |= {
             "supernet_valid_auc": trained["valid_auc"],
             "evolution_valid_auc": found["fitness"],
         }
-        plan = Plan(
-            method=self.name,
-            settings=settings,
-            widths=widths,
-            field_sizes=field_sizes(schema),
-            kept=kept,
-            source_run=None if start.run_dir is None else str(start.run_dir),
-            source_widths=dict(zip(embedding.field_names, embedding.field_dims, strict=True)),
-            model_params=implied_params(start.config, schema, widths, plan_rows(kept)),
-            seconds={"supernet": trained["seconds"], "evolution": found["seconds"]},
+        seconds = {"supernet": trained["seconds"], "evolution": found["seconds"]}
+        self.plan_ = searched_plan(
+            self.name, start, embedding, settings, seconds, widths=widths, kept=kept
         )
-        self.plan_, self.initial_ = plan, trained["initial"]
+        self.initial_ = trained["initial"]
         return self
 
     def _supernet(self, model: Any, masks: SupernetMasks, start: Start) -> dict[str, Any]:

@@ -34,11 +34,12 @@ from slimctr.data.batch import Batch
 from slimctr.errors import SlimctrError
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.search.gates import FeatureGates, temperature
-from slimctr.search.plan import Plan, field_sizes, plan_rows
-from slimctr.search.runner import Start, implied_params
+from slimctr.search.plan import Plan
+from slimctr.search.runner import Start
 from slimctr.search.stages import (
     cached,
     categorical_columns,
+    searched_plan,
     stage_key,
     state_copy,
     supernet,
@@ -168,21 +169,11 @@ class OptFS:
                     embedding.table(name).mul_(rows.gates.hard_scale)
             initial = state_copy(model)
         kept = rows.kept()
-        schema = start.store.schema
-        widths = dict(zip(embedding.field_names, embedding.field_dims, strict=True))
         settings = to_dict(self.config) | {
             "search_valid_auc": found["valid_auc"],
         }
-        self.plan_ = Plan(
-            method=self.name,
-            settings=settings,
-            widths=widths,
-            field_sizes=field_sizes(schema),
-            kept=kept,
-            source_run=None if start.run_dir is None else str(start.run_dir),
-            source_widths=widths,
-            model_params=implied_params(start.config, schema, widths, plan_rows(kept)),
-            seconds={"search": found["seconds"]},
+        self.plan_ = searched_plan(
+            self.name, start, embedding, settings, {"search": found["seconds"]}, kept=kept
         )
         self.initial_ = initial
         return self

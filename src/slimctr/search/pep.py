@@ -36,12 +36,13 @@ from slimctr.config import to_dict
 from slimctr.data.batch import Batch
 from slimctr.errors import SlimctrError
 from slimctr.nn.embedding import FieldEmbedding
-from slimctr.search.plan import Plan, field_sizes
-from slimctr.search.runner import Start, implied_params
+from slimctr.search.plan import Plan
+from slimctr.search.runner import Start
 from slimctr.search.stages import (
     cached,
     categorical_columns,
     field_masks,
+    searched_plan,
     stage_key,
     state_copy,
     supernet,
@@ -188,23 +189,13 @@ class PEP:
                 file=sys.stderr,
             )
         masks = field_masks(embedding, found["mask"])
-        schema = start.store.schema
-        widths = dict(zip(embedding.field_names, embedding.field_dims, strict=True))
         settings = to_dict(self.config) | {
             "reached": found["reached"],
             "search_steps": found["steps"],
             "search_valid_auc": found["valid_auc"],
         }
-        self.plan_ = Plan(
-            method=self.name,
-            settings=settings,
-            widths=widths,
-            field_sizes=field_sizes(schema),
-            masks=masks,
-            source_run=None if start.run_dir is None else str(start.run_dir),
-            source_widths=widths,
-            model_params=implied_params(start.config, schema, widths),
-            seconds={"search": found["seconds"]},
+        self.plan_ = searched_plan(
+            self.name, start, embedding, settings, {"search": found["seconds"]}, masks=masks
         )
         self.initial_ = initial
         return self

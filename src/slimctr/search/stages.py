@@ -3,7 +3,8 @@
 ``supernet`` builds the start's model at one width with a fresh seed and a row hook (the masks or
 gates the stage learns) installed in its field embedding; ``train_stage`` trains it with the
 start's settings and the stage's callbacks; ``cached`` keeps a finished stage's result in the
-search's work folder, so that a search run again skips it.
+search's work folder, so that a search run again skips it; ``searched_plan`` is the plan such a
+search leaves.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from slimctr.errors import SlimctrError
 from slimctr.files import atomic_path
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.runconfig import RunConfig, build_model
-from slimctr.search.runner import Start, field_embedding
+from slimctr.search.plan import Plan, field_sizes, plan_rows
+from slimctr.search.runner import Start, field_embedding, implied_params
 from slimctr.training.callbacks import Callback, ProgressBar
 from slimctr.training.trainer import TrainConfig, Trainer
 
@@ -124,3 +126,34 @@ def field_masks(embedding: FieldEmbedding, mask: Tensor) -> dict[str, np.ndarray
 def state_copy(model: nn.Module) -> dict[str, Tensor]:
     """A detached copy of ``model``'s state."""
     return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
+def searched_plan(
+    method: str,
+    start: Start,
+    embedding: FieldEmbedding,
+    settings: dict[str, Any],
+    seconds: dict[str, float],
+    *,
+    widths: dict[str, int] | None = None,
+    kept: dict[str, np.ndarray] | None = None,
+    masks: dict[str, np.ndarray] | None = None,
+) -> Plan:
+    """The plan a search from ``start``'s supernet ``embedding`` found: ``widths`` (default:
+    the supernet's own), the rows ``kept`` or the entry ``masks``, with the model's parameters
+    under them and the seconds each stage took."""
+    source = dict(zip(embedding.field_names, embedding.field_dims, strict=True))
+    widths = source if widths is None else widths
+    schema = start.store.schema
+    return Plan(
+        method=method,
+        settings=settings,
+        widths=widths,
+        field_sizes=field_sizes(schema),
+        kept=kept or {},
+        masks=masks or {},
+        source_run=None if start.run_dir is None else str(start.run_dir),
+        source_widths=source,
+        model_params=implied_params(start.config, schema, widths, plan_rows(kept or {})),
+        seconds=seconds,
+    )
