@@ -2,17 +2,18 @@
 
 The source models are the search study's full models (``benchmarks/search.py``: the same runs,
 trained there when missing): Frappe with the shipped ``frappe_x1`` settings and the
-Criteo-shaped data (``criteo-3m``) with the untuned defaults, fp32, GDCN-P and DCNv2, 3 seeds.
+Criteo-shaped data (``criteo-300k-mc2``) with the untuned defaults, fp32, GDCN-P and DCNv2, 3 seeds.
 Each codec of ``CODECS`` compresses each source model (``slimctr.compress.model.compress``),
 which is scored on the test split through the unchanged model on the tables it decodes (the
 tables stay compressed in memory: nothing is simulated) and written as a bundle, whose files are
 measured. Every finished cell is logged to benchmarks/results/compression_runs.jsonl.
 
-``--timing`` measures, for seed 0 and each codec, the peak RSS of a fresh process that loads the
-bundle and scores the test split, and its samples/s (best of 3), against the float32 bundle in
-the same job: run it alone on the machine.
+``--timing`` measures, for seed 0 and each codec, a fresh process that loads the bundle and
+scores the test split: the bytes of the loaded model's parameters and buffers (exact), its RSS
+after loading and its peak RSS, and its samples/s (best of 3), against the float32 bundle in the
+same job: run it alone on the machine.
 
-    python benchmarks/compression.py [--datasets frappe criteo-3m] [--models gdcn_p dcnv2]
+    python benchmarks/compression.py [--datasets frappe criteo-300k-mc2] [--models gdcn_p dcnv2]
         [--seeds 3] [--threads 1] [--timing] [--write] [--logged-only]
 """
 
@@ -118,6 +119,10 @@ import torch
 torch.set_num_threads(int(sys.argv[3]))
 from slimctr.training import run
 bundle = run.load_model(sys.argv[1])
+tensors = [*bundle.module.parameters(), *bundle.module.buffers()]
+held = sum(t.numel() * t.element_size() for t in tensors)
+status = open("/proc/self/status").read().split("VmRSS:")[1]
+loaded = int(status.split()[0])
 from slimctr.data.store import open_store
 from slimctr.training.trainer import score
 store = open_store(sys.argv[2])
@@ -128,7 +133,8 @@ for _ in range(3):
     score(bundle.module, store, "test", batch_size=4096, bf16=bundle.bf16)
     best = min(best, time.perf_counter() - began)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"samples_per_s": rows / best, "peak_rss_kib": peak}))
+print(json.dumps({"samples_per_s": rows / best, "peak_rss_kib": peak, "model_bytes": held,
+                  "loaded_rss_kib": loaded}))
 """
 
 
@@ -174,7 +180,7 @@ def timing(args: argparse.Namespace) -> None:
             source = source_run(args, dataset, model, 0)
             for codec in TIMED:
                 key = f"{dataset} {model} seed=0 {codec} threads={args.threads or 1}"
-                if key in records(TIMING_LOG):
+                if "model_bytes" in records(TIMING_LOG).get(key, {}):  # older ones lack it
                     continue
                 bundle = source / "bundle"
                 if codec != "float32":
@@ -223,14 +229,21 @@ def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
     timed = [t for t in records(TIMING_LOG).values()
              if t["dataset"] == dataset and t["model"] == model]  # fmt: skip
     if timed:
-        lines += ["", "| codec (seed 0) | threads | scoring samples/s | peak RSS MiB | CPU |",
-                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += ["", "| codec (seed 0) | threads | scoring samples/s | model bytes in memory "
+                  "| RSS after loading MiB | peak RSS MiB | CPU |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
         lines += [
             f"| {t['codec']} | {t['threads']} | {t['samples_per_s']:,.0f} | "
+            f"{_count(t.get('model_bytes'))} | {_count(t.get('loaded_rss_kib'), 1024)} | "
             f"{t['peak_rss_kib'] / 1024:,.0f} | {t['cpu']} |"
             for t in timed
         ]
     return lines
+
+
+def _count(value: int | None, unit: int = 1) -> str:
+    """``value / unit`` with thousands separators; "-" for a measure an older entry lacks."""
+    return "-" if value is None else f"{value / unit:,.0f}"
 
 
 def plot(logged: list[dict[str, Any]]) -> None:
