@@ -1,4 +1,4 @@
-"""What the searchers that train their own first stage share (OptEmbed, OptFS).
+"""What the searchers that train their own first stage share (every one but FDO).
 
 ``supernet`` builds the start's model at one width with a fresh seed and a row hook (the masks or
 gates the stage learns) installed in its field embedding; ``train_stage`` trains it with the
