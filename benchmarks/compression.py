@@ -252,9 +252,14 @@ def plot(logged: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({(r["dataset"], r["model"]) for r in logged})
-    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
-    for axis, (dataset, model) in zip(axes[0], panels, strict=True):
+    datasets = sorted({r["dataset"] for r in logged})
+    models = sorted({r["model"] for r in logged})
+    figure, axes = plt.subplots(
+        len(datasets), len(models), figsize=(6.5 * len(models), 4.8 * len(datasets)), squeeze=False
+    )
+    for axis, (dataset, model) in zip(
+        axes.flat, ((d, m) for d in datasets for m in models), strict=True
+    ):
         runs = [r for r in logged if (r["dataset"], r["model"]) == (dataset, model)]
         for codec in CODECS:
             group = [r for r in runs if r["codec"] == codec]
@@ -270,8 +275,9 @@ def plot(logged: list[dict[str, Any]]) -> None:
         axis.scatter([base], [0.0], marker="*", s=120, color="black", label="float32")
         axis.axhline(-0.0005, color="grey", linestyle=":", linewidth=0.8)
         axis.set_xscale("log")
+        axis.set_yscale("symlog", linthresh=1e-4)  # linear within 1e-4 of float32, log beyond
         axis.set_xlabel("embedding bytes stored (log)")
-        axis.set_ylabel("test AUC minus float32's (mean over seeds)")
+        axis.set_ylabel("test AUC minus float32's (mean over seeds; symlog)")
         axis.set_title(f"{dataset}, {model}")
         axis.legend(fontsize=7)
         axis.grid(alpha=0.3)
