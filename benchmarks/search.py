@@ -481,6 +481,10 @@ def plot(logged: list[dict[str, Any]]) -> None:
         for r in logged:
             if (r["dataset"], r["model"]) == (dataset, model):
                 by_cell.setdefault(r["cell"], []).append(r)
+        if not by_cell:
+            axis.set_title(f"{dataset}, {model}: not run yet")
+            axis.axis("off")
+            continue
         colours = plt.get_cmap("tab20").colors
         for index, cell in enumerate(sorted(by_cell, key=_cell_order)):
             group = by_cell[cell]
@@ -492,7 +496,7 @@ def plot(logged: list[dict[str, Any]]) -> None:
             axis.errorbar(size, statistics.mean(aucs), yerr=spread, capsize=3,
                           label=f"{cell} ({len(group)} seeds)", **style)  # fmt: skip
         axis.set_xscale("log")
-        axis.set_xlabel("embedding bytes (stored, float32 plus id maps)")
+        axis.set_xlabel("embedding bytes (stored: float32, id maps, entry masks)")
         axis.set_ylabel("test AUC (mean +- std over seeds)")
         axis.set_title(f"{dataset}, {model}")
         axis.legend(fontsize=7)
