@@ -302,8 +302,8 @@ def chosen(dataset: str, model: str, method: str) -> str | None:
     """The variant ``--select`` keeps for ``method`` (None until every variant and the full
     model have a first-seed run), judged on the runs of ``SELECTED_BY``'s model if it names one."""
     logged = records()
-    full = logged.get(key_of(dataset, model, 0, "full"))
     model = SELECTED_BY.get(dataset, model)
+    full = logged.get(key_of(dataset, model, 0, "full"))
     tried = [
         logged.get(key_of(dataset, model, 0, f"{method}:{v}")) for v in variants(dataset, method)
     ]
