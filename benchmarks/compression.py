@@ -252,14 +252,8 @@ def plot(logged: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = sorted({r["dataset"] for r in logged})
-    models = sorted({r["model"] for r in logged})
-    figure, axes = plt.subplots(
-        len(datasets), len(models), figsize=(6.5 * len(models), 4.8 * len(datasets)), squeeze=False
-    )
-    for axis, (dataset, model) in zip(
-        axes.flat, ((d, m) for d in datasets for m in models), strict=True
-    ):
+    figure, panels = search.panel_grid(plt, logged)
+    for axis, dataset, model in panels:
         runs = [r for r in logged if (r["dataset"], r["model"]) == (dataset, model)]
         for codec in CODECS:
             group = [r for r in runs if r["codec"] == codec]

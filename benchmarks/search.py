@@ -463,20 +463,26 @@ def _cell_order(cell: str) -> tuple[int, str]:
     return order.index(cell.split(":")[0].split("-")[0]), cell
 
 
+def panel_grid(plt: Any, logged: list[dict[str, Any]]) -> tuple[Any, list[tuple[Any, str, str]]]:
+    """A figure with one panel per (dataset, model) of ``logged``, datasets as rows and models
+    as columns, and the panels as (axis, dataset, model)."""
+    datasets = sorted({r["dataset"] for r in logged})
+    models = sorted({r["model"] for r in logged})
+    figure, axes = plt.subplots(
+        len(datasets), len(models), figsize=(6.5 * len(models), 4.8 * len(datasets)), squeeze=False
+    )
+    names = [(d, m) for d in datasets for m in models]
+    return figure, [(axis, *name) for axis, name in zip(axes.flat, names, strict=True)]
+
+
 def plot(logged: list[dict[str, Any]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = sorted({r["dataset"] for r in logged})
-    models = sorted({r["model"] for r in logged})
-    figure, axes = plt.subplots(
-        len(datasets), len(models), figsize=(6.5 * len(models), 4.8 * len(datasets)), squeeze=False
-    )
-    for axis, (dataset, model) in zip(
-        axes.flat, ((d, m) for d in datasets for m in models), strict=True
-    ):
+    figure, panels = panel_grid(plt, logged)
+    for axis, dataset, model in panels:
         by_cell: dict[str, list[dict[str, Any]]] = {}
         for r in logged:
             if (r["dataset"], r["model"]) == (dataset, model):
