@@ -155,6 +155,9 @@ method, the variant with the fewest embedding bytes whose validation AUC is with
 full model's on seed 0 (else the highest validation AUC), the one the other seeds train. On the
 Criteo-shaped data DCNv2's first-seed runs choose for GDCN-P too (`SELECTED_BY`), and PEP's
 reference settings are not run there (`SKIPPED`: they could not cut anything in its step budget).
+On the synthetic default (a full GDCN-P run takes about 28 minutes here) no variants are tried:
+each model runs the OptEmbed and OptFS variants it chose on Frappe (OptEmbed's reference for both,
+OptFS's gate rate 0.01 for GDCN-P and its reference for DCNv2).
 `optembed:d-...` cells are slimctr's size-budgeted OptEmbed-D (widths only), never chosen.
 
 Embedding bytes are what the retrained model stores: float32 tables of the kept rows at the planned

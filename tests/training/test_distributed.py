@@ -90,3 +90,32 @@ def test_a_run_resumes_with_another_number_of_processes(store, tmp_path):
     one, two = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
     for name, tensor in one.items():
         torch.testing.assert_close(two[name], tensor, rtol=1e-5, atol=1e-6)
+
+
+LEAVE = """
+import os
+import torch
+from slimctr.training.distributed import World
+
+world = World.from_env()
+torch.optim.Adam([torch.nn.Parameter(torch.ones(1))])  # imports torch._dynamo, as training does
+world.sum(1.0)
+world.leave()
+threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print("gloo threads left:", sorted(name for name in threads if "gloo" in name))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="lists threads with Linux's /proc")
+def test_no_gloo_thread_outlives_leaving_the_group(tmp_path):
+    """A gloo thread still running when the interpreter exits aborts the process (now and then:
+    a flaky test, then a failed CI), so leaving the group must stop them all."""
+    script = write_text(tmp_path / "leave.py", LEAVE.splitlines())
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        str(script),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("gloo threads left: []") == 2, done.stdout

@@ -58,6 +58,11 @@ class World:
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return cls()
         if not dist.is_initialized():
+            # Imported after the group is joined (the first optimiser does), torch._dynamo keeps
+            # the group alive past destroy_process_group: gloo's threads then outlive the
+            # interpreter and abort the process at exit (torch 2.13). Imported first, it does not.
+            import torch._dynamo  # noqa: F401
+
             dist.init_process_group("gloo")  # slimctr trains on the CPU, even where CUDA is
         return cls(dist.get_rank(), dist.get_world_size())
 
