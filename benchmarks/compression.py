@@ -140,8 +140,8 @@ print(json.dumps({"samples_per_s": rows / best, "peak_rss_kib": peak, "model_byt
 
 def searched(args: argparse.Namespace) -> None:
     """Compress the search study's retrained models of every cell it ran on all seeds (masked
-    ones are stored sparse already and skipped), so that sizes multiply; logged against the
-    full float32 model of the same seed."""
+    ones are stored sparse already and skipped), so that sizes multiply, into bundles; logged
+    against the full float32 model of the same seed."""
     found = search.records()
     for dataset in args.datasets:
         for model in args.models:
@@ -158,7 +158,11 @@ def searched(args: argparse.Namespace) -> None:
                         continue
                     folder = args.work / dataset / f"{model}-{seed}" / cell.replace(":", "-")
                     source = folder / "run" if (folder / "run").is_dir() else folder
-                    result = compress(source, codec)
+                    name = f"{cell}+{codec}".replace(":", "-")
+                    bundle = args.work / "compressed" / dataset / f"{model}-{seed}" / name
+                    shutil.rmtree(bundle, ignore_errors=True)
+                    result = compress(source, codec, bundle)
+                    weights = (bundle / "weights.safetensors").stat().st_size
                     log(LOG, {
                         "key": key, "dataset": dataset, "model": model, "seed": seed,
                         "codec": f"{cell}+{codec}", "test": result["test"],
@@ -166,6 +170,7 @@ def searched(args: argparse.Namespace) -> None:
                         "embedding_bytes": result["embedding_bytes"],
                         "float32_embedding_bytes": full[seed]["embedding_bytes"],
                         "searched_float32_test": result["float32"]["test"],
+                        "bundle_bytes": result["bundle_bytes"], "weight_bytes": weights,
                         "machine": platform.machine(),
                     })  # fmt: skip
                     print(f"{key}: test AUC {result['test']['auc']:.5f}", flush=True)
