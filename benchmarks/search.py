@@ -181,7 +181,7 @@ training time in the same conditions. Inference samples/s: the retrained model s
 split once, in the study process, beside the other study process: compare within a table only.
 Both leave out the runs of `BUSY`, timed beside a third busy process, where the cell has other
 seeds; `(busy)` marks a cell that has only such runs. Test suites also ran beside the studies
-now and then, so take differences of less than about 20% in these columns as noise.
+now and then (not recorded per run), so these two columns are rough.
 The budget tables pick, per share of the full model's embedding bytes, the cell with the highest
 mean validation AUC among those within it (full and drop cells excluded)."""
 
