@@ -108,8 +108,9 @@ print("gloo threads left:", sorted(name for name in threads if "gloo" in name))
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="lists threads with Linux's /proc")
 def test_no_gloo_thread_outlives_leaving_the_group(tmp_path):
-    """A gloo thread still running when the interpreter exits aborts the process (now and then:
-    a flaky test, then a failed CI), so leaving the group must stop them all."""
+    """A gloo thread still running while the interpreter shuts down can abort a rank after a
+    finished run (now and then, so a resumed two-process run failed one time in a few dozen),
+    so leaving the group must stop them all."""
     script = write_text(tmp_path / "leave.py", LEAVE.splitlines())
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
