@@ -246,6 +246,8 @@ def record(
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "threads": RunDir(run_dir).config().threads,
         "revision": RunDir(run_dir).versions()["git_revision"],
+        # when it finished: with its seconds, what ran beside it can be checked afterwards
+        "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     log(entry)
     print(f"{key}: test AUC {metrics['test']['auc']:.4f}", flush=True)
