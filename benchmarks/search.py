@@ -121,15 +121,18 @@ SHARED_STAGES = {"dnis"}  # methods whose variants differ only after their cache
 # Where one model's first-seed runs choose every model's variants: on the Criteo-shaped data,
 # DCNv2's (it trains in about half GDCN-P's time), so that GDCN-P trains the chosen ones only.
 SELECTED_BY = {"criteo-300k-mc2": "dcnv2"}
-# Runs timed beside a third busy process (2026-12-05, an hour of stress runs and test suites
-# that chased a flaky CI test): their seconds and samples/s are not comparable, so the report
-# leaves them out of those columns where other seeds of the cell are clean, and marks them.
+# Runs timed beside a third busy process (2026-12-05: an hour of stress runs and test suites
+# that chased a flaky CI test, then diagnostics): their seconds and samples/s are not comparable,
+# so the report leaves them out of those columns where other seeds of the cell are clean, and
+# marks them.
 BUSY = {
     "synthetic gdcn_p seed=2 uniform-6",
     "synthetic gdcn_p seed=2 fdo-0.8",
     "synthetic gdcn_p seed=2 optembed:reference",
     "criteo-300k-mc2 dcnv2 seed=0 optembed:reference",
     "criteo-300k-mc2 dcnv2 seed=0 optembed:t0.1",
+    "criteo-300k-mc2 gdcn_p seed=0 uniform-1",  # beside benchmarks/ihas_routing.py's checks
+    "criteo-300k-mc2 gdcn_p seed=0 uniform-2",
 }
 # Variants a dataset does not run, and why.
 SKIPPED = {
