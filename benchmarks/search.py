@@ -418,8 +418,9 @@ def table(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
             )
         spread = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
         size = statistics.mean(r["embedding_bytes"] for r in group)
-        timed = [r for r in group if r["key"] not in BUSY] or group
-        busy = " (busy)" if timed is group and any(r["key"] in BUSY for r in group) else ""
+        clean = [r for r in group if r["key"] not in BUSY]
+        timed = clean or group  # a cell with only busy runs shows them, marked
+        busy = "" if clean else " (busy)"
         cost = statistics.mean(
             sum(r["search_seconds"].values()) + r["train_seconds"] for r in timed
         )
