@@ -88,6 +88,14 @@ def source_run(args: argparse.Namespace, dataset: str, model: str, seed: int) ->
     return args.work / dataset / f"{model}-{seed}" / "full"
 
 
+def compress_afresh(source: Path, codec: str, bundle: Path) -> dict[str, Any]:
+    """``compress`` into the bundle folder ``bundle`` (what an interrupted try left there is
+    removed first), with the size of its ``weights.safetensors`` as ``weight_bytes``."""
+    shutil.rmtree(bundle, ignore_errors=True)
+    result = compress(source, codec, bundle)
+    return {**result, "weight_bytes": (bundle / "weights.safetensors").stat().st_size}
+
+
 def study(args: argparse.Namespace) -> None:
     for dataset in args.datasets:
         for seed in range(args.seeds):
@@ -98,16 +106,15 @@ def study(args: argparse.Namespace) -> None:
                     if key in records(LOG):
                         continue
                     bundle = args.work / "compressed" / dataset / f"{model}-{seed}" / codec
-                    shutil.rmtree(bundle, ignore_errors=True)
-                    result = compress(source, codec, bundle)
-                    weights = (bundle / "weights.safetensors").stat().st_size
+                    result = compress_afresh(source, codec, bundle)
                     log(LOG, {
                         "key": key, "dataset": dataset, "model": model, "seed": seed,
                         "codec": codec, "test": result["test"], "valid": result["valid"],
                         "float32_test": result["float32"]["test"],
                         "embedding_bytes": result["embedding_bytes"],
                         "float32_embedding_bytes": result["float32"]["embedding_bytes"],
-                        "bundle_bytes": result["bundle_bytes"], "weight_bytes": weights,
+                        "bundle_bytes": result["bundle_bytes"],
+                        "weight_bytes": result["weight_bytes"],
                         "machine": platform.machine(),
                     })  # fmt: skip
                     print(f"{key}: test AUC {result['test']['auc']:.5f}", flush=True)
@@ -160,9 +167,7 @@ def searched(args: argparse.Namespace) -> None:
                     source = folder / "run" if (folder / "run").is_dir() else folder
                     name = f"{cell}+{codec}".replace(":", "-")
                     bundle = args.work / "compressed" / dataset / f"{model}-{seed}" / name
-                    shutil.rmtree(bundle, ignore_errors=True)
-                    result = compress(source, codec, bundle)
-                    weights = (bundle / "weights.safetensors").stat().st_size
+                    result = compress_afresh(source, codec, bundle)
                     log(LOG, {
                         "key": key, "dataset": dataset, "model": model, "seed": seed,
                         "codec": f"{cell}+{codec}", "test": result["test"],
@@ -170,7 +175,8 @@ def searched(args: argparse.Namespace) -> None:
                         "embedding_bytes": result["embedding_bytes"],
                         "float32_embedding_bytes": full[seed]["embedding_bytes"],
                         "searched_float32_test": result["float32"]["test"],
-                        "bundle_bytes": result["bundle_bytes"], "weight_bytes": weights,
+                        "bundle_bytes": result["bundle_bytes"],
+                        "weight_bytes": result["weight_bytes"],
                         "machine": platform.machine(),
                     })  # fmt: skip
                     print(f"{key}: test AUC {result['test']['auc']:.5f}", flush=True)
