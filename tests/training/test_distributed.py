@@ -41,17 +41,25 @@ def store(tmp_path_factory):
     return built
 
 
-def _torchrun(store, out, processes, *extra):
+def _launch(processes, *target):
+    """``target`` (a script, or ``-m`` and a module with its arguments) started by torchrun in
+    ``processes`` processes of one thread each; its stdout once every rank has succeeded."""
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc-per-node={processes}", "-m", "slimctr", "train", str(store.path),
-        "--model", "dnn", "--out", str(out), "--threads", "1", "--json",
-        *(f"--set={s}" for s in SETTINGS), *extra,
+        f"--nproc-per-node={processes}", *target,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count('"processes"') == 1  # rank 0 alone reports
+    return done.stdout
+
+
+def _torchrun(store, out, processes, *extra):
+    stdout = _launch(
+        processes, "-m", "slimctr", "train", str(store.path), "--model", "dnn",
+        "--out", str(out), "--threads", "1", "--json", *(f"--set={s}" for s in SETTINGS), *extra,
+    )  # fmt: skip
+    assert stdout.count('"processes"') == 1  # rank 0 alone reports
 
 
 def _weights(out):
@@ -111,12 +119,5 @@ def test_no_gloo_thread_outlives_leaving_the_group(tmp_path):
     """A gloo thread still running while the interpreter shuts down can abort a rank after a
     finished run (now and then, so a resumed two-process run failed one time in a few dozen),
     so leaving the group must stop them all."""
-    script = write_text(tmp_path / "leave.py", LEAVE.splitlines())
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-        str(script),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("gloo threads left: []") == 2, done.stdout
+    stdout = _launch(2, str(write_text(tmp_path / "leave.py", LEAVE.splitlines())))
+    assert stdout.count("gloo threads left: []") == 2, stdout
