@@ -6,15 +6,24 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
 from slimctr.data.loader import BatchLoader
 from slimctr.errors import SlimctrError
 from slimctr.models.routed import RoutedConfig, Router
+from slimctr.schema import NUM_RESERVED_IDS
 from slimctr.search import SEARCHERS, Start, train_plan
 from slimctr.search import ihas as ihas_module
-from slimctr.search.ihas import IHAS, BlockGates, GateTraining, IHASConfig, kmeans
+from slimctr.search.ihas import (
+    IHAS,
+    BlockGates,
+    GateTraining,
+    IHASConfig,
+    frequent_rows,
+    kmeans,
+)
 from slimctr.search.stages import supernet
 from slimctr.training import run
 from slimctr.training.trainer import Trainer
@@ -55,11 +64,27 @@ def test_the_retrained_model_routes_every_sample_to_one_group_with_its_widths(fo
 def test_groups_differ_only_by_their_widths_and_count_every_table(found):
     _, searcher = found
     plan = searcher.plan_
-    rows = sum(plan.field_sizes.values())
+    router = sum(plan.router_rows.get(n, rows) for n, rows in plan.field_sizes.items())
+    assert router < sum(plan.field_sizes.values())  # the tiny store has values rarer than 100
     tables = sum(w * plan.field_sizes[n] for group in plan.groups for n, w in group.items())
-    assert plan.embedding_params == tables + FAST.router_dim * rows
+    assert plan.embedding_params == tables + FAST.router_dim * router
     width = 8 // FAST.blocks
     assert all(w % width == 0 and w >= width for group in plan.groups for w in group.values())
+
+
+def test_the_router_keeps_the_values_seen_router_min_count_times_in_training(found):
+    start, searcher = found
+    train = start.store.split("train")
+    for spec in start.store.schema.categorical:
+        ids = np.asarray(start.store.column(spec.name)[train.start : train.stop])
+        counts = np.bincount(ids, minlength=spec.vocab_size)
+        frequent = np.flatnonzero(counts[NUM_RESERVED_IDS:] >= FAST.router_min_count)
+        rows = searcher.plan_.router_rows[spec.name]
+        assert frequent.tolist() == list(range(rows - NUM_RESERVED_IDS))  # the first ids
+        assert (
+            frequent_rows(start.store, 1)[spec.name]
+            == np.count_nonzero(counts[NUM_RESERVED_IDS:]) + NUM_RESERVED_IDS
+        )
 
 
 def test_blocks_of_a_width_that_is_not_a_multiple_differ_by_at_most_one(found):
@@ -122,6 +147,7 @@ def test_kmeans_is_seeded_and_never_makes_more_groups_than_patterns():
 
 def test_bad_settings_are_one_line_errors():
     for bad, message in (({"groups": 0}, "groups"), ({"temperature_end": 2.0}, "temperature"),
-                         ({"controller_lr": 0}, "controller_lr")):  # fmt: skip
+                         ({"controller_lr": 0}, "controller_lr"),
+                         ({"router_min_count": 0}, "router_min_count")):  # fmt: skip
         with pytest.raises(SlimctrError, match=message):
             IHASConfig(**bad)

@@ -142,3 +142,39 @@ def test_masks_of_the_wrong_shape_or_beside_kept_rows_are_refused(change, fragme
     fields = {"method": "test", "widths": plan.widths, "field_sizes": plan.field_sizes}
     with pytest.raises(SlimctrError, match=fragment):
         Plan(**fields, **{"masks": plan.masks, **change})
+
+
+def _grouped(**change) -> Plan:
+    """Two groups over fields n, a (10 rows), b (5 rows), behind a router of width 2 that
+    keeps 4 of a's rows."""
+    settings = {
+        "method": "test",
+        "widths": {"n": 2, "a": 4, "b": 2},
+        "field_sizes": {"n": 1, "a": 10, "b": 5},
+        "groups": ({"n": 2, "a": 4, "b": 2}, {"n": 1, "a": 2, "b": 1}),
+        "router": {"router_dim": 2},
+        "router_rows": {"a": 4},
+    }
+    return Plan(**(settings | change))
+
+
+def test_a_grouped_plan_counts_every_group_and_the_router_rows_it_keeps(tmp_path):
+    plan = _grouped()
+    groups = (2 + 40 + 10) + (1 + 20 + 5)
+    assert plan.embedding_params == groups + 2 * (1 + 4 + 5)
+    plan.save(tmp_path / "plan.json")
+    assert Plan.load(tmp_path / "plan.json").same_as(plan)
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"router_rows": {"a": 11}}, "router_rows of 'a' exceed the field's rows"),
+        ({"router_rows": {"a": 0}}, "router_rows of 'a' must be an int >= 1"),
+        ({"router_rows": {"c": 3}}, "router_rows: missing none; unknown c"),
+        ({"groups": (), "router": None}, "only a plan with groups has router_rows"),
+    ],
+)
+def test_router_rows_fit_the_fields_of_a_grouped_plan(change, fragment):
+    with pytest.raises(SlimctrError, match=fragment):
+        _grouped(**change)

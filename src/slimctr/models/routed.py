@@ -5,11 +5,19 @@ architecture with its own settings (in practice its own per-field embedding widt
 logit is its group model's.
 
 The router is the search's controller, frozen: its own small field embedding (``router_dim``
-per field), an MLP to a logit per (field, dimension block) (``router_blocks`` per field), the
-deterministic gates 1[logit > 0], and the nearest of G ``centroids`` (a buffer, (G, F K)) to
-those gates. Its weights are parameters that do not train (``requires_grad`` off): they count in
-the model's size, as spec 5.3 asks, and come from the search (``slimctr.search.ihas``). A model
-of one group routes everything to it; that is the default, so that the model builds untrained.
+per field) of the frequent feature values only, an MLP to a logit per (field, dimension block)
+(``router_blocks`` per field), the deterministic gates 1[logit > 0], and the nearest of G
+``centroids`` (a buffer, (G, F K)) to those gates. Its weights are parameters that do not
+train (``requires_grad`` off): they count in the model's size, as spec 5.3 asks, and come from
+the search (``slimctr.search.ihas``). A model of one group routes everything to it; that is
+the default, so that the model builds untrained.
+
+``router_rows`` gives, for a categorical field, how many rows the router's table keeps: ids are
+numbered most frequent first (``slimctr.schema``), so it keeps the first ``router_rows[f]`` and
+reads every later id as OOV. The search keeps the values seen often enough in training: an
+embedding of a value seen a few times learns those samples' labels, and a router that had one
+would send training samples to groups by their labels, which new samples do not follow. A
+field it does not name keeps every row.
 
 In training, each group model sees only the samples routed to it, so training the routed model
 trains each group model on its group. A group that gets a single sample in a training batch is
@@ -18,7 +26,7 @@ run on that sample twice (BatchNorm needs two); only the first output is used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -30,7 +38,7 @@ from slimctr.errors import SlimctrError
 from slimctr.models.checks import check_int
 from slimctr.models.registry import MODELS, register
 from slimctr.nn.embedding import FieldEmbedding
-from slimctr.schema import Schema
+from slimctr.schema import NUM_RESERVED_IDS, OOV_ID, Schema
 
 # A group model's setting: a backbone config key's value (per-field widths are a mapping).
 Setting = int | float | str | bool | None | tuple[int, ...] | dict[str, int]
@@ -43,6 +51,7 @@ class RoutedConfig:
     router_dim: int = 2  # the router's own embedding width per field
     router_hidden: int = 32
     router_blocks: int = 4  # gates per field
+    router_rows: dict[str, int] = field(default_factory=dict)  # rows the router keeps per field
 
     def __post_init__(self) -> None:
         if self.backbone not in MODELS or self.backbone == "routed":
@@ -55,6 +64,10 @@ class RoutedConfig:
         check_int("router_dim", self.router_dim, 1)
         check_int("router_hidden", self.router_hidden, 1)
         check_int("router_blocks", self.router_blocks, 1)
+        if not isinstance(self.router_rows, dict):
+            raise SlimctrError("model.router_rows must map field names to row counts")
+        for name, rows in self.router_rows.items():
+            check_int(f"router_rows[{name!r}]", rows, NUM_RESERVED_IDS)
 
 
 def expert_config(backbone: str, settings: Any, index: int) -> Any:
@@ -68,15 +81,19 @@ def expert_config(backbone: str, settings: Any, index: int) -> Any:
 
 
 class Router(nn.Module):
-    """Gate logits per (field, block) from the router's own embeddings, and the group whose
-    centroid is nearest to a sample's deterministic gates."""
+    """Gate logits per (field, block) from the router's own embeddings of the frequent values,
+    and the group whose centroid is nearest to a sample's deterministic gates."""
 
     centroids: Tensor  # (G, F K)
+    kept: Tensor  # (F_cat,) the rows the router's table keeps of each categorical field
 
     def __init__(self, schema: Schema, config: RoutedConfig, groups: int) -> None:
         super().__init__()
         self.blocks = config.router_blocks
-        self.embedding = FieldEmbedding(schema, config.router_dim)
+        frequent = router_schema(schema, config.router_rows)
+        self.embedding = FieldEmbedding(frequent, config.router_dim)
+        kept = [f.vocab_size for f in frequent.categorical]
+        self.register_buffer("kept", torch.tensor(kept, dtype=torch.int32), persistent=False)
         fields = self.embedding.num_fields
         self.mlp = nn.Sequential(
             nn.Linear(self.embedding.output_dim, config.router_hidden),
@@ -87,7 +104,8 @@ class Router(nn.Module):
 
     def logits(self, batch: Batch) -> Tensor:
         """(B, F, blocks): the gate logits; a gate is open where its logit is > 0."""
-        flat = self.mlp(self.embedding.flat(batch))
+        frequent = torch.where(batch.categorical < self.kept, batch.categorical, OOV_ID)
+        flat = self.mlp(self.embedding.flat(Batch(frequent, batch.numeric, batch.labels)))
         return flat.view(len(batch), self.embedding.num_fields, self.blocks)
 
     @torch.no_grad()
@@ -97,6 +115,23 @@ class Router(nn.Module):
             return torch.zeros(len(batch), dtype=torch.long)
         gates = (self.logits(batch) > 0).flatten(1).to(self.centroids.dtype)
         return torch.cdist(gates, self.centroids).argmin(dim=1)
+
+
+def router_schema(schema: Schema, rows: dict[str, int]) -> Schema:
+    """``schema`` with each field that ``rows`` names cut to its first ``rows[f]`` ids."""
+    categorical = {f.name: f for f in schema.categorical}
+    for name, kept in rows.items():
+        if name not in categorical:
+            raise SlimctrError(f"model.router_rows names {name!r}, not a categorical field")
+        if kept > categorical[name].vocab_size:
+            raise SlimctrError(
+                f"model.router_rows[{name!r}] is {kept}, more than the field's "
+                f"{categorical[name].vocab_size} rows"
+            )
+    fields = tuple(
+        replace(f, vocab_size=rows[f.name]) if f.name in rows else f for f in schema.fields
+    )
+    return replace(schema, fields=fields)
 
 
 @register(

@@ -7,13 +7,20 @@ group), and every detail below is slimctr's choice (spec 5.2):
 
 1. Search: the start's model at one width D, each field's embedding cut into ``blocks``
    contiguous blocks of nearly equal widths (the first ones one wider when D is not a
-   multiple), and a block gate per (sample, field, block) from a
-   controller, the router of ``slimctr.models.routed`` (its own embeddings of width
-   ``router_dim``, an MLP to one logit per gate). In training a gate is a relaxed Bernoulli
-   sample (Gumbel-sigmoid at a temperature falling geometrically from ``temperature_start`` to
-   ``temperature_end`` over ``search_epochs``); in evaluation it is 1[p > 0.5]. The controller
-   has its own Adam on the training batches (the task loss, through the gates, plus the
-   regulariser ``sparsity`` mean(p) + ``polarisation`` mean(p (1 - p))), stepped with the model.
+   multiple), and a block gate per (sample, field, block) from a controller, the router of
+   ``slimctr.models.routed`` (its own embeddings of width ``router_dim``, an MLP to one logit
+   per gate). In training a gate is a relaxed Bernoulli sample (Gumbel-sigmoid at a
+   temperature falling geometrically from ``temperature_start`` to ``temperature_end`` over
+   ``search_epochs``); in evaluation it is 1[p > 0.5]. The controller has its own Adam on the
+   training batches (the task loss, through the gates, plus the regulariser ``sparsity``
+   mean(p) + ``polarisation`` mean(p (1 - p))), stepped with the model.
+
+   The router embeds only the values seen at least ``router_min_count`` times in training and
+   reads the rarer ones as OOV. Trained with the task loss, an embedding of a value seen a few
+   times learns those samples' labels; a router that had them sent training samples to groups
+   by their labels (on Criteo-shaped data its three groups held 15%, 46% and 89% positives in
+   training, 25-33% on the validation split), and each group model learnt a base rate that
+   new samples do not share.
 2. Clustering: the deterministic gates of up to ``cluster_rows`` training samples, k-means
    (k-means++ seeding, Lloyd's iterations, seeded) into ``groups`` groups (fewer when the
    samples have fewer distinct gate patterns); group g's width of field f is the width of as
@@ -33,16 +40,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from slimctr.config import to_dict
 from slimctr.data.batch import Batch
 from slimctr.data.loader import BatchLoader
+from slimctr.data.store import Store
 from slimctr.errors import SlimctrError
 from slimctr.models import MODELS
 from slimctr.models.routed import RoutedConfig, Router
 from slimctr.nn.embedding import FieldEmbedding
+from slimctr.schema import NUM_RESERVED_IDS
 from slimctr.search.plan import Plan, field_sizes
 from slimctr.search.runner import Start, routed_config
 from slimctr.search.stages import cached, stage_key, supernet, train_stage
@@ -58,6 +68,7 @@ class IHASConfig:
     blocks: int = 4
     router_dim: int = 2
     router_hidden: int = 32
+    router_min_count: int = 100
     search_epochs: int = 10
     temperature_start: float = 1.0
     temperature_end: float = 0.1
@@ -69,8 +80,8 @@ class IHASConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("groups", "blocks", "router_dim", "router_hidden", "search_epochs",
-                     "cluster_rows", "kmeans_iterations"):  # fmt: skip
+        for name in ("groups", "blocks", "router_dim", "router_hidden", "router_min_count",
+                     "search_epochs", "cluster_rows", "kmeans_iterations"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SlimctrError(f"{name} must be an int >= 1, got {value!r}")
@@ -137,6 +148,19 @@ class GateTraining(Callback):
         self.optimizer.zero_grad(set_to_none=True)
 
 
+def frequent_rows(store: Store, min_count: int) -> dict[str, int]:
+    """The rows the router keeps of each categorical field: the reserved ones and the values
+    seen at least ``min_count`` times in the training split, which are the field's first ids
+    (numbered most frequent first, by their training count: ``slimctr.schema``)."""
+    train = store.split("train")
+    rows = {}
+    for spec in store.schema.categorical:
+        ids = np.asarray(store.column(spec.name)[train.start : train.stop])
+        counts = np.bincount(ids, minlength=spec.vocab_size)[NUM_RESERVED_IDS:]
+        rows[spec.name] = NUM_RESERVED_IDS + int(np.count_nonzero(counts >= min_count))
+    return rows
+
+
 def kmeans(points: Tensor, groups: int, iterations: int, seed: int) -> Tensor:
     """Centroids (k, d) of ``points`` (n, d): k-means++ seeding and Lloyd's iterations, with
     k = min(groups, distinct points); an emptied cluster keeps its centroid."""
@@ -176,11 +200,13 @@ class IHAS:
     def fit(self, start: Start, work: Path | None = None) -> IHAS:
         config = self.config
         model, embedding = supernet(start, self.name)
+        rows = frequent_rows(start.store, config.router_min_count)
         routing = RoutedConfig(
             backbone=start.config.model_name,
             router_dim=config.router_dim,
             router_hidden=config.router_hidden,
             router_blocks=config.blocks,
+            router_rows=rows,
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -219,6 +245,7 @@ class IHAS:
                 "router_hidden": config.router_hidden,
                 "router_blocks": config.blocks,
             },
+            router_rows=rows,
             source_run=None if start.run_dir is None else str(start.run_dir),
             source_widths=dict(zip(names, embedding.field_dims, strict=True)),
             seconds={"search": found["seconds"], "clustering": found["cluster_seconds"]},

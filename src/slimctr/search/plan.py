@@ -8,7 +8,7 @@ run) and its honest size (dimension-search spec 1.4):
     kept_f            rows kept of field f (all n_f unless the plan prunes rows)
     embedding_params  Σ_f kept_f d_f: the floats of the tables that are stored (a masked
                       field: its kept entries; a grouped plan: every group's tables and the
-                      router's, Σ_g Σ_f n_f d_gf + Σ_f n_f router_dim)
+                      router's, Σ_g Σ_f n_f d_gf + Σ_f r_f router_dim, r_f the router's rows)
     index_bytes       4 n_f for each field with pruned rows: the int32 map from a feature id to
                       its kept row (a pruned id reaches the field's zero row), and for masked
                       tables one bit per entry (``slimctr.nn.masked``): decoding metadata
@@ -68,7 +68,8 @@ class Plan:
     a field to the boolean (n_f, d_f) mask of the entries it keeps; a plan masks every
     categorical field or none, and prunes rows or masks, not both. ``groups`` (an
     instance-wise search's result) gives each group model its widths, behind a router of the
-    settings ``router`` (``slimctr.models.routed``); ``widths`` are then the widest group's.
+    settings ``router`` (``slimctr.models.routed``) whose table keeps ``router_rows`` of each
+    field it names (all rows of the others); ``widths`` are then the widest group's.
     ``model_params`` counts the parameters of the source model's architecture with the plan
     applied, when known; ``seconds`` the wall time of each stage that found it (the search's
     cost; ``same_as`` ignores it).
@@ -82,6 +83,7 @@ class Plan:
     masks: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     groups: tuple[dict[str, int], ...] = ()
     router: dict[str, int] | None = None
+    router_rows: dict[str, int] = dataclasses.field(default_factory=dict)
     source_run: str | None = None
     source_widths: dict[str, int] | None = None
     model_params: int | None = None
@@ -114,6 +116,15 @@ class Plan:
             _check_counts("router", self.router)
             if "router_dim" not in self.router:
                 raise SlimctrError("a plan's router settings must give router_dim")
+        if self.router_rows and not self.groups:
+            raise SlimctrError("only a plan with groups has router_rows")
+        _check_counts("router_rows", self.router_rows)
+        check_fields(
+            "the plan's router_rows", self.field_sizes, {**self.field_sizes, **self.router_rows}
+        )
+        for name, rows in self.router_rows.items():
+            if rows > self.field_sizes[name]:
+                raise SlimctrError(f"the plan's router_rows of {name!r} exceed the field's rows")
         if self.model_params is not None and not is_count(self.model_params):
             raise SlimctrError(
                 f"model_params must be an int >= 1 or null, got {self.model_params!r}"
@@ -140,7 +151,8 @@ class Plan:
             assert self.router is not None
             sizes = self.field_sizes.items()
             groups = sum(group[n] * rows for group in self.groups for n, rows in sizes)
-            return groups + self.router["router_dim"] * sum(self.field_sizes.values())
+            router = {n: self.router_rows.get(n, rows) for n, rows in sizes}
+            return groups + self.router["router_dim"] * sum(router.values())
         return sum(
             entries[n] if n in entries else self.widths[n] * rows
             for n, rows in self.kept_rows.items()

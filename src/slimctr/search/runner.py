@@ -157,7 +157,9 @@ def routed_config(config: RunConfig, plan: Plan) -> RunConfig:
     group's widths (``config_for_plan``), behind a router of the plan's settings."""
     assert plan.router is not None
     experts = tuple(to_dict(config_for_plan(config, group).model) for group in plan.groups)
-    routed = RoutedConfig(backbone=config.model_name, experts=experts, **plan.router)
+    routed = RoutedConfig(
+        backbone=config.model_name, experts=experts, router_rows=plan.router_rows, **plan.router
+    )
     return dataclasses.replace(config, model_name="routed", model=routed)
 
 
