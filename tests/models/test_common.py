@@ -27,6 +27,7 @@ INVALID: dict[str, object] = {
     "router_dim": 0,
     "router_hidden": 0,
     "router_blocks": 0,
+    "router_rows": ["c0"],
     "embedding_dim": 0,
     "embedding_align_dim": 0,
     "embedding_init_std": -1.0,
