@@ -6,7 +6,8 @@ Criteo-shaped data (``criteo-300k-mc2``) with the untuned defaults, fp32, GDCN-P
 Each codec of ``CODECS`` compresses each source model (``slimctr.compress.model.compress``),
 which is scored on the test split through the unchanged model on the tables it decodes (the
 tables stay compressed in memory: nothing is simulated) and written as a bundle, whose files are
-measured. Every finished cell is logged to benchmarks/results/compression_runs.jsonl.
+measured. The codecs of ``DENSE_CODECS`` also run with the dense layers int8 (cells named
+``CODEC+dense-int8``). Every finished cell is logged to benchmarks/results/compression_runs.jsonl.
 
 ``--timing`` measures, for seed 0 and each codec, a fresh process that loads the bundle and
 scores the test split: the bytes of the loaded model's parameters and buffers (exact), its RSS
@@ -66,6 +67,10 @@ CODECS = (
 TIMED = ("float32", "fp16", "int8", "fp8-e4m3@field", "pca:0.5+fp8-e4m3@field")
 # Searched models compressed (``--searched``): the codecs that lose nothing on the full models.
 SEARCHED_CODECS = ("int8", "fp8-e4m3@field")
+# Table codecs also tried with the dense layers int8 (``slimctr.compress.dense``): on Frappe the
+# dense layers hold most of a model's bytes.
+DENSE_CODECS = ("int8", "fp8-e4m3@field")
+DENSE = "+dense-int8"  # how such a cell is named: the table codec, then this
 
 
 def records(path: Path) -> dict[str, dict[str, Any]]:
@@ -88,11 +93,13 @@ def source_run(args: argparse.Namespace, dataset: str, model: str, seed: int) ->
     return args.work / dataset / f"{model}-{seed}" / "full"
 
 
-def compress_afresh(source: Path, codec: str, bundle: Path) -> dict[str, Any]:
-    """``compress`` into the bundle folder ``bundle`` (what an interrupted try left there is
-    removed first), with the size of its ``weights.safetensors`` as ``weight_bytes``."""
+def compress_afresh(source: Path, cell: str, bundle: Path) -> dict[str, Any]:
+    """``compress`` by ``cell`` (a codec, or one with ``DENSE`` after it) into the bundle folder
+    ``bundle`` (what an interrupted try left there is removed first), with the size of its
+    ``weights.safetensors`` as ``weight_bytes``."""
     shutil.rmtree(bundle, ignore_errors=True)
-    result = compress(source, codec, bundle)
+    codec = cell.removesuffix(DENSE)
+    result = compress(source, codec, bundle, dense="int8" if codec != cell else None)
     return {**result, "weight_bytes": (bundle / "weights.safetensors").stat().st_size}
 
 
@@ -101,7 +108,7 @@ def study(args: argparse.Namespace) -> None:
         for seed in range(args.seeds):
             for model in args.models:
                 source = source_run(args, dataset, model, seed)
-                for codec in CODECS:
+                for codec in [*CODECS, *(c + DENSE for c in DENSE_CODECS)]:
                     key = f"{dataset} {model} seed={seed} {codec}"
                     if key in records(LOG):
                         continue

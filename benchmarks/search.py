@@ -115,6 +115,9 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "ihas": {  # slimctr's reading of iHAS (no published settings): 3 groups of 4-block gates
         "reference": {},
         "sparse": {"sparsity": 0.1},  # ten times the sparsity term: narrower groups
+        # no polarisation term: gate logits stay nearer 0, where samples can differ (with the
+        # router of frequent values, the reference's logits were ~10 from 0, one group)
+        "polar0": {"polarisation": 0.0},
     },
 }
 SHARED_STAGES = {"dnis"}  # methods whose variants differ only after their cached stages

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 import torch
 
+from slimctr.compress.dense import int8_dense
 from slimctr.models import MODELS
 from slimctr.onnx_export import TOLERANCE, Probabilities, _trace
 from slimctr.training import run
@@ -31,6 +32,23 @@ def test_every_registered_model_exports_and_onnx_runtime_agrees(name, tmp_path):
     with torch.no_grad():
         expected = wrapped(batch.categorical, batch.numeric).numpy()
     assert got.shape == (8,) and np.abs(got - expected).max() <= TOLERANCE  # 8 rows, traced on 2
+
+
+@pytest.mark.parametrize("name", ["gdcn_p", "dcnv2", "deepfm"])
+def test_a_model_with_int8_dense_layers_exports_and_onnx_runtime_agrees(name, tmp_path):
+    torch.manual_seed(0)
+    entry = MODELS[name]
+    model = entry.model(tiny_schema(), entry.config()).eval()
+    assert int8_dense(model) > 0
+    wrapped = Probabilities(model).eval()
+    batch = tiny_batch()
+    _trace(wrapped, (batch.categorical[:2], batch.numeric[:2]), tmp_path / "model.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+    feeds = {"categorical": batch.categorical.numpy(), "numeric": batch.numeric.numpy()}
+    got = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0]
+    with torch.no_grad():
+        expected = wrapped(batch.categorical, batch.numeric).numpy()
+    assert np.abs(got - expected).max() <= TOLERANCE
 
 
 def test_export_onnx_checks_the_run_and_its_sidecar_encodes_as_the_bundle(cli, trained, tmp_path):

@@ -40,6 +40,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from slimctr import __version__
+from slimctr.compress.dense import Int8Linear, int8_dense
 from slimctr.compress.table import CompressedTable
 from slimctr.config import dump_yaml, parse_yaml, to_dict
 from slimctr.data.batch import Batch
@@ -68,9 +69,10 @@ WEIGHTS = "weights.safetensors"
 VERSIONS = "versions.json"
 SCORES = "scores.json"
 # How a model's weights are stored: as they live in memory (``compressed``: with tables kept
-# by a codec, ``slimctr.compress``), or with masked tables packed (``slimctr.nn.masked``: kept
-# values and a bit per entry).
-_STORAGES = ("dense", "masked", "compressed")
+# by a codec, ``slimctr.compress``; ``compressed-int8``: and int8 dense layers,
+# ``slimctr.compress.dense``), or with masked tables packed (``slimctr.nn.masked``: kept values
+# and a bit per entry).
+_STORAGES = ("dense", "masked", "compressed", "compressed-int8")
 
 
 def write_bundle(
@@ -86,8 +88,7 @@ def write_bundle(
     """Write the bundle of ``model`` (trained with ``config`` on ``store``) into ``folder``;
     ``schema``: what the model was built for, when not the store's (pruned fields)."""
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
-    compressed = any(isinstance(m, CompressedTable) for m in model.modules())
-    storage = "masked" if masked_embeddings(model) else "compressed" if compressed else "dense"
+    storage = _storage(model)
     if storage == "masked":
         state = pack_state(model, state)
     files = {
@@ -109,6 +110,17 @@ def write_bundle(
         "router": None,
     }
     write_manifested(folder, files, MANIFEST, header)
+
+
+def _storage(model: nn.Module) -> str:
+    """How ``model``'s weights are stored (``_STORAGES``)."""
+    if masked_embeddings(model):
+        return "masked"
+    if any(isinstance(m, Int8Linear) for m in model.modules()):
+        return "compressed-int8"
+    if any(isinstance(m, CompressedTable) for m in model.modules()):
+        return "compressed"
+    return "dense"
 
 
 @dataclass(frozen=True)
@@ -234,6 +246,8 @@ class Bundle:
             raise SlimctrError(f"{self.path / WEIGHTS} is not readable ({error})") from None
         with torch.random.fork_rng(devices=[]):  # loading must not move the caller's RNG
             model = build_model(self.config, self.schema)
+        if self.manifest["models"][0]["storage"] == "compressed-int8":
+            int8_dense(model, fill=False)
         try:
             if masked:
                 state = unpack_state(model, state)

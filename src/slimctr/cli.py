@@ -226,6 +226,9 @@ def _build_parser() -> _Parser:
         help="fp16, bf16, int8[@row], fp8-e4m3|fp8-e5m2[@row|@field|@blockN], binary, pca:F, "
         "pca:F+CODEC",
     )
+    p.add_argument(
+        "--dense", choices=["int8"], help="store the dense layers int8 too (one scale per row)"
+    )
     p.add_argument("--sweep", action="store_true", help="score every codec: a table and a plot")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="the bundle (or sweep)")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
@@ -657,16 +660,19 @@ def _compress(args: argparse.Namespace) -> int:
 
     if (args.codec is None) == (not args.sweep):
         raise SlimctrError("give --codec CODEC or --sweep")
+    if args.dense and args.sweep:
+        raise SlimctrError("--dense goes with --codec; the sweep scores table codecs")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.sweep:
         rows = sweep(args.run_dir, args.out)
         text = f"{len(rows)} codecs scored: {args.out / 'sweep.md'}, {args.out / 'sweep.png'}"
         return _report(args, {"sweep": rows}, text)
-    result = compress(args.run_dir, args.codec, args.out)
+    result = compress(args.run_dir, args.codec, args.out, dense=args.dense)
     base = result["float32"]
+    dense = " with int8 dense layers" if args.dense else ""
     text = (
-        f"{args.out}: {args.codec}, test AUC {result['test']['auc']:.4f} "
+        f"{args.out}: {args.codec}{dense}, test AUC {result['test']['auc']:.4f} "
         f"(float32 {base['test']['auc']:.4f}), embedding bytes {result['embedding_bytes']:,} "
         f"({base['embedding_bytes'] / result['embedding_bytes']:.1f}x smaller), "
         f"bundle {result['bundle_bytes']:,} bytes"

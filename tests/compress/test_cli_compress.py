@@ -27,12 +27,15 @@ def test_the_sweep_writes_a_table_and_a_plot(cli, trained, tmp_path):
     assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 1000
 
 
-def test_compress_needs_exactly_one_of_codec_and_sweep(cli, trained, tmp_path):
+def test_compress_takes_a_codec_or_the_sweep_and_dense_only_with_a_codec(cli, trained, tmp_path):
     neither = cli("compress", trained / "deepfm", "--out", tmp_path / "x")
     both = cli(
         "compress", trained / "deepfm", "--codec", "int8", "--sweep", "--out", tmp_path / "x"
     )
     unknown = cli("compress", trained / "deepfm", "--codec", "int3", "--out", tmp_path / "x")
-    for result in (neither, both, unknown):
+    dense = cli(
+        "compress", trained / "deepfm", "--sweep", "--dense", "int8", "--out", tmp_path / "x"
+    )
+    for result in (neither, both, unknown, dense):
         assert result.code != 0 and len(result.err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()

@@ -52,14 +52,15 @@ def test_tables_stay_compressed_in_memory_and_sizes_are_what_is_stored(trained):
     assert first_order.fused_table is not None  # the linear term stays float32
 
 
-def test_a_compressed_bundle_round_trips_in_a_new_process(trained, tmp_path):
-    result = compress(trained / "deepfm", "fp8-e4m3", tmp_path / "bundle")
+@pytest.mark.parametrize(("dense", "storage"), [(None, "compressed"), ("int8", "compressed-int8")])
+def test_a_compressed_bundle_round_trips_in_a_new_process(trained, tmp_path, dense, storage):
+    result = compress(trained / "deepfm", "fp8-e4m3", tmp_path / "bundle", dense=dense)
     assert (
         result["bundle_bytes"] > 0
         and result["embedding_bytes"] < result["float32"]["embedding_bytes"]
     )
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
-    assert manifest["models"][0]["storage"] == "compressed"
+    assert manifest["models"][0]["storage"] == storage
     rows = tmp_path / "rows.csv"
     data = trained / "raw.csv"
     rows.write_text("".join(data.read_text().splitlines(keepends=True)[:200]))

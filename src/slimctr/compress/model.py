@@ -5,8 +5,9 @@ table stored by ``codec`` (``codecs.parse``: one name for all fields, or a name 
 the schema that builds it (``FieldSpec.codec``); ``compress(run, codec, out)`` does it for a
 finished run (a search's retrained run too: pruned rows and per-field widths compress the
 same way), scores it on the run's validation and test splits, and writes a bundle that
-``evaluate``, ``predict`` and ``load_model`` use like any other. The tables stay compressed in
-memory; a batch dequantises only the rows it gathers, so nothing is simulated.
+``evaluate``, ``predict`` and ``load_model`` use like any other, with int8 dense layers too if
+asked. The tables stay compressed in memory; a batch dequantises only the rows it gathers, so
+nothing is simulated.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 
 from slimctr.bundle import write_bundle
 from slimctr.compress.codecs import parse
+from slimctr.compress.dense import int8_dense
 from slimctr.compress.table import CompressedTable
 from slimctr.errors import SlimctrError
 from slimctr.files import atomic_path, exclusive, remove_leftovers, staged, write_json
@@ -82,14 +84,22 @@ def compress_model(
 
 
 def compress(
-    run_dir: Path, codec: str | Mapping[str, str], out: Path | None = None
+    run_dir: Path,
+    codec: str | Mapping[str, str],
+    out: Path | None = None,
+    dense: str | None = None,
 ) -> dict[str, Any]:
-    """Compress the finished run ``run_dir``'s model, score it on the run's store (validation and
-    test) and, with ``out``, write it as a bundle there; returns the scores and sizes beside the
-    float32 model's."""
+    """Compress the finished run ``run_dir``'s model (its tables by ``codec``; its dense layers
+    too with ``dense="int8"``, ``slimctr.compress.dense``), score it on the run's store
+    (validation and test) and, with ``out``, write it as a bundle there; returns the scores and
+    sizes beside the float32 model's."""
+    if dense not in (None, "int8"):
+        raise SlimctrError(f"dense layers compress to int8 only, got {dense!r}")
     config, model, store = run.load_run(Path(run_dir))
     bundle = run.load_model(Path(run_dir))
     compressed, compressed_schema = compress_model(config, model, bundle.schema, codec)
+    if dense is not None:
+        int8_dense(compressed)
 
     def scored(scored_model: nn.Module, split: str) -> dict[str, float]:  # as the run scored
         batch = config.train.eval_batch_size
@@ -97,6 +107,7 @@ def compress(
 
     metrics: dict[str, Any] = {
         "codec": codec if isinstance(codec, str) else dict(codec),
+        "dense": dense or "float32",
         "valid": scored(compressed, "valid"),
         "test": scored(compressed, "test"),
         **run.model_size(compressed),

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from slimctr.bundle import Bundle, Predictions, write_bundle
+from slimctr.compress.dense import Int8Linear
 from slimctr.compress.table import CompressedTable
 from slimctr.data.store import Store, open_store
 from slimctr.errors import SlimctrError
@@ -256,6 +257,7 @@ def model_size(model: nn.Module) -> dict[str, int]:
     first-order weights of LR, FM and the models with a linear term (``LinearTerm``, one scalar
     per feature value) are their own line, ``first_order_params`` (dimension-search spec 1.4.4),
     and count in ``num_params`` like an alignment layer's maps, which are not embeddings either.
+    An int8 dense layer (``slimctr.compress.dense``) counts its entries in ``num_params``.
     """
     first_order = {id(m.weights) for m in model.modules() if isinstance(m, LinearTerm)}
     tables: dict[int, Tensor] = {}
@@ -282,7 +284,9 @@ def model_size(model: nn.Module) -> dict[str, int]:
             maps.append(module.row_index)
     dense = [*tables.values(), *maps]
     return {
-        "num_params": compressed_params + sum(p.numel() for p in model.parameters()),
+        "num_params": compressed_params
+        + sum(m.params for m in model.modules() if isinstance(m, Int8Linear))
+        + sum(p.numel() for p in model.parameters()),
         "embedding_params": masked_params
         + compressed_params
         + sum(t.numel() for t in tables.values()),
