@@ -65,12 +65,12 @@ CODECS = (
     "head:0.05:fp16/int8",
 )
 TIMED = ("float32", "fp16", "int8", "fp8-e4m3@field", "pca:0.5+fp8-e4m3@field")
-# Searched models compressed (``--searched``): the codecs that lose nothing on the full models.
-SEARCHED_CODECS = ("int8", "fp8-e4m3@field")
 # Table codecs also tried with the dense layers int8 (``slimctr.compress.dense``): on Frappe the
 # dense layers hold most of a model's bytes.
 DENSE_CODECS = ("int8", "fp8-e4m3@field")
 DENSE = "+dense-int8"  # how such a cell is named: the table codec, then this
+# Searched models compressed (``--searched``): the codecs that lose nothing on the full models.
+SEARCHED_CODECS = ("int8", "fp8-e4m3@field", "fp8-e4m3@field" + DENSE)
 
 
 def records(path: Path) -> dict[str, dict[str, Any]]:
