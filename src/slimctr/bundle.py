@@ -56,6 +56,7 @@ from slimctr.files import (
     write_manifested,
 )
 from slimctr.nn.masked import masked_embeddings, pack_state, unpack_state
+from slimctr.nn.pruned import pack_maps, unpack_maps
 from slimctr.runconfig import CONFIG_VERSION, RunConfig, build_model, read_config
 from slimctr.schema import Schema
 from slimctr.training.trainer import auc_logloss, predict_logits, resolve_precision
@@ -91,6 +92,7 @@ def write_bundle(
     storage = _storage(model)
     if storage == "masked":
         state = pack_state(model, state)
+    state = pack_maps(model, state)  # pruned fields' maps: a bit per id
     files = {
         CONFIG: dump_yaml(to_dict(config)).encode(),
         SCHEMA: json_bytes((schema or store.schema).to_dict()),
@@ -251,6 +253,7 @@ class Bundle:
         try:
             if masked:
                 state = unpack_state(model, state)
+            state = unpack_maps(model, state)
             model.load_state_dict(state, assign=mapped)  # mapped: the file's pages, not a copy
         except (RuntimeError, SlimctrError):
             raise SlimctrError(

@@ -3,6 +3,8 @@ primitives' properties 5-7 and 9 are in test_gates and test_evolution)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -37,7 +39,8 @@ def test_the_plan_prunes_rows_and_sizes_them_as_kept_rows_times_widths(found):
     full = sum(plan.field_sizes.values()) * 8  # N D, every field at the source width 8
     expected = sum(plan.kept_rows[n] * plan.widths[n] for n in plan.widths)
     assert plan.embedding_params == expected < full
-    assert plan.embedding_bytes == 4 * expected + sum(4 * plan.field_sizes[n] for n in plan.kept)
+    maps = sum(math.ceil(plan.field_sizes[n] / 8) for n in plan.kept)  # a bit per id
+    assert plan.embedding_bytes == 4 * expected + maps
     assert set(plan.seconds) == {"supernet", "evolution"}
     # numeric fields are never pruned
     assert not {"I1", "I2"} & set(plan.kept)

@@ -28,8 +28,8 @@ def test_sizes_count_kept_rows_times_widths_and_the_index_maps():
     plan = _pruned()
     assert plan.kept_rows == {"n": 1, "a": 3, "b": 5}
     assert plan.embedding_params == 1 * 1 + 3 * 4 + 5 * 2
-    assert plan.index_bytes == 4 * 10  # an int32 per id of the one pruned field
-    assert plan.embedding_bytes == 4 * plan.embedding_params + 40
+    assert plan.index_bytes == 2  # a bit per id of the one pruned field (10 ids: 2 bytes)
+    assert plan.embedding_bytes == 4 * plan.embedding_params + 2
     assert plan.feature_ratio == pytest.approx(9 / 16)
     assert plan.d_bar == pytest.approx((1 + 40 + 10) / 16) and plan.k_bar == pytest.approx(7 / 3)
     whole = Plan(method="test", widths=plan.widths, field_sizes=plan.field_sizes)

@@ -14,8 +14,9 @@ spec 4.3) maps every field to width K after the lookup, a_f = e_f W_f with W_f i
 and both layouts are built from the a_f: stacked (B, F, K), concatenated (B, F K).
 
 A field whose schema gives ``kept_rows`` r_f (a model retrained after OptEmbed or OptFS pruned
-feature values) stores only r_f rows: its id-to-row map, ``row_index`` (int32, saved with the
-weights), sends a kept id to its row and every other id to a zero vector, which no table stores.
+feature values) stores only r_f rows: its id-to-row map, ``row_index`` (int32 in memory; a bundle
+stores a bit per id, ``nn.pruned``), sends a kept id to its row and every other id to a zero
+vector, which no table stores.
 
 When every categorical field gives ``kept_entries`` (a model retrained after PEP masked single
 entries), the fused table has ``entry_mask``, a boolean of its shape saved with the weights: a
@@ -215,14 +216,12 @@ class FieldEmbedding(nn.Module):
     def set_kept(self, field_name: str, ids: Sequence[int] | Tensor) -> None:
         """Make the increasing ``ids`` the kept values of the pruned field ``field_name``, row i
         of its table the one of ids[i]; every other id embeds as zeros."""
-        if field_name not in self._pruned:
-            raise SlimctrError(f"field {field_name!r} keeps all its rows, it has no row map")
-        start, size = self._maps[field_name]
+        mapping = self.row_map(field_name)
+        size = mapping.numel()
         ids = torch.as_tensor(ids, dtype=torch.long)
         kept = self._rows[field_name][1]
         if ids.shape != (kept,) or (ids.numel() and (ids.min() < 0 or ids.max() >= size)):
             raise SlimctrError(f"field {field_name!r} keeps {kept} of {size} ids, got {ids.shape}")
-        mapping = self.row_index.narrow(0, start, size)
         mapping.fill_(-1)
         mapping[ids] = torch.arange(kept, dtype=torch.int32)
 
@@ -256,10 +255,15 @@ class FieldEmbedding(nn.Module):
 
     def kept_ids(self, field_name: str) -> Tensor:
         """The ids of a pruned field that have a row, in row order."""
+        return torch.nonzero(self.row_map(field_name) >= 0).flatten()
+
+    def row_map(self, field_name: str) -> Tensor:
+        """A pruned field's id-to-row map, (n_f,) int32 with -1 for an id without a row, as a
+        view of ``row_index``."""
         if field_name not in self._pruned:
             raise SlimctrError(f"field {field_name!r} keeps all its rows, it has no row map")
         start, size = self._maps[field_name]
-        return torch.nonzero(self.row_index.narrow(0, start, size) >= 0).flatten()
+        return self.row_index.narrow(0, start, size)
 
     def projection(self, field_name: str) -> Tensor:
         """Field's alignment map W_f, (d_f, K), as a view of the parameter."""

@@ -9,9 +9,10 @@ run) and its honest size (dimension-search spec 1.4):
     embedding_params  Σ_f kept_f d_f: the floats of the tables that are stored (a masked
                       field: its kept entries; a grouped plan: every group's tables and the
                       router's, Σ_g Σ_f n_f d_gf + Σ_f r_f router_dim, r_f the router's rows)
-    index_bytes       4 n_f for each field with pruned rows: the int32 map from a feature id to
-                      its kept row (a pruned id reaches the field's zero row), and for masked
-                      tables one bit per entry (``slimctr.nn.masked``): decoding metadata
+    index_bytes       ceil(n_f / 8) for each field with pruned rows: the map from a feature id
+                      to its kept row, a bit per id as a bundle stores it (``slimctr.nn.pruned``;
+                      a pruned id reaches the field's zero row), and for masked tables one bit
+                      per entry (``slimctr.nn.masked``): decoding metadata
     embedding_bytes   4 embedding_params + index_bytes (float32 tables)
     feature_ratio     Σ kept_f / Σ n_f, the share of feature values kept (OptFS's "feature ratio")
     d_bar, k_bar      FDO's sizes: Σ d_f n_f / Σ n_f and Σ d_f / F (GDCN spec 4)
@@ -43,7 +44,6 @@ from slimctr.schema import Schema
 
 Setting = int | float | str | bool | None  # a value of a plan's settings
 FLOAT_BYTES = 4  # the tables are stored in float32
-INDEX_BYTES = 4  # an int32 per feature id maps it to its kept row
 MASK = "mask/"  # the prefix of a mask's name in the sidecar file
 # Sizes written for readers and checked against the plan when read back.
 _DERIVED = (
@@ -160,10 +160,11 @@ class Plan:
 
     @property
     def index_bytes(self) -> int:
-        """The int32 id-to-row maps of the fields with pruned rows, and a bit per entry of the
-        masked tables."""
+        """The id-to-row maps of the fields with pruned rows (a bit per id, each field on
+        whole bytes), and a bit per entry of the masked tables."""
         bits = sum(mask.size for mask in self.masks.values())
-        return sum(INDEX_BYTES * self.field_sizes[n] for n in self.kept) + math.ceil(bits / 8)
+        maps = sum(math.ceil(self.field_sizes[n] / 8) for n in self.kept)
+        return maps + math.ceil(bits / 8)
 
     @property
     def embedding_bytes(self) -> int:

@@ -27,6 +27,7 @@ from slimctr.files import exclusive, remove_leftovers, staged
 from slimctr.nn.embedding import FieldEmbedding
 from slimctr.nn.fm import LinearTerm
 from slimctr.nn.masked import stored_bytes
+from slimctr.nn.pruned import map_bytes
 from slimctr.runconfig import RunConfig, build_model
 from slimctr.rundir import RunDir, RunState, versions
 from slimctr.schema import Schema
@@ -252,7 +253,8 @@ def model_size(model: nn.Module) -> dict[str, int]:
     Embeddings are the field embeddings' tables plus the numeric fields' vectors: sum_f d_f n_f
     with n_f = 1 for a numeric field, the count search plans report (a pruned field: its kept
     rows; a masked table: its kept entries); their bytes include the id-to-row maps of pruned
-    fields and the bit masks of masked tables, which decoding needs; a compressed table counts
+    fields (a bit per id, as a bundle stores them) and the bit masks of masked tables, which
+    decoding needs; a compressed table counts
     its entries (rows x width) as parameters and what its codec stores as bytes. The
     first-order weights of LR, FM and the models with a linear term (``LinearTerm``, one scalar
     per feature value) are their own line, ``first_order_params`` (dimension-search spec 1.4.4),
@@ -262,8 +264,7 @@ def model_size(model: nn.Module) -> dict[str, int]:
     first_order = {id(m.weights) for m in model.modules() if isinstance(m, LinearTerm)}
     tables: dict[int, Tensor] = {}
     linear: dict[int, Tensor] = {}
-    maps = []
-    masked_params = masked_bytes = compressed_params = compressed_bytes = 0
+    masked_params = masked_bytes = compressed_params = compressed_bytes = maps = 0
     for module in model.modules():
         if not isinstance(module, FieldEmbedding):
             continue
@@ -280,9 +281,8 @@ def model_size(model: nn.Module) -> dict[str, int]:
                 found[id(table.weight)] = table.weight
         if module.numeric_vectors is not None:
             found[id(module.numeric_vectors)] = module.numeric_vectors
-        if module.pruned_fields:
-            maps.append(module.row_index)
-    dense = [*tables.values(), *maps]
+        if module.pruned_fields:  # stored as a bit per id
+            maps += map_bytes(module)
     return {
         "num_params": compressed_params
         + sum(m.params for m in model.modules() if isinstance(m, Int8Linear))
@@ -292,7 +292,8 @@ def model_size(model: nn.Module) -> dict[str, int]:
         + sum(t.numel() for t in tables.values()),
         "embedding_bytes": masked_bytes
         + compressed_bytes
-        + sum(t.numel() * t.element_size() for t in dense),
+        + maps
+        + sum(t.numel() * t.element_size() for t in tables.values()),
         "first_order_params": sum(t.numel() for t in linear.values()),
     }
 
