@@ -187,11 +187,12 @@ OptFS's gate rate 0.01 for GDCN-P and its reference for DCNv2).
 `optembed:d-...` cells are slimctr's size-budgeted OptEmbed-D (widths only), never chosen.
 
 Embedding bytes are what the retrained model stores: float32 tables of the kept rows at the planned
-widths, plus a 4-byte id-to-row map per feature id of every field with pruned rows; a masked table
-(PEP, DNIS) its kept values plus one bit per entry. Bundle weight bytes are the size of the
+widths, plus the id-to-row map of every field with pruned rows, a bit per feature id; a masked
+table (PEP, DNIS) its kept values plus one bit per entry. Bundle weight bytes are the size of the
 retrained bundle's `weights.safetensors`, the whole model as shipped (logged from issue 18 on; `-`
-for older runs). Paired differences are test AUC minus the full model's on the same seed, with a
-95% t-interval over seeds. Search + retrain seconds are wall time on one thread beside one other
+for older runs). Runs logged before 2026-12-05, when the maps took an int32 per id, were
+re-measured (`benchmarks/remeasure_maps.py`). Paired differences are test AUC minus the full
+model's on the same seed, with a 95% t-interval over seeds. Search + retrain seconds are wall time on one thread beside one other
 study process (FDO's search is the full model's training); the multiple is of the full model's
 training time in the same conditions. Inference samples/s: the retrained model scoring the test
 split once, in the study process, beside the other study process: compare within a table only.
