@@ -187,18 +187,18 @@ OptFS's gate rate 0.01 for GDCN-P and its reference for DCNv2).
 `optembed:d-...` cells are slimctr's size-budgeted OptEmbed-D (widths only), never chosen.
 
 Embedding bytes are what the retrained model stores: float32 tables of the kept rows at the planned
-widths, plus the id-to-row map of every field with pruned rows, a bit per feature id; a masked
-table (PEP, DNIS) its kept values plus one bit per entry. Bundle weight bytes are the size of the
+widths, plus the id-to-row map of every field with pruned rows, a bit per feature id; a masked table
+(PEP, DNIS) its kept values plus one bit per entry. Bundle weight bytes are the size of the
 retrained bundle's `weights.safetensors`, the whole model as shipped (logged from issue 18 on; `-`
-for older runs). Runs logged before 2026-12-05, when the maps took an int32 per id, were
-re-measured (`benchmarks/remeasure_maps.py`). Paired differences are test AUC minus the full
-model's on the same seed, with a 95% t-interval over seeds. Search + retrain seconds are wall time on one thread beside one other
-study process (FDO's search is the full model's training); the multiple is of the full model's
-training time in the same conditions. Inference samples/s: the retrained model scoring the test
-split once, in the study process, beside the other study process: compare within a table only.
-Both leave out the runs timed beside a third busy process (`BUSY`, `BUSY_SPANS`) where the cell
-has other seeds; `(busy)` marks a cell that has only such runs. Before 2026-12-05 test suites
-also ran beside the studies now and then (not recorded per run), so these two columns are rough.
+for older runs). Runs logged before 2026-12-05, when the maps took an int32 per id, were re-measured
+(`benchmarks/remeasure_maps.py`). Paired differences are test AUC minus the full model's on the same
+seed, with a 95% t-interval over seeds. Search + retrain seconds are wall time on one thread beside
+one other study process (FDO's search is the full model's training); the multiple is of the full
+model's training time in the same conditions. Inference samples/s: the retrained model scoring the
+test split once, in the study process, beside the other study process: compare within a table only.
+Both leave out the runs timed beside a third busy process (`BUSY`, `BUSY_SPANS`) where the cell has
+other seeds; `(busy)` marks a cell that has only such runs. Before 2026-12-05 test suites also ran
+beside the studies now and then (not recorded per run), so these two columns are rough.
 The budget tables pick, per share of the full model's embedding bytes, the cell with the highest
 mean validation AUC among those within it (full and drop cells excluded)."""
 
