@@ -12,10 +12,11 @@ measured. The codecs of ``DENSE_CODECS`` also run with the dense layers int8 (ce
 ``--timing`` measures, for seed 0 and each codec, a fresh process that loads the bundle and
 scores the test split: the bytes of the loaded model's parameters and buffers (exact), its RSS
 after loading and its peak RSS, and its samples/s (best of 3), against the float32 bundle in the
-same job: run it alone on the machine.
+same job: run it alone on the machine (``--again``: every timed codec, logged ones too, so that
+one job has them all).
 
     python benchmarks/compression.py [--datasets frappe criteo-300k-mc2] [--models gdcn_p dcnv2]
-        [--seeds 3] [--threads 1] [--timing] [--write] [--logged-only]
+        [--seeds 3] [--threads 1] [--timing [--again]] [--write] [--logged-only]
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ CODECS = (
     "head:0.05:fp16/fp8-e4m3@field",
     "head:0.05:fp16/int8",
 )
-TIMED = ("float32", "fp16", "int8", "fp8-e4m3@field", "pca:0.5+fp8-e4m3@field")
+TIMED = ("float32", "fp16", "int8", "fp8-e4m3@field", "pca:0.5+fp8-e4m3@field",
+         "fp8-e4m3@field+dense-int8")  # fmt: skip
 # Table codecs also tried with the dense layers int8 (``slimctr.compress.dense``): on Frappe the
 # dense layers hold most of a model's bytes.
 DENSE_CODECS = ("int8", "fp8-e4m3@field")
@@ -198,13 +200,14 @@ def timing(args: argparse.Namespace) -> None:
             source = source_run(args, dataset, model, 0)
             for codec in TIMED:
                 key = f"{dataset} {model} seed=0 {codec} threads={args.threads or 1}"
-                if "model_bytes" in records(TIMING_LOG).get(key, {}):  # older ones lack it
+                logged = "model_bytes" in records(TIMING_LOG).get(key, {})  # older ones lack it
+                if logged and not args.again:
                     continue
                 bundle = source / "bundle"
                 if codec != "float32":
                     bundle = args.work / "compressed" / dataset / f"{model}-0" / codec
                     if not bundle.is_dir():
-                        compress(source, codec, bundle)
+                        compress_afresh(source, codec, bundle)
                 threads = str(args.threads or 1)
                 command = [sys.executable, "-c", SCORING, str(bundle), str(data), threads]
                 found = json.loads(subprocess.run(command, capture_output=True, text=True,
@@ -306,6 +309,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-search")
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
     parser.add_argument("--timing", action="store_true", help="peak RSS and samples/s, alone")
+    parser.add_argument("--again", action="store_true", help="--timing: every codec, logged or not")
     parser.add_argument("--searched", action="store_true", help="compress searched models too")
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS} and {PLOT}")
     parser.add_argument("--logged-only", action="store_true", help="compress nothing, tabulate")
