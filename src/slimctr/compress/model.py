@@ -25,7 +25,7 @@ from slimctr.compress.dense import int8_dense
 from slimctr.compress.table import CompressedTable
 from slimctr.errors import SlimctrError
 from slimctr.files import atomic_path, exclusive, remove_leftovers, staged, write_json
-from slimctr.nn.embedding import FieldEmbedding
+from slimctr.nn.embedding import FieldEmbedding, field_embeddings
 from slimctr.runconfig import RunConfig, build_model
 from slimctr.rundir import versions
 from slimctr.schema import Schema
@@ -56,11 +56,7 @@ def compress_model(
     names = [f.name for f in compressed_schema.categorical]
     # Per-field tables (compressed or not) are filled from the source's tables below; every
     # other tensor is copied and must have its counterpart.
-    tables = tuple(
-        f"{name}.field_tables." if name else "field_tables."
-        for name, m in compressed.named_modules()
-        if isinstance(m, FieldEmbedding)
-    )  # fmt: skip
+    tables = tuple(f"{prefix}field_tables." for prefix in field_embeddings(compressed))
     target = compressed.state_dict()
     given = model.state_dict()
     for key in (k for k in target if not k.startswith(tables)):

@@ -391,6 +391,16 @@ class FieldEmbedding(nn.Module):
                 weight.uniform_(-bound, bound)
 
 
+def field_embeddings(model: nn.Module) -> dict[str, FieldEmbedding]:
+    """The field embeddings of ``model`` by state-dict prefix (``"embedding."``; ``""`` for a
+    model that is one)."""
+    return {
+        f"{name}." if name else "": module
+        for name, module in model.named_modules()
+        if isinstance(module, FieldEmbedding)
+    }
+
+
 def set_sparse_gradients(model: nn.Module, enabled: bool = True) -> list[Tensor]:
     """Switch every ``FieldEmbedding`` table in ``model`` to sparse (or dense) gradients.
 

@@ -17,16 +17,12 @@ import torch
 from torch import Tensor, nn
 
 from slimctr.errors import SlimctrError
-from slimctr.nn.embedding import FieldEmbedding
+from slimctr.nn.embedding import FieldEmbedding, field_embeddings
 
 
 def masked_embeddings(model: nn.Module) -> dict[str, FieldEmbedding]:
     """The masked field embeddings of ``model`` by state-dict prefix (``"embedding."``)."""
-    return {
-        f"{name}." if name else "": module
-        for name, module in model.named_modules()
-        if isinstance(module, FieldEmbedding) and module.masked
-    }
+    return {prefix: e for prefix, e in field_embeddings(model).items() if e.masked}
 
 
 def stored_bytes(mask: Tensor) -> int:

@@ -20,18 +20,14 @@ import torch
 from torch import Tensor, nn
 
 from slimctr.errors import SlimctrError
-from slimctr.nn.embedding import FieldEmbedding
+from slimctr.nn.embedding import FieldEmbedding, field_embeddings
 
 MAP = "row_index"
 
 
 def pruned_embeddings(model: nn.Module) -> dict[str, FieldEmbedding]:
     """The field embeddings of ``model`` with pruned fields, by state-dict prefix."""
-    return {
-        f"{name}." if name else "": module
-        for name, module in model.named_modules()
-        if isinstance(module, FieldEmbedding) and module.pruned_fields
-    }
+    return {prefix: e for prefix, e in field_embeddings(model).items() if e.pruned_fields}
 
 
 def map_bytes(embedding: FieldEmbedding) -> int:
