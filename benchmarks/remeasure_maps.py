@@ -19,7 +19,8 @@ from typing import Any
 
 from safetensors.torch import save as save_safetensors
 
-from slimctr.nn.pruned import pack_maps, pruned_embeddings
+from slimctr.bundle import stored_state
+from slimctr.nn.pruned import pruned_embeddings
 from slimctr.training import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,10 +34,9 @@ def measured(folder: Path) -> dict[str, int] | None:
     module = run.load_model(folder).module
     if not pruned_embeddings(module):
         return None
-    state = {name: tensor.detach().contiguous() for name, tensor in module.state_dict().items()}
     return {
         "embedding_bytes": run.model_size(module)["embedding_bytes"],
-        "weight_bytes": len(save_safetensors(pack_maps(module, state))),
+        "weight_bytes": len(save_safetensors(stored_state(module))),
     }
 
 

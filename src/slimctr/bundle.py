@@ -37,7 +37,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
-from torch import nn
+from torch import Tensor, nn
 
 from slimctr import __version__
 from slimctr.compress.dense import Int8Linear, int8_dense
@@ -88,17 +88,13 @@ def write_bundle(
 ) -> None:
     """Write the bundle of ``model`` (trained with ``config`` on ``store``) into ``folder``;
     ``schema``: what the model was built for, when not the store's (pruned fields)."""
-    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     storage = _storage(model)
-    if storage == "masked":
-        state = pack_state(model, state)
-    state = pack_maps(model, state)  # pruned fields' maps: a bit per id
     files = {
         CONFIG: dump_yaml(to_dict(config)).encode(),
         SCHEMA: json_bytes((schema or store.schema).to_dict()),
         ENCODING: json_bytes(encoding_of(store)),
         VOCABULARY: (store.path / VOCABULARY).read_bytes(),
-        WEIGHTS: save_safetensors(state),
+        WEIGHTS: save_safetensors(stored_state(model)),
         VERSIONS: json_bytes(versions),
         SCORES: json_bytes(metrics),
     }
@@ -112,6 +108,15 @@ def write_bundle(
         "router": None,
     }
     write_manifested(folder, files, MANIFEST, header)
+
+
+def stored_state(model: nn.Module) -> dict[str, Tensor]:
+    """The tensors the weights file of ``model``'s bundle holds: its state, with masked tables
+    and pruned fields' maps packed to bits."""
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    if masked_embeddings(model):
+        state = pack_state(model, state)
+    return pack_maps(model, state)
 
 
 def _storage(model: nn.Module) -> str:
