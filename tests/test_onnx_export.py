@@ -21,25 +21,28 @@ from tests.models.make_golden import tiny_batch, tiny_schema
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_registered_model_exports_and_onnx_runtime_agrees(name, tmp_path):
-    torch.manual_seed(0)
-    entry = MODELS[name]
-    wrapped = Probabilities(entry.model(tiny_schema(), entry.config()).eval()).eval()
-    batch = tiny_batch()
-    _trace(wrapped, (batch.categorical[:2], batch.numeric[:2]), tmp_path / "model.onnx")
-    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
-    feeds = {"categorical": batch.categorical.numpy(), "numeric": batch.numeric.numpy()}
-    got = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0]
-    with torch.no_grad():
-        expected = wrapped(batch.categorical, batch.numeric).numpy()
+    got, expected = _onnx_and_torch(_tiny(name), tmp_path)
     assert got.shape == (8,) and np.abs(got - expected).max() <= TOLERANCE  # 8 rows, traced on 2
 
 
 @pytest.mark.parametrize("name", ["gdcn_p", "dcnv2", "deepfm"])
 def test_a_model_with_int8_dense_layers_exports_and_onnx_runtime_agrees(name, tmp_path):
+    model = _tiny(name)
+    assert int8_dense(model) > 0
+    got, expected = _onnx_and_torch(model, tmp_path)
+    assert np.abs(got - expected).max() <= TOLERANCE
+
+
+def _tiny(name: str) -> torch.nn.Module:
+    """Model ``name`` with its default config on the tiny schema, seeded, in eval mode."""
     torch.manual_seed(0)
     entry = MODELS[name]
-    model = entry.model(tiny_schema(), entry.config()).eval()
-    assert int8_dense(model) > 0
+    return entry.model(tiny_schema(), entry.config()).eval()
+
+
+def _onnx_and_torch(model: torch.nn.Module, tmp_path) -> tuple[np.ndarray, np.ndarray]:
+    """The probabilities of ``model`` on the tiny batch from ONNX Runtime (traced on 2 rows)
+    and from PyTorch."""
     wrapped = Probabilities(model).eval()
     batch = tiny_batch()
     _trace(wrapped, (batch.categorical[:2], batch.numeric[:2]), tmp_path / "model.onnx")
@@ -48,7 +51,7 @@ def test_a_model_with_int8_dense_layers_exports_and_onnx_runtime_agrees(name, tm
     got = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0]
     with torch.no_grad():
         expected = wrapped(batch.categorical, batch.numeric).numpy()
-    assert np.abs(got - expected).max() <= TOLERANCE
+    return got, expected
 
 
 def test_export_onnx_checks_the_run_and_its_sidecar_encodes_as_the_bundle(cli, trained, tmp_path):
