@@ -51,6 +51,7 @@ from slimctr.search.runner import Start
 from slimctr.search.stages import (
     cached,
     categorical_columns,
+    field_counts,
     field_masks,
     searched_plan,
     stage_key,
@@ -114,13 +115,10 @@ def frequency_blocks(counts: np.ndarray, shares: tuple[float, ...]) -> Tensor:
 
 def training_counts(start: Start, embedding: FieldEmbedding) -> np.ndarray:
     """How often each row of the fused categorical table occurs in the training split."""
-    train = start.store.split("train")
     names = [embedding.field_names[c] for c in categorical_columns(embedding).tolist()]
-    counts = []
-    for name in names:
-        ids = np.asarray(start.store.column(name)[train.start : train.stop])
-        counts.append(np.bincount(ids, minlength=embedding.table(name).shape[0]))
-    return np.concatenate(counts)
+    return np.concatenate(
+        [field_counts(start.store, n, embedding.table(n).shape[0]) for n in names]
+    )
 
 
 class SelectedRows:

@@ -55,7 +55,7 @@ from slimctr.nn.embedding import FieldEmbedding
 from slimctr.schema import NUM_RESERVED_IDS
 from slimctr.search.plan import Plan, field_sizes
 from slimctr.search.runner import Start, routed_config
-from slimctr.search.stages import cached, stage_key, supernet, train_stage
+from slimctr.search.stages import cached, field_counts, stage_key, supernet, train_stage
 from slimctr.training.callbacks import Callback
 from slimctr.training.trainer import Trainer
 
@@ -152,11 +152,9 @@ def frequent_rows(store: Store, min_count: int) -> dict[str, int]:
     """The rows the router keeps of each categorical field: the reserved ones and the values
     seen at least ``min_count`` times in the training split, which are the field's first ids
     (numbered most frequent first, by their training count: ``slimctr.schema``)."""
-    train = store.split("train")
     rows = {}
     for spec in store.schema.categorical:
-        ids = np.asarray(store.column(spec.name)[train.start : train.stop])
-        counts = np.bincount(ids, minlength=spec.vocab_size)[NUM_RESERVED_IDS:]
+        counts = field_counts(store, spec.name, spec.vocab_size)[NUM_RESERVED_IDS:]
         rows[spec.name] = NUM_RESERVED_IDS + int(np.count_nonzero(counts >= min_count))
     return rows
 

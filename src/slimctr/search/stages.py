@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from slimctr.config import to_dict
+from slimctr.data.store import Store
 from slimctr.errors import SlimctrError
 from slimctr.files import atomic_path
 from slimctr.nn.embedding import FieldEmbedding
@@ -49,6 +50,13 @@ def supernet(start: Start, method: str) -> tuple[nn.Module, FieldEmbedding]:
 def categorical_columns(embedding: FieldEmbedding) -> Tensor:
     """The positions, in the embedding's field order, of its categorical fields: (F_cat,)."""
     return torch.tensor(embedding.categorical_positions, dtype=torch.long)
+
+
+def field_counts(store: Store, name: str, rows: int) -> np.ndarray:
+    """How often each id (0 to at least ``rows`` - 1) of the categorical field ``name`` occurs
+    in the training split."""
+    train = store.split("train")
+    return np.bincount(np.asarray(store.column(name)[train.start : train.stop]), minlength=rows)
 
 
 def train_stage(
