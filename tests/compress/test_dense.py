@@ -60,11 +60,27 @@ def test_every_linear_layer_outside_the_field_embeddings_becomes_int8(trained):
     assert model.eval()(batch).shape == (len(batch),)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_a_model_with_int8_dense_layers_is_the_model_on_their_dequantised_weights(name):
+# The cross layers that take their weight apart: D = 5 x 27 = 135 computes padded to 144
+# (``padded_width``), and a low-rank W = U V^T is a product of two linear layers.
+CROSS_PATHS = [
+    ("dcnv2", {"embedding_dim": 27}),
+    ("dcnv2", {"low_rank": 4}),
+    ("gdcn_p", {"embedding_dim": 27}),
+    ("gdcn_s", {"embedding_dim": 27}),
+]
+
+
+def _case_id(value: str | dict[str, int]) -> str:
+    return value if isinstance(value, str) else ",".join(f"{k}={v}" for k, v in value.items())
+
+
+@pytest.mark.parametrize(
+    ("name", "settings"), [(name, {}) for name in sorted(MODELS)] + CROSS_PATHS, ids=_case_id
+)
+def test_a_model_with_int8_dense_layers_is_the_model_on_their_dequantised_weights(name, settings):
     torch.manual_seed(0)
     entry = MODELS[name]
-    model = entry.model(tiny_schema(), entry.config()).eval()
+    model = entry.model(tiny_schema(), entry.config(**settings)).eval()
     quantised = copy.deepcopy(model)
     int8_dense(quantised)
     layers = dict(quantised.named_modules())
@@ -74,6 +90,9 @@ def test_a_model_with_int8_dense_layers_is_the_model_on_their_dequantised_weight
                 module.weight.copy_(layers[name_].weight)
     batch = tiny_batch()
     assert torch.allclose(quantised(batch), model(batch), atol=1e-6)
+    if hasattr(model, "cross_matrices"):  # what the interaction heatmap reads
+        for float_, int8 in zip(model.cross_matrices(), quantised.cross_matrices(), strict=True):
+            assert torch.allclose(int8, float_, atol=1e-6)
 
 
 def test_a_bundle_with_int8_dense_layers_is_smaller_and_scores_what_it_stores(trained, tmp_path):

@@ -41,6 +41,14 @@ def _padded(weight: Tensor, width: int) -> Tensor:
     return pad(weight, (0, extra, 0, extra) if weight.dim() == 2 else (0, extra))
 
 
+def _tensor(layer: nn.Module, name: str) -> Tensor:
+    """A linear layer's ``weight`` or ``bias``: an ``nn.Linear``'s parameter, or the
+    dequantised weight of an int8 one (``slimctr.compress.dense``), which reads the same."""
+    tensor = getattr(layer, name)
+    assert isinstance(tensor, Tensor)
+    return tensor
+
+
 def _widened(x: Tensor, width: int) -> Tensor:
     """``x`` (B, D) with zero columns up to ``width`` (``x`` itself when D = width)."""
     return x if x.shape[-1] == width else pad(x, (0, width - x.shape[-1]))
@@ -76,6 +84,7 @@ class CrossLayerV2(nn.Module):
 
     def __init__(self, dim: int, low_rank: int | None = None) -> None:
         super().__init__()
+        self.dim, self.low_rank = dim, low_rank
         if low_rank is None:
             self.project: nn.Module = nn.Linear(dim, dim)
             bias = self.project.bias
@@ -89,21 +98,19 @@ class CrossLayerV2(nn.Module):
 
     def forward(self, x0: Tensor, x: Tensor) -> Tensor:
         """Inputs (B, D') with D' >= D, zero beyond D in x0 (``padded_width``); output (B, D')."""
-        if isinstance(self.project, nn.Linear) and x.shape[-1] != self.project.in_features:
-            width = x.shape[-1]
-            weight, bias = self.project.weight, self.project.bias
+        width = x.shape[-1]
+        if self.low_rank is None and width != self.dim:
+            weight, bias = _tensor(self.project, "weight"), _tensor(self.project, "bias")
             return x0 * nn.functional.linear(x, _padded(weight, width), _padded(bias, width)) + x
         return x0 * self.project(x) + x  # (B, D)
 
     @torch.no_grad()
     def matrix(self) -> Tensor:
         """W, (D, D): the weight itself (full rank, a detached view) or the product U V^T."""
-        if isinstance(self.project, nn.Linear):
-            return self.project.weight.detach()
-        assert isinstance(self.project, nn.Sequential)
-        down, up = self.project[0], self.project[1]
-        assert isinstance(down, nn.Linear) and isinstance(up, nn.Linear)
-        return up.weight @ down.weight  # (D, r) @ (r, D)
+        if self.low_rank is None:
+            return _tensor(self.project, "weight").detach()
+        down, up = self.project.children()  # V^T, then U and b
+        return _tensor(up, "weight") @ _tensor(down, "weight")  # (D, r) @ (r, D)
 
 
 class CrossNetwork(nn.Module):
