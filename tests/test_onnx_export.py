@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from slimctr.compress.dense import int8_dense
+from slimctr.compress.model import compress
 from slimctr.models import MODELS
 from slimctr.onnx_export import TOLERANCE, Probabilities, _trace
 from slimctr.training import run
@@ -31,6 +32,51 @@ def test_a_model_with_int8_dense_layers_exports_and_onnx_runtime_agrees(name, tm
     assert int8_dense(model) > 0
     got, expected = _onnx_and_torch(model, tmp_path)
     assert np.abs(got - expected).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("kind", ["pruned", "masked"])
+@pytest.mark.parametrize("name", ["dcnv2", "deepfm"])
+def test_a_searched_model_exports_and_onnx_runtime_agrees(name, kind, tmp_path):
+    got, expected = _onnx_and_torch(_searched(name, kind), tmp_path)
+    assert np.abs(got - expected).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("codec", ["fp16", "bf16", "int8", "int8@row", "binary", "pca:0.5+int8"])
+def test_a_compressed_bundle_exports_and_onnx_runtime_agrees(cli, trained, tmp_path, codec):
+    compress(trained / "deepfm", codec, tmp_path / "bundle")
+    result = cli("export", tmp_path / "bundle", "--format", "onnx", "--out", tmp_path / "onnx",
+                 "--data", trained / "data", "--json")  # fmt: skip
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["check"]["max_abs_difference"] <= TOLERANCE
+
+
+def test_float8_tables_are_refused_before_anything_is_written(cli, trained, tmp_path):
+    compress(trained / "deepfm", "pca:0.5+fp8-e4m3", tmp_path / "bundle")
+    result = cli("export", tmp_path / "bundle", "--format", "onnx", "--out", tmp_path / "onnx")
+    assert result.code != 0 and "compress with int8" in result.err
+    assert len(result.err.strip().splitlines()) == 1 and not (tmp_path / "onnx").exists()
+
+
+def _searched(name: str, kind: str) -> torch.nn.Module:
+    """Model ``name`` as a search leaves it: field c1 keeping 3 of its 7 rows (``pruned``:
+    OptEmbed, OptFS), or every table keeping about half its entries (``masked``: PEP, DNIS)."""
+    generator = torch.Generator().manual_seed(0)
+    schema = tiny_schema()
+    masks = {f.name: torch.rand(f.vocab_size, 16, generator=generator) < 0.5
+             for f in schema.categorical}  # fmt: skip
+    if kind == "pruned":
+        schema = schema.with_kept_rows({"c1": 3})
+    else:
+        schema = schema.with_kept_entries({n: int(m.sum()) for n, m in masks.items()})
+    torch.manual_seed(0)
+    entry = MODELS[name]
+    model = entry.model(schema, entry.config(embedding_dim=16)).eval()
+    if kind == "pruned":
+        model.embedding.set_kept("c1", [1, 4, 6])
+    else:
+        for field_name, mask in masks.items():
+            model.embedding.set_mask(field_name, mask)
+    return model
 
 
 def _tiny(name: str) -> torch.nn.Module:

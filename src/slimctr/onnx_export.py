@@ -11,14 +11,15 @@ The graph is traced with torch's ONNX exporter (``dynamo=True``, which needs ``o
 in float32: a model trained with bf16 autocast exports its float32 weights without the
 autocast. When the data are at hand (a run's own store, or ``data_dir``), the export checks
 that ONNX Runtime's probabilities equal PyTorch's float32 ones within ``TOLERANCE`` on the
-test split, and refuses to finish otherwise. Compressed tables in float8 do not export: ONNX
-Runtime's CPU kernels gather no float8 tensors (the check would fail to load the graph).
+test split, and refuses to finish otherwise. Compressed tables in float8 are refused before
+tracing: ONNX Runtime's CPU kernels gather no float8 tensors, so it could not load the graph.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from importlib.util import find_spec
 from pathlib import Path
@@ -89,8 +90,14 @@ def export_onnx(bundle: Bundle, out: Path, store: Store | None = None) -> dict[s
         raise SlimctrError(f"--out {out} already exists and is not empty; give a new folder")
     if store is not None:
         bundle.check_store(store)
-    wrapped = Probabilities(bundle.module).eval()
     schema = bundle.schema
+    float8 = [f for f in schema.categorical if f.codec is not None and "fp8" in f.codec]
+    if float8:
+        raise SlimctrError(
+            f"field {float8[0].name!r} is stored as {float8[0].codec}, and ONNX Runtime cannot "
+            "gather float8 tables: compress with int8 for an ONNX model"
+        )
+    wrapped = Probabilities(bundle.module).eval()
     example = (
         torch.ones((2, len(schema.categorical)), dtype=torch.int32),  # the OOV id
         torch.zeros((2, len(schema.numeric)), dtype=torch.float32),
@@ -124,7 +131,8 @@ def _trace(wrapped: nn.Module, example: tuple[Tensor, Tensor], path: Path) -> No
                 verbose=False,
             )
     except Exception as error:  # the exporter raises many kinds; each is one message here
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # without terminal colours
+        first = text.splitlines()[0] if text else type(error).__name__
         raise SlimctrError(f"this model does not export to ONNX: {first}") from None
     assert program is not None
     program.save(str(path))

@@ -181,6 +181,11 @@ class Int8:
         return stored["min"][rows] + codes * stored["step"][rows]
 
 
+# Each byte's 8 bits, most significant first, as signs -1/+1: (256, 8). Decoding looks them up
+# rather than shifting bits, which the ONNX exporter does not translate.
+_BYTE_SIGNS = ((torch.arange(256).unsqueeze(1) >> torch.arange(7, -1, -1)) & 1).float() * 2 - 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Binary:
     """One bit per entry and a float32 scale per row: x^ = scale (2 bit - 1)."""
@@ -200,9 +205,7 @@ class Binary:
 
     def decode(self, stored: Mapping[str, Tensor], rows: Tensor, width: int) -> Tensor:
         packed = stored["bits"][rows]  # (..., bytes)
-        shifts = torch.tensor([7, 6, 5, 4, 3, 2, 1, 0], dtype=torch.uint8)
-        bits = (packed.unsqueeze(-1) >> shifts) & 1  # (..., bytes, 8)
-        signs = bits.flatten(-2)[..., :width].float() * 2 - 1
+        signs = _BYTE_SIGNS[packed.long()].flatten(-2)[..., :width]  # (..., width)
         return signs * stored["scales"][rows].unsqueeze(-1)
 
 

@@ -313,7 +313,7 @@ class FieldEmbedding(nn.Module):
         index = rows + self.offsets
         looked_up = self.fused_table(index)  # (B, Fc, d)
         if self._masked:
-            looked_up = looked_up * self.entry_mask[index]
+            looked_up = looked_up * self.entry_mask[index.long()]
         return looked_up if keep is None else looked_up * keep.unsqueeze(-1)
 
     def _table_rows(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
@@ -323,7 +323,8 @@ class FieldEmbedding(nn.Module):
         if not self._pruned:
             return ids, None
         pruned = self.map_starts >= 0  # (Fc,)
-        mapped = self.row_index[torch.where(pruned, ids + self.map_starts, 0)]
+        # int64 indices: ONNX Runtime's GatherND, which indexing exports to, takes no int32
+        mapped = self.row_index[torch.where(pruned, ids + self.map_starts, 0).long()]
         rows = torch.where(pruned, mapped, ids)
         keep = rows >= 0
         return rows.clamp(min=0), keep.to(torch.float32)
