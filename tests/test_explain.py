@@ -157,6 +157,7 @@ def test_models_without_cross_matrices_say_what_is_supported(name, small_store):
     message = str(error.value)
     assert "\n" not in message and f"{name!r} has nothing to explain" in message
     assert "dcnv2" in message and "gcn" in message and "gdcn_p" in message
+    assert "--method permutation or captum" in message  # what does explain any model
 
 
 def test_dcnv2_explains_the_heatmap_only(small_store):

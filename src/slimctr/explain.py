@@ -514,7 +514,8 @@ def _unsupported_message(model_name: str, kinds: tuple[str, ...]) -> str:
         f"the gates need gated cross layers ({', '.join(gates)})"
     )
     if not kinds:
-        return f"model {model_name!r} has nothing to explain: {where}"
+        agnostic = "--method permutation or captum explains any model"
+        return f"model {model_name!r} has nothing to explain in its weights: {where}; {agnostic}"
     missing = [kind for kind in (HEATMAP, GATES) if kind not in kinds]
     return (
         f"model {model_name!r} supports the {' and the '.join(kinds)} only, "
