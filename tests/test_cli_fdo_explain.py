@@ -73,6 +73,10 @@ def test_fdo_user_errors(cli, finished, tmp_path):
         cli("fdo", finished.parent, "--ratio", "0.9", "--out", tmp_path / "o"),
         "not a slimctr run folder",
     )
+    _one_line_error(
+        cli("fdo", finished / "bundle", "--ratio", "0.9", "--out", tmp_path / "o"),
+        "is a model bundle; this needs the finished run it came from",
+    )
 
 
 def test_explain_json_contract_and_report(cli, finished, tmp_path):

@@ -316,6 +316,8 @@ class RunDir:
             temporary.write_bytes(json_bytes(record))
 
     def _not_a_run(self) -> str:
+        if (self.path / BUNDLE_MANIFEST).is_file():
+            return f"{self.path} is a model bundle; this needs the finished run it came from"
         if (self.path / CONFIG).is_file():
             return (
                 f"{self.path} was written by an older slimctr (it has no {RECORD}); "

@@ -204,6 +204,22 @@ def test_pca_plan_leaves_the_pad_row_out_and_gives_numeric_fields_width_one():
     assert (plan.method, plan.settings) == ("fdo", {"variance_ratio": 0.99})
 
 
+def test_a_pruned_table_is_read_by_its_kept_ids_and_a_field_that_keeps_none_gets_width_one():
+    schema = _schema(40, 3, 6).with_kept_rows({"C0": 4, "C1": 1, "C2": 1})
+    model = MODELS["gcn"].model(schema, MODELS["gcn"].config(embedding_dim=8))
+    model.embedding.set_kept("C0", [3, 6, 9, 12])  # no PAD: all 4 rows are trained
+    model.embedding.set_kept("C1", [0])  # only PAD, which no input reaches
+    model.embedding.set_kept("C2", [5])
+    with torch.no_grad():
+        table = model.embedding.table("C0")
+        table.zero_()
+        table[0, 0] = 5.0  # off the line of the other three rows
+        table[1:, 1] = torch.tensor([1.0, 2.0, 3.0])  # the first direction explains 93%
+    plan = fdo_plan(model, schema, 0.99)
+    assert plan.widths["C0"] == 2  # leaving out row 0 as if it were PAD's would give 1
+    assert plan.widths["C1"] == 1 and plan.widths["C2"] == 1
+
+
 def test_models_without_field_tables_are_refused():
     schema = _schema(5, 9)
     lr = resolve_config("lr")

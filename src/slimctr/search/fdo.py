@@ -21,9 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 from slimctr.errors import SlimctrError
+from slimctr.nn.embedding import FieldEmbedding
 from slimctr.pca import FieldPCA, check_ratio
 from slimctr.schema import PAD_ID, Schema
 from slimctr.search.plan import Plan, Setting, field_sizes, is_count
@@ -72,7 +74,9 @@ def fdo_plan(model: nn.Module, schema: Schema, variance_ratio: float) -> Plan:
 
     A categorical table's row ``PAD_ID`` is left out of its PCA: no input reaches it, so it keeps
     its random initial values (the reference tables have no such row). A numeric field's single
-    vector gets width 1, which loses nothing: its embeddings z_f v_f lie on one line.
+    vector gets width 1, which loses nothing: its embeddings z_f v_f lie on one line. A pruned
+    field (a searched model's) holds only its kept ids' rows; one that keeps no id but PAD gets
+    width 1 too.
     """
     check_ratio(variance_ratio)
     embedding = field_embedding(model, "FDO")
@@ -80,8 +84,10 @@ def fdo_plan(model: nn.Module, schema: Schema, variance_ratio: float) -> Plan:
         raise SlimctrError("the model's embedding fields differ from the schema's fields")
     widths = {}
     for spec in schema.fields:
-        table = embedding.table(spec.name).detach()  # (n_f, d)
-        samples = table[PAD_ID + 1 :] if spec.kind == "categorical" else table
+        samples = _trained_rows(embedding, spec.name, spec.kind)
+        if len(samples) == 0:
+            widths[spec.name] = 1
+            continue
         try:
             widths[spec.name] = FieldPCA.fit(samples).width(variance_ratio)
         except SlimctrError as error:
@@ -93,6 +99,17 @@ def fdo_plan(model: nn.Module, schema: Schema, variance_ratio: float) -> Plan:
         field_sizes=field_sizes(schema),
         source_widths=model_widths(model, "FDO"),
     )
+
+
+def _trained_rows(embedding: FieldEmbedding, name: str, kind: str) -> Tensor:
+    """The rows of field ``name``'s table that inputs reach, (rows, d): a categorical table's
+    rows but PAD's (a pruned table's rows are its kept ids'), a numeric field's vector."""
+    table = embedding.table(name).detach()
+    if kind != "categorical":
+        return table
+    pruned = name in embedding.pruned_fields
+    ids = embedding.kept_ids(name) if pruned else torch.arange(len(table))  # row i holds ids[i]
+    return table[ids != PAD_ID]
 
 
 def formula_plan(
