@@ -59,6 +59,8 @@ def test_search_names_the_unknown_method_and_a_source_that_is_not_a_run(cli, run
     data = json.loads((runs / "dcnv2" / "data.json").read_text())["path"]
     not_run = cli("search", "fdo", data, "--out", tmp_path / "s")
     assert not_run.code == 1 and "fdo starts from a finished run" in not_run.err
+    bundle = cli("search", "optfs", runs / "dcnv2" / "bundle", "--out", tmp_path / "s")
+    assert bundle.code == 1 and "is a model bundle; a search starts from" in bundle.err
 
 
 @pytest.mark.parametrize(
