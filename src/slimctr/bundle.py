@@ -76,6 +76,12 @@ SCORES = "scores.json"
 _STORAGES = ("dense", "masked", "compressed", "compressed-int8")
 
 
+def is_bundle(path: Path) -> bool:
+    """Whether ``path`` looks like a bundle folder: a manifest beside the weights (a data store
+    has a manifest too, a run keeps its bundle one folder down)."""
+    return (path / MANIFEST).is_file() and (path / WEIGHTS).is_file()
+
+
 def write_bundle(
     folder: Path,
     *,

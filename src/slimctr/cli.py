@@ -753,7 +753,7 @@ def _searchers(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from slimctr.bundle import MANIFEST as BUNDLE_MANIFEST
+    from slimctr.bundle import is_bundle
     from slimctr.config import apply_overrides
     from slimctr.data.store import open_store
     from slimctr.runconfig import resolve_config
@@ -777,7 +777,7 @@ def _search(args: argparse.Namespace) -> int:
         if args.threads is not None:  # the retrained run's threads: no result depends on them
             config = dataclasses.replace(start.config, threads=args.threads)
             start = dataclasses.replace(start, config=config)
-    elif (args.source / BUNDLE_MANIFEST).is_file():
+    elif is_bundle(args.source):
         raise SlimctrError(f"{args.source} is a model bundle; a search starts from a finished run")
     elif entry.starts_from == "run":
         raise SlimctrError(f"{args.method} starts from a finished run: {args.source} is not one")

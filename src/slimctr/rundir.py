@@ -42,6 +42,7 @@ from typing import Any, Literal
 import torch
 
 from slimctr.bundle import MANIFEST as BUNDLE_MANIFEST
+from slimctr.bundle import is_bundle
 from slimctr.config import dump_yaml, parse_yaml, to_dict
 from slimctr.data.store import Store
 from slimctr.errors import SlimctrError
@@ -316,7 +317,7 @@ class RunDir:
             temporary.write_bytes(json_bytes(record))
 
     def _not_a_run(self) -> str:
-        if (self.path / BUNDLE_MANIFEST).is_file():
+        if is_bundle(self.path):
             return f"{self.path} is a model bundle; this needs the finished run it came from"
         if (self.path / CONFIG).is_file():
             return (
