@@ -1,6 +1,7 @@
-"""ONNX export (issue 20): every registered model exports and ONNX Runtime agrees with PyTorch;
-`slimctr export --format onnx` checks a run on its test split and writes a sidecar that encodes
-raw rows as the bundle does."""
+"""ONNX export (issue 20): every registered model, searched models (pruned rows, masked
+entries) and compressed tables export and ONNX Runtime agrees with PyTorch, float8 tables are
+refused; `slimctr export --format onnx` checks a run on its test split and writes a sidecar that
+encodes raw rows as the bundle does."""
 
 from __future__ import annotations
 
