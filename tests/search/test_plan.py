@@ -171,7 +171,7 @@ def test_a_grouped_plan_counts_every_group_and_the_router_rows_it_keeps(tmp_path
     [
         ({"router_rows": {"a": 11}}, "router_rows of 'a' exceed the field's rows"),
         ({"router_rows": {"a": 0}}, "router_rows of 'a' must be an int >= 1"),
-        ({"router_rows": {"c": 3}}, "router_rows: missing none; unknown c"),
+        ({"router_rows": {"c": 3}}, "router_rows name an unknown field: c"),
         ({"groups": (), "router": None}, "only a plan with groups has router_rows"),
     ],
 )

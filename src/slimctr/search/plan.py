@@ -119,9 +119,9 @@ class Plan:
         if self.router_rows and not self.groups:
             raise SlimctrError("only a plan with groups has router_rows")
         _check_counts("router_rows", self.router_rows)
-        check_fields(
-            "the plan's router_rows", self.field_sizes, {**self.field_sizes, **self.router_rows}
-        )
+        unknown = [name for name in self.router_rows if name not in self.field_sizes]
+        if unknown:
+            raise SlimctrError(f"the plan's router_rows name an unknown field: {unknown[0]}")
         for name, rows in self.router_rows.items():
             if rows > self.field_sizes[name]:
                 raise SlimctrError(f"the plan's router_rows of {name!r} exceed the field's rows")
