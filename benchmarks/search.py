@@ -524,49 +524,61 @@ def _cell_order(cell: str) -> tuple[int, str]:
     return order.index(cell.split(":")[0].split("-")[0]), cell
 
 
-def panel_grid(plt: Any, logged: list[dict[str, Any]]) -> tuple[Any, list[tuple[Any, str, str]]]:
+def panel_grid(
+    plt: Any, logged: list[dict[str, Any]], width: float = 6.5
+) -> tuple[Any, list[tuple[Any, str, str]]]:
     """A figure with one panel per (dataset, model) of ``logged``, datasets as rows and models
-    as columns, and the panels as (axis, dataset, model)."""
+    as columns, each ``width`` inches wide, and the panels as (axis, dataset, model)."""
     datasets = sorted({r["dataset"] for r in logged})
     models = sorted({r["model"] for r in logged})
-    figure, axes = plt.subplots(
-        len(datasets), len(models), figsize=(6.5 * len(models), 4.8 * len(datasets)), squeeze=False
-    )
+    size = (width * len(models), 4.8 * len(datasets))
+    figure, axes = plt.subplots(len(datasets), len(models), figsize=size, squeeze=False)
     names = [(d, m) for d in datasets for m in models]
     return figure, [(axis, *name) for axis, name in zip(axes.flat, names, strict=True)]
 
 
 def plot(logged: list[dict[str, Any]]) -> None:
+    """Test AUC against embedding bytes per (dataset, model): every cell the study runs on all
+    seeds in colour (mean +- std), with the Pareto front of those cells (the drop cells left
+    out), and the variants not chosen on the first seed as grey dots."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, panels = panel_grid(plt, logged)
+    figure, panels = panel_grid(plt, logged, width=9.5)
+    colours = plt.get_cmap("tab20").colors
     for axis, dataset, model in panels:
         by_cell: dict[str, list[dict[str, Any]]] = {}
         for r in logged:
             if (r["dataset"], r["model"]) == (dataset, model):
                 by_cell.setdefault(r["cell"], []).append(r)
-        if not by_cell:
-            axis.set_title(f"{dataset}, {model}: not run yet")
-            axis.axis("off")
-            continue
-        colours = plt.get_cmap("tab20").colors
-        for index, cell in enumerate(sorted(by_cell, key=_cell_order)):
-            group = by_cell[cell]
-            aucs = [r["test"]["auc"] for r in group]
-            size = statistics.mean(r["embedding_bytes"] for r in group)
+        picks = {m: chosen(dataset, model, m) for m in VARIANTS}
+        tried = [c for c in by_cell if picks.get(c.split(":")[0]) not in (None, c)
+                 and c not in BUDGETED]  # fmt: skip
+        points = []
+        for index, cell in enumerate(c for c in sorted(by_cell, key=_cell_order) if c not in tried):
+            aucs = [r["test"]["auc"] for r in by_cell[cell]]
+            size = statistics.mean(r["embedding_bytes"] for r in by_cell[cell])
+            if not cell.startswith("drop"):  # the check that the largest fields matter
+                points.append((size, statistics.mean(aucs)))
             spread = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
             style = {"fmt": "*", "color": "black", "markersize": 12} if cell == "full" else {
                 "fmt": "os^D"[index % 4], "color": colours[index % len(colours)]}  # fmt: skip
             axis.errorbar(size, statistics.mean(aucs), yerr=spread, capsize=3,
-                          label=f"{cell} ({len(group)} seeds)", **style)  # fmt: skip
+                          label=f"{cell} ({len(aucs)} seeds)", **style)  # fmt: skip
+        front = [p for p in sorted(points) if all(q[1] < p[1] for q in points if q[0] < p[0])]
+        axis.step(*zip(*front, strict=True), where="post", color="black", linewidth=0.6,
+                  alpha=0.5, label="Pareto front")  # fmt: skip
+        if tried:
+            sizes = [statistics.mean(r["embedding_bytes"] for r in by_cell[c]) for c in tried]
+            aucs = [statistics.mean(r["test"]["auc"] for r in by_cell[c]) for c in tried]
+            axis.scatter(sizes, aucs, s=10, color="grey", label="variants tried on seed 0")
         axis.set_xscale("log")
         axis.set_xlabel("embedding bytes (stored: float32, id maps, entry masks)")
         axis.set_ylabel("test AUC (mean +- std over seeds)")
         axis.set_title(f"{dataset}, {model}")
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(PLOT, dpi=110)
