@@ -277,14 +277,19 @@ def smallest(runs: list[dict[str, Any]]) -> tuple[str, float, float, float, int]
     seeds = max(len(g) for g in groups.values())
     within = []
     for codec, group in groups.items():
-        diff = statistics.mean(r["test"]["auc"] - r["float32_test"]["auc"] for r in group)
+        size, diff = _point(group)
         if len(group) == seeds and diff >= -TARGET:
-            size = statistics.mean(r["embedding_bytes"] for r in group)
             within.append((size, statistics.mean(r["bundle_bytes"] for r in group), codec, diff))
     if not within:
         return None
     size, bundle, codec, diff = min(within)
     return codec, size, bundle, diff, seeds
+
+
+def _point(group: list[dict[str, Any]]) -> tuple[float, float]:
+    """A cell's mean embedding bytes and mean paired test-AUC difference to float32."""
+    size = statistics.mean(r["embedding_bytes"] for r in group)
+    return size, statistics.mean(r["test"]["auc"] - r["float32_test"]["auc"] for r in group)
 
 
 def _smallest_line(runs: list[dict[str, Any]], base_bytes: float) -> str:
@@ -317,8 +322,7 @@ def plot(logged: list[dict[str, Any]]) -> None:
             group = [r for r in runs if r["codec"] == codec]
             if not group:
                 continue
-            size = statistics.mean(r["embedding_bytes"] for r in group)
-            diff = statistics.mean(r["test"]["auc"] - r["float32_test"]["auc"] for r in group)
+            size, diff = _point(group)
             axis.scatter([size], [diff], s=20)
             axis.annotate(
                 codec, (size, diff), fontsize=6, xytext=(2, 2), textcoords="offset points"
@@ -349,9 +353,7 @@ def _plot_searched(axis: Any, runs: list[dict[str, Any]]) -> None:
     for codec in sorted(c for c in searched if not c.endswith(DENSE)):
         group = [r for r in runs if r["codec"] == codec]
         if len(group) == seeds:
-            points.append((statistics.mean(r["embedding_bytes"] for r in group),
-                           statistics.mean(r["test"]["auc"] - r["float32_test"]["auc"]
-                                           for r in group)))  # fmt: skip
+            points.append(_point(group))
     if not points:
         return
     sizes, diffs = zip(*points, strict=True)
