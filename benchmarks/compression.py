@@ -96,9 +96,9 @@ def log(path: Path, entry: dict[str, Any]) -> None:
 
 def source_run(args: argparse.Namespace, dataset: str, model: str, seed: int) -> Path:
     """The search study's full run of (dataset, model, seed), trained there when missing."""
-    data = search.store_of(dataset, args.data)
-    search.train_cell(args, data, (dataset, model, seed, "full"))
-    return args.work / dataset / f"{model}-{seed}" / "full"
+    where = (dataset, model, seed, "full")
+    search.train_cell(args, search.store_of(dataset, args.data), where, rebuild=True)
+    return search.run_of(args, where)
 
 
 def compress_afresh(source: Path, cell: str, bundle: Path) -> dict[str, Any]:
@@ -161,25 +161,26 @@ print(json.dumps({"samples_per_s": rows / best, "peak_rss_kib": peak, "model_byt
 
 
 def searched(args: argparse.Namespace) -> None:
-    """Compress the search study's retrained models of every cell it ran on all seeds (masked
-    ones are stored sparse already and skipped), so that sizes multiply, into bundles; logged
-    against the full float32 model of the same seed."""
+    """Compress the search study's retrained models (masked ones are stored sparse already and
+    skipped), so that sizes multiply, into bundles; logged against the full float32 model of the
+    same seed. Runs are not committed, so each cell is compressed on the machine that trained it:
+    a cell whose run is not here is left out (the report keeps the cells with every seed)."""
     found = search.records()
     for dataset in args.datasets:
         for model in args.models:
             runs = [r for r in found.values() if r["dataset"] == dataset and r["model"] == model]
             full = {r["seed"]: r for r in runs if r["cell"] == "full"}
-            cells = {r["cell"] for r in runs if r["cell"] != "full"}
-            for cell in sorted(cells):
-                seeds = sorted(r["seed"] for r in runs if r["cell"] == cell)
-                if seeds != list(range(args.seeds)) or cell.split(":")[0] in UNCOMPRESSED:
+            for cell, seed in sorted(
+                (r["cell"], r["seed"]) for r in runs if r["seed"] < args.seeds
+            ):
+                if cell == "full" or not _kept(dataset, model, cell):
                     continue
-                for seed, codec in ((s, c) for s in seeds for c in SEARCHED_CODECS):
+                folder = args.work / dataset / f"{model}-{seed}" / cell.replace(":", "-")
+                for codec in SEARCHED_CODECS:
                     key = f"{dataset} {model} seed={seed} {cell}+{codec}"
-                    if key in records(LOG):
+                    if key in records(LOG) or not (folder / "run").is_dir():
                         continue
-                    folder = args.work / dataset / f"{model}-{seed}" / cell.replace(":", "-")
-                    source = folder / "run" if (folder / "run").is_dir() else folder
+                    source = folder / "run"
                     name = f"{cell}+{codec}".replace(":", "-")
                     bundle = args.work / "compressed" / dataset / f"{model}-{seed}" / name
                     result = compress_afresh(source, codec, bundle)
@@ -195,6 +196,17 @@ def searched(args: argparse.Namespace) -> None:
                         "machine": platform.machine(),
                     })  # fmt: skip
                     print(f"{key}: test AUC {result['test']['auc']:.5f}", flush=True)
+
+
+def _kept(dataset: str, model: str, cell: str) -> bool:
+    """Whether the searched ``cell`` is one the study compresses: not a masked or drop cell, and
+    for a searcher with variants, the one the search study chose (or a budgeted cell)."""
+    method = cell.split(":")[0]
+    if method in UNCOMPRESSED:
+        return False
+    return (
+        ":" not in cell or cell in search.BUDGETED or cell == search.chosen(dataset, model, method)
+    )
 
 
 def timing(args: argparse.Namespace) -> None:

@@ -29,11 +29,13 @@ Runs are fp32 with the settings every study pins (``runlog.pinned``), under --wo
 runs/bench-search, not committed) so that an interrupted study resumes; finished cells are logged
 to benchmarks/results/search_runs.jsonl, with the search's wall time by stage and the retraining's,
 against the full model's training time. Differences to the full model are paired by seed with a
-95% t-interval. Two processes may run at once on disjoint ``--methods``.
+95% t-interval. Two processes may run at once on disjoint ``--methods``. As runs are not
+committed, ``--rebuild`` trains the logged cells asked for again where this machine lacks their run (for the
+compression study), and prints the new validation AUC beside the logged one.
 
     python benchmarks/search.py [--datasets frappe] [--models gdcn_p] [--seeds 3]
         [--methods full uniform fdo optembed optfs pep dnis ihas budgeted|CELL] [--select]
-        [--threads 1]
+        [--threads 1] [--rebuild]
         [--write] [--logged-only]
 """
 
@@ -63,7 +65,7 @@ from runlog import cpu_name, pinned
 
 from slimctr.data.store import open_store
 from slimctr.runconfig import resolve_config
-from slimctr.rundir import RunDir
+from slimctr.rundir import RunDir, RunState
 from slimctr.schema import PAD_ID, Schema
 from slimctr.search import SEARCHERS, Plan, Start, train_plan
 from slimctr.search.fdo import FDO, FDOConfig, uniform_plan
@@ -275,19 +277,24 @@ def record(
 
 
 def train_cell(
-    args: argparse.Namespace, data: Path, where: tuple[str, str, int, str]
+    args: argparse.Namespace, data: Path, where: tuple[str, str, int, str], rebuild: bool = False
 ) -> dict[str, Any]:
-    """The logged record of one cell, training it first when the log lacks it."""
+    """The logged record of one cell, training it first when the log lacks it, or when
+    ``rebuild`` and this machine lacks its run (runs are not committed): the log then keeps its
+    record, and the validation AUC of the run trained again is printed beside it (fp32 on one
+    thread repeats itself on the same CPU)."""
     dataset, model, seed, cell = where
     key = key_of(*where)
-    if key in records():
-        return records()[key]
+    logged = records().get(key)
+    out = run_of(args, where)
+    if logged is not None and not (rebuild and RunDir(out).state is not RunState.FINISHED):
+        return logged
     folder = args.work / dataset / f"{model}-{seed}"
     config = config_for(dataset, model, seed, args.threads)
     if cell == "full":
-        run.train(data, folder / "full", config, resume=True)
-        return record(key, where, folder / "full", None)
-    full = train_cell(args, data, (dataset, model, seed, "full"))  # FDO reads it; all need it
+        run.train(data, out, config, resume=True)
+        return settle(key, where, out, None, logged)
+    full = train_cell(args, data, (dataset, model, seed, "full"))
     start = Start(config, open_store(data))
     method, _, variant = cell.partition(":")
     method = method.split("-")[0]  # uniform-4, fdo-0.8
@@ -295,6 +302,7 @@ def train_cell(
     if method == "fdo":
         ratio = float(cell.split("-")[1])
         searcher = FDO(FDOConfig(variance_ratio=ratio))
+        train_cell(args, data, (dataset, model, seed, "full"), rebuild=True)  # FDO reads its run
         began = time.perf_counter()
         plan = searcher.fit(Start.from_run(folder / "full")).plan_
         plan = dataclasses.replace(plan, seconds={"pca": time.perf_counter() - began})
@@ -316,11 +324,32 @@ def train_cell(
             start, folder / (f"{method}-work" if shared else f"{cell.replace(':', '-')}/work")
         )
         plan, initial = searcher.plan_, searcher.initial_
-    (folder / cell.replace(":", "-")).mkdir(parents=True, exist_ok=True)
-    plan.save(folder / cell.replace(":", "-") / "plan.json")
-    out = folder / cell.replace(":", "-") / "run"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plan.save(out.parent / "plan.json")
     train_plan(plan, start, out, initial=initial)
-    return record(key, where, out, plan)
+    return settle(key, where, out, plan, logged)
+
+
+def run_of(args: argparse.Namespace, where: tuple[str, str, int, str]) -> Path:
+    """Where the cell ``where`` trains (under --work)."""
+    dataset, model, seed, cell = where
+    folder = args.work / dataset / f"{model}-{seed}"
+    return folder / "full" if cell == "full" else folder / cell.replace(":", "-") / "run"
+
+
+def settle(
+    key: str,
+    where: tuple[str, str, int, str],
+    out: Path,
+    plan: Plan | None,
+    logged: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Log the cell just trained in ``out``, or, trained again, compare it with its record."""
+    if logged is None:
+        return record(key, where, out, plan)
+    again = RunDir(out).metrics()["valid"]["auc"]
+    print(f"{key} trained again: valid AUC {again:.6f}, logged {logged['valid']['auc']:.6f}")
+    return logged
 
 
 def dropped(schema: Schema, width: int, count: int) -> Plan:
@@ -396,7 +425,7 @@ def study(args: argparse.Namespace) -> None:
         for seed in range(args.seeds):
             for model in args.models:
                 for cell in cells(args, dataset, model, seed):
-                    train_cell(args, data, (dataset, model, seed, cell))
+                    train_cell(args, data, (dataset, model, seed, cell), args.rebuild)
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -596,6 +625,9 @@ def main() -> None:
         default=["full", "uniform", "fdo", "optembed", "optfs", "pep", "dnis", "ihas"],
     )
     parser.add_argument("--select", action="store_true", help="try every variant on seed 0")
+    parser.add_argument(
+        "--rebuild", action="store_true", help="train logged cells again whose run is not here"
+    )
     parser.add_argument("--data", type=Path, default=SHARED / "frappe", help="Frappe folder")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-search")
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")

@@ -41,15 +41,18 @@ def store(tmp_path_factory):
     return built
 
 
-def _launch(processes, *target):
+def _launch(processes, *target, cwd=None):
     """``target`` (a script, or ``-m`` and a module with its arguments) started by torchrun in
-    ``processes`` processes of one thread each; its stdout once every rank has succeeded."""
+    ``processes`` processes of one thread each, in ``cwd``; its stdout once every rank has
+    succeeded."""
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
         f"--nproc-per-node={processes}", *target,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -110,7 +113,8 @@ torch.optim.Adam([torch.nn.Parameter(torch.ones(1))])  # imports torch._dynamo, 
 world.sum(1.0)
 world.leave()
 threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
-print("gloo threads left:", sorted(name for name in threads if "gloo" in name))
+with open(f"{os.environ['RANK']}.left", "w") as out:  # one file per rank: printed lines interleave
+    out.write(repr(sorted(name for name in threads if "gloo" in name)))
 """
 
 
@@ -119,5 +123,6 @@ def test_no_gloo_thread_outlives_leaving_the_group(tmp_path):
     """A gloo thread still running while the interpreter shuts down can abort a rank after a
     finished run (now and then, so a resumed two-process run failed one time in a few dozen),
     so leaving the group must stop them all."""
-    stdout = _launch(2, str(write_text(tmp_path / "leave.py", LEAVE.splitlines())))
-    assert stdout.count("gloo threads left: []") == 2, stdout
+    script = write_text(tmp_path / "leave.py", LEAVE.splitlines())
+    _launch(2, str(script), cwd=tmp_path)
+    assert [(tmp_path / f"{rank}.left").read_text() for rank in (0, 1)] == ["[]", "[]"]
