@@ -30,8 +30,8 @@ runs/bench-search, not committed) so that an interrupted study resumes; finished
 to benchmarks/results/search_runs.jsonl, with the search's wall time by stage and the retraining's,
 against the full model's training time. Differences to the full model are paired by seed with a
 95% t-interval. Two processes may run at once on disjoint ``--methods``. As runs are not
-committed, ``--rebuild`` trains the logged cells asked for again where this machine lacks their run (for the
-compression study), and prints the new validation AUC beside the logged one.
+committed, ``--rebuild`` trains the logged cells asked for again where this machine lacks their
+run (for the compression study), and prints the new validation AUC beside the logged one.
 
     python benchmarks/search.py [--datasets frappe] [--models gdcn_p] [--seeds 3]
         [--methods full uniform fdo optembed optfs pep dnis ihas budgeted|CELL] [--select]

@@ -50,9 +50,7 @@ def _launch(processes, *target, cwd=None):
         f"--nproc-per-node={processes}", *target,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        command, capture_output=True, text=True, env=env, cwd=cwd, timeout=300
-    )
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

@@ -1,0 +1,42 @@
+"""The search study's cells resume from their log, and a logged cell whose run this machine lacks
+(runs are not committed) is trained again only where a run is needed, repeating itself."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import search
+
+from slimctr.runconfig import resolve_config
+from slimctr.rundir import RunDir
+
+TINY = ["train.batch_size=256", "train.epochs=1", "train.precision=fp32", "model.hidden_dims=[16]"]
+
+
+def test_a_lost_run_is_trained_again_when_needed_and_scores_as_logged(tiny, tmp_path, monkeypatch):
+    def config_for(dataset, model, seed, threads, extra=None):
+        return resolve_config(model, overrides=[*TINY, *(extra or [])], seed=seed, threads=1)
+
+    monkeypatch.setattr(search, "LOG", tmp_path / "runs.jsonl")
+    monkeypatch.setattr(search, "config_for", config_for)
+    args = argparse.Namespace(work=tmp_path / "work", threads=1)
+    full = ("tiny", "dcnv2", 0, "full")
+    logged = search.train_cell(args, tiny / "data", full)
+    shutil.rmtree(search.run_of(args, full))
+
+    assert search.train_cell(args, tiny / "data", full) == logged  # from the log, no run
+    assert not search.run_of(args, full).exists()
+    search.train_cell(args, tiny / "data", ("tiny", "dcnv2", 0, "uniform-2"))
+    assert not search.run_of(args, full).exists()  # a uniform cell reads the log only
+
+    fdo = search.train_cell(args, tiny / "data", ("tiny", "dcnv2", 0, "fdo-0.8"))
+    again = RunDir(search.run_of(args, full)).metrics()  # FDO reads the full run: trained again
+    assert again["valid"]["auc"] == logged["valid"]["auc"]
+    assert again["test"]["logloss"] == logged["test"]["logloss"]
+    assert [r["cell"] for r in search.records().values()] == ["full", "uniform-2", "fdo-0.8"]
+    assert fdo["embedding_params"] < logged["embedding_params"]
