@@ -115,11 +115,13 @@ def study(args: argparse.Namespace) -> None:
     for dataset in args.datasets:
         for seed in range(args.seeds):
             for model in args.models:
-                source = source_run(args, dataset, model, seed)
-                for codec in [*CODECS, *(c + DENSE for c in DENSE_CODECS)]:
-                    key = f"{dataset} {model} seed={seed} {codec}"
-                    if key in records(LOG):
-                        continue
+                name = f"{dataset} {model} seed={seed}"
+                codecs = [*CODECS, *(c + DENSE for c in DENSE_CODECS)]
+                missing = [c for c in codecs if f"{name} {c}" not in records(LOG)]
+                if missing:  # the source run may have to be trained again first
+                    source = source_run(args, dataset, model, seed)
+                for codec in missing:
+                    key = f"{name} {codec}"
                     bundle = args.work / "compressed" / dataset / f"{model}-{seed}" / codec
                     result = compress_afresh(source, codec, bundle)
                     log(LOG, {
