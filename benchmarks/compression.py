@@ -177,14 +177,16 @@ def searched(args: argparse.Namespace) -> None:
             ):
                 if cell == "full" or not _kept(dataset, model, cell):
                     continue
-                folder = args.work / dataset / f"{model}-{seed}" / cell.replace(":", "-")
-                for codec in SEARCHED_CODECS:
-                    key = f"{dataset} {model} seed={seed} {cell}+{codec}"
-                    if key in records(LOG) or not (folder / "run").is_dir():
-                        continue
-                    source = folder / "run"
-                    name = f"{cell}+{codec}".replace(":", "-")
-                    bundle = args.work / "compressed" / dataset / f"{model}-{seed}" / name
+                source = args.work / dataset / f"{model}-{seed}" / cell.replace(":", "-") / "run"
+                name = f"{dataset} {model} seed={seed} {cell}"
+                missing = [c for c in SEARCHED_CODECS if f"{name}+{c}" not in records(LOG)]
+                if missing and not source.is_dir():
+                    print(f"{name}: its run is not here to compress (search.py --rebuild)")
+                    continue
+                for codec in missing:
+                    key = f"{name}+{codec}"
+                    folder = f"{model}-{seed}/{cell}+{codec}".replace(":", "-")
+                    bundle = args.work / "compressed" / dataset / folder
                     result = compress_afresh(source, codec, bundle)
                     log(LOG, {
                         "key": key, "dataset": dataset, "model": model, "seed": seed,
