@@ -207,7 +207,8 @@ Both leave out the runs timed beside a third busy process (`BUSY`, `BUSY_SPANS`)
 other seeds; `(busy)` marks a cell that has only such runs. Before 2026-12-05 test suites also ran
 beside the studies now and then (not recorded per run), so these two columns are rough.
 The budget tables pick, per share of the full model's embedding bytes, the cell with the highest
-mean validation AUC among those within it (full and drop cells excluded)."""
+mean validation AUC among those within it that ran on every seed of the full model (full and drop
+cells excluded)."""
 
 
 def records() -> dict[str, dict[str, Any]]:
@@ -510,7 +511,8 @@ def busy(run: dict[str, Any]) -> bool:
 
 def budgets(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
     """Per share of the full model's embedding bytes (``BUDGETS``), the cell within it whose
-    mean validation AUC is highest (a choice made on validation), with its test numbers."""
+    mean validation AUC is highest (a choice made on validation), with its test numbers, among
+    the cells run on every seed the full model was."""
     runs = [r for r in logged if r["dataset"] == dataset and r["model"] == model]
     full = {r["seed"]: r for r in runs if r["cell"] == "full"}
     if not full:
@@ -520,9 +522,11 @@ def budgets(logged: list[dict[str, Any]], dataset: str, model: str) -> list[str]
     for r in runs:
         if r["cell"] != "full" and not r["cell"].startswith("drop"):
             by_cell.setdefault(r["cell"], []).append(r)
+    # means over the same seeds only: a variant run on one seed is not compared with them
+    by_cell = {c: g for c, g in by_cell.items() if {r["seed"] for r in g} == set(full)}
     lines = [
         f"Best cell per budget, {dataset}, {model} (highest mean validation AUC among the cells "
-        "within the budget):\n",
+        "within the budget run on every seed of the full model):\n",
         "| budget | cell | seeds | % of full | test AUC | paired diff to full (95% CI) |",
         "|---|---|---|---|---|---|",
     ]
