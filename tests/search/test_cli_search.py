@@ -52,6 +52,13 @@ def test_search_refuses_what_does_not_fit_in_one_line(cli, runs, tmp_path, extra
     assert re.search(fragment, result.err.strip().splitlines()[-1]), result.err
 
 
+def test_a_setting_out_of_range_is_named_as_it_is_set(cli, runs, tmp_path):
+    result = cli("search", "optfs", runs / "dcnv2", "--out", tmp_path / "s",
+                 "--set", "search.search_epochs=2", "--set", "search.rewind_epoch=2")  # fmt: skip
+    assert result.code == 1 and not (tmp_path / "s").exists()
+    assert "search.rewind_epoch must be in [0, search.search_epochs), got 2" in result.err
+
+
 def test_search_names_the_unknown_method_and_a_source_that_is_not_a_run(cli, runs, tmp_path):
     unknown = cli("search", "optembedd", runs / "dcnv2", "--out", tmp_path / "s")
     known = "known: fdo, dnis, ihas, optembed, optfs, pep"

@@ -83,18 +83,18 @@ class DNISConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.keep < 1:
-            raise SlimctrError(f"keep must be in (0, 1), got {self.keep}")
+            raise SlimctrError(f"search.keep must be in (0, 1), got {self.keep}")
         blocks = tuple(self.blocks)
         if not blocks or any(not share > 0 for share in blocks) or abs(sum(blocks) - 1) > 1e-6:
-            raise SlimctrError(f"blocks must be positive shares that sum to 1, got {blocks}")
+            raise SlimctrError(f"search.blocks must be positive shares that sum to 1, got {blocks}")
         object.__setattr__(self, "blocks", blocks)
         for name in ("warm_epochs", "search_epochs"):
             if getattr(self, name) < 1:
-                raise SlimctrError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise SlimctrError(f"search.{name} must be >= 1, got {getattr(self, name)}")
         if not self.alpha_lr > 0:
-            raise SlimctrError(f"alpha_lr must be > 0, got {self.alpha_lr}")
+            raise SlimctrError(f"search.alpha_lr must be > 0, got {self.alpha_lr}")
         if not self.l1 >= 0:
-            raise SlimctrError(f"l1 must be >= 0, got {self.l1}")
+            raise SlimctrError(f"search.l1 must be >= 0, got {self.l1}")
 
 
 def frequency_blocks(counts: np.ndarray, shares: tuple[float, ...]) -> Tensor:

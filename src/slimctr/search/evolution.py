@@ -39,14 +39,14 @@ class EvolutionConfig:
     def __post_init__(self) -> None:
         for name in ("generations", "population", "parent_pool"):
             if getattr(self, name) < 1:
-                raise SlimctrError(f"evolution {name} must be >= 1, got {getattr(self, name)}")
+                raise SlimctrError(f"search.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("mutants", "children", "keep"):
             if getattr(self, name) < 0:
-                raise SlimctrError(f"evolution {name} must be >= 0, got {getattr(self, name)}")
+                raise SlimctrError(f"search.{name} must be >= 0, got {getattr(self, name)}")
         if self.mutants + self.children + self.keep < 1:
             raise SlimctrError("evolution needs mutants, children or kept candidates")
         if not 0 <= self.mutation_prob <= 1:
-            raise SlimctrError(f"mutation_prob must be in [0, 1], got {self.mutation_prob}")
+            raise SlimctrError(f"search.mutation_prob must be in [0, 1], got {self.mutation_prob}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -84,14 +84,17 @@ class IHASConfig:
                      "search_epochs", "cluster_rows", "kmeans_iterations"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SlimctrError(f"{name} must be an int >= 1, got {value!r}")
+                raise SlimctrError(f"search.{name} must be an int >= 1, got {value!r}")
         if not 0 < self.temperature_end <= self.temperature_start:
-            raise SlimctrError("temperatures must satisfy 0 < temperature_end <= temperature_start")
+            raise SlimctrError(
+                "search.temperature_end and search.temperature_start must satisfy "
+                "0 < temperature_end <= temperature_start"
+            )
         for name in ("sparsity", "polarisation"):
             if not getattr(self, name) >= 0:
-                raise SlimctrError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise SlimctrError(f"search.{name} must be >= 0, got {getattr(self, name)}")
         if not self.controller_lr > 0:
-            raise SlimctrError(f"controller_lr must be > 0, got {self.controller_lr}")
+            raise SlimctrError(f"search.controller_lr must be > 0, got {self.controller_lr}")
 
     def temperature(self, epoch: int) -> float:
         """The relaxation's temperature in search epoch ``epoch`` (from 0)."""

@@ -72,14 +72,14 @@ class OptEmbedConfig(EvolutionConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.alpha >= 0:
-            raise SlimctrError(f"alpha must be >= 0, got {self.alpha}")
+            raise SlimctrError(f"search.alpha must be >= 0, got {self.alpha}")
         if not self.threshold_lr > 0:
-            raise SlimctrError(f"threshold_lr must be > 0, got {self.threshold_lr}")
+            raise SlimctrError(f"search.threshold_lr must be > 0, got {self.threshold_lr}")
         if self.norm not in (1, 2):
-            raise SlimctrError(f"norm must be 1 or 2, got {self.norm}")
+            raise SlimctrError(f"search.norm must be 1 or 2, got {self.norm}")
         if self.max_embedding_params is not None and self.max_embedding_params < 1:
             raise SlimctrError(
-                f"max_embedding_params must be >= 1 or null, got {self.max_embedding_params}"
+                f"search.max_embedding_params must be >= 1 or null, got {self.max_embedding_params}"
             )
         if self.max_embedding_params is not None and not self.search_widths:
             raise SlimctrError("max_embedding_params bounds the width search: keep search_widths")

@@ -68,19 +68,21 @@ class OptFSConfig:
 
     def __post_init__(self) -> None:
         if self.gate_lr is not None and not self.gate_lr > 0:
-            raise SlimctrError(f"gate_lr must be > 0 or null, got {self.gate_lr}")
+            raise SlimctrError(f"search.gate_lr must be > 0 or null, got {self.gate_lr}")
         if not self.strength >= 0:
-            raise SlimctrError(f"strength must be >= 0, got {self.strength}")
+            raise SlimctrError(f"search.strength must be >= 0, got {self.strength}")
         if not self.final_temperature >= 1:
-            raise SlimctrError(f"final_temperature must be >= 1, got {self.final_temperature}")
+            raise SlimctrError(
+                f"search.final_temperature must be >= 1, got {self.final_temperature}"
+            )
         if self.search_epochs < 2:
-            raise SlimctrError(f"search_epochs must be >= 2, got {self.search_epochs}")
+            raise SlimctrError(f"search.search_epochs must be >= 2, got {self.search_epochs}")
         if not 0 <= self.rewind_epoch < self.search_epochs:
             raise SlimctrError(
-                f"rewind_epoch must be in [0, search_epochs), got {self.rewind_epoch}"
+                f"search.rewind_epoch must be in [0, search.search_epochs), got {self.rewind_epoch}"
             )
         if not (math.isfinite(self.m0) and self.m0 > 0):
-            raise SlimctrError(f"m0 must be > 0 (every gate starts open), got {self.m0}")
+            raise SlimctrError(f"search.m0 must be > 0 (every gate starts open), got {self.m0}")
 
 
 class GatedRows:

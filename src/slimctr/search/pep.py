@@ -71,20 +71,22 @@ class PEPConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.keep < 1:
-            raise SlimctrError(f"keep must be in (0, 1), got {self.keep}")
+            raise SlimctrError(f"search.keep must be in (0, 1), got {self.keep}")
         if self.threshold not in Threshold.__args__:  # type: ignore[attr-defined]
             raise SlimctrError(
-                f"threshold must be one of {', '.join(Threshold.__args__)}, "  # type: ignore[attr-defined]
+                f"search.threshold must be one of {', '.join(Threshold.__args__)}, "  # type: ignore[attr-defined]
                 f"got {self.threshold!r}"
             )
         if not math.isfinite(self.threshold_init):
-            raise SlimctrError(f"threshold_init must be finite, got {self.threshold_init}")
+            raise SlimctrError(f"search.threshold_init must be finite, got {self.threshold_init}")
         if self.threshold_lr is not None and not self.threshold_lr > 0:
-            raise SlimctrError(f"threshold_lr must be > 0 or null, got {self.threshold_lr}")
+            raise SlimctrError(f"search.threshold_lr must be > 0 or null, got {self.threshold_lr}")
         if not self.threshold_decay >= 0:
-            raise SlimctrError(f"threshold_decay must be >= 0, got {self.threshold_decay}")
+            raise SlimctrError(f"search.threshold_decay must be >= 0, got {self.threshold_decay}")
         if self.search_epochs is not None and self.search_epochs < 1:
-            raise SlimctrError(f"search_epochs must be >= 1 or null, got {self.search_epochs}")
+            raise SlimctrError(
+                f"search.search_epochs must be >= 1 or null, got {self.search_epochs}"
+            )
 
 
 class SoftThreshold:
