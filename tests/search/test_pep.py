@@ -134,6 +134,15 @@ def test_a_search_that_runs_out_of_epochs_says_so(found, tmp_path, capsys):
     assert "ended before the tables kept 30%" in capsys.readouterr().err
 
 
+def test_a_search_that_cuts_far_past_its_target_says_so(found, tmp_path, capsys):
+    start, _ = found
+    steep = PEP(PEPConfig(keep=0.3, threshold_init=2.0, search_epochs=1)).fit(start, tmp_path)
+    assert steep.plan_.settings["search_steps"] == 1  # sigma(2) = 0.88 is above every entry
+    assert "step 1 of the search left 0.0% of the entries against a target of 30%" in (
+        capsys.readouterr().err
+    )
+
+
 @pytest.mark.parametrize("threshold", ["feature", "field_dim", "field", "dimension", "global"])
 def test_every_threshold_shape_thresholds_each_entry_by_its_own_s(found, threshold):
     start, _ = found

@@ -190,6 +190,13 @@ class PEP:
                 f"entries ({found['kept_share']:.1%} kept); raise threshold_init or threshold_lr",
                 file=sys.stderr,
             )
+        elif found["kept_share"] < self.config.keep / 2:  # one step cut far past the target
+            print(
+                f"pep: step {found['steps']} of the search left {found['kept_share']:.1%} of the "
+                f"entries against a target of {self.config.keep:.0%}; lower threshold_init or "
+                "threshold_lr",
+                file=sys.stderr,
+            )
         masks = field_masks(embedding, found["mask"])
         settings = to_dict(self.config) | {
             "reached": found["reached"],
