@@ -153,6 +153,9 @@ BUSY_SPANS = [
     ("2026-12-05T08:24:00", "2026-12-05T10:16:00"),
     # a full run trained again by mistake, a rebuilt cell compressed, test suites
     ("2026-12-05T11:33:00", "2026-12-05T11:41:00"),
+    # the searches run end to end on Frappe from the CLI, test suites, a fresh clone's make test
+    ("2026-12-05T12:30:00", "2026-12-05T12:50:00"),
+    ("2026-12-05T13:00:00", "2026-12-05T14:20:00"),
 ]
 # Variants a dataset does not run, and why.
 SKIPPED = {
