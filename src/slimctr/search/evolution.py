@@ -44,7 +44,7 @@ class EvolutionConfig:
             if getattr(self, name) < 0:
                 raise SlimctrError(f"search.{name} must be >= 0, got {getattr(self, name)}")
         if self.mutants + self.children + self.keep < 1:
-            raise SlimctrError("evolution needs mutants, children or kept candidates")
+            raise SlimctrError("search.mutants, search.children or search.keep must be >= 1")
         if not 0 <= self.mutation_prob <= 1:
             raise SlimctrError(f"search.mutation_prob must be in [0, 1], got {self.mutation_prob}")
 

@@ -82,7 +82,9 @@ class OptEmbedConfig(EvolutionConfig):
                 f"search.max_embedding_params must be >= 1 or null, got {self.max_embedding_params}"
             )
         if self.max_embedding_params is not None and not self.search_widths:
-            raise SlimctrError("max_embedding_params bounds the width search: keep search_widths")
+            raise SlimctrError(
+                "search.max_embedding_params bounds the width search: keep search.search_widths"
+            )
         if not (self.prune_rows or self.search_widths):
             raise SlimctrError("OptEmbed needs prune_rows or search_widths (or both)")
 
