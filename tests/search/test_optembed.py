@@ -146,5 +146,5 @@ def test_a_budget_bounds_the_searched_tables(found, tmp_path):
     config = OptEmbedConfig(alpha=1.0, threshold_lr=1.0, generations=3, max_embedding_params=budget)
     plan = OptEmbed(config).fit(start, tmp_path).plan_
     assert plan.embedding_params <= budget and plan.settings["max_embedding_params"] == budget
-    with pytest.raises(SlimctrError, match="keep search.search_widths"):
+    with pytest.raises(SlimctrError, match=r"keep search\.search_widths"):
         OptEmbedConfig(search_widths=False, max_embedding_params=10)
