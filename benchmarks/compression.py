@@ -8,8 +8,10 @@ which is scored on the test split through the unchanged model on the tables it d
 tables stay compressed in memory: nothing is simulated) and written as a bundle, whose files are
 measured. The codecs of ``DENSE_CODECS`` also run with the dense layers int8 (cells named
 ``CODEC+dense-int8``). Every finished cell is logged to benchmarks/results/compression_runs.jsonl.
-``--searched`` compresses the search study's retrained models too (cells ``SEARCH_CELL+CODEC``),
-and each model's report ends with the cell of fewest embedding bytes within 0.001 of float32.
+``--searched`` compresses the search study's retrained models too (cells ``SEARCH_CELL+CODEC``;
+``--rebuild`` trains a logged cell again where this machine lacks its run, as runs are not
+committed), and each model's report ends with the cell of fewest embedding bytes within 0.001
+of float32.
 
 ``--timing`` measures, for seed 0 and each codec, a fresh process that loads the bundle and
 scores the test split: the bytes of the loaded model's parameters and buffers (exact), its RSS
@@ -165,8 +167,8 @@ print(json.dumps({"samples_per_s": rows / best, "peak_rss_kib": peak, "model_byt
 def searched(args: argparse.Namespace) -> None:
     """Compress the search study's retrained models (masked ones are stored sparse already and
     skipped), so that sizes multiply, into bundles; logged against the full float32 model of the
-    same seed. Runs are not committed, so each cell is compressed on the machine that trained it:
-    a cell whose run is not here is left out (the report keeps the cells with every seed)."""
+    same seed. Runs are not committed: a cell whose run is not here is trained again with
+    ``--rebuild``, else left out (the report keeps the cells with every seed)."""
     found = search.records()
     for dataset in args.datasets:
         for model in args.models:
@@ -181,8 +183,11 @@ def searched(args: argparse.Namespace) -> None:
                 name = f"{dataset} {model} seed={seed} {cell}"
                 missing = [c for c in SEARCHED_CODECS if f"{name}+{c}" not in records(LOG)]
                 if missing and not source.is_dir():
-                    print(f"{name}: its run is not here to compress (search.py --rebuild)")
-                    continue
+                    if not args.rebuild:
+                        print(f"{name}: its run is not here to compress (see --rebuild)")
+                        continue
+                    data = search.store_of(dataset, args.data)
+                    search.train_cell(args, data, (dataset, model, seed, cell), rebuild=True)
                 for codec in missing:
                     key = f"{name}+{codec}"
                     folder = f"{model}-{seed}/{cell}+{codec}".replace(":", "-")
@@ -393,6 +398,9 @@ def main() -> None:
     parser.add_argument("--timing", action="store_true", help="peak RSS and samples/s, alone")
     parser.add_argument("--again", action="store_true", help="--timing: every codec, logged or not")
     parser.add_argument("--searched", action="store_true", help="compress searched models too")
+    parser.add_argument(
+        "--rebuild", action="store_true", help="--searched: train again the runs not here"
+    )
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS} and {PLOT}")
     parser.add_argument("--logged-only", action="store_true", help="compress nothing, tabulate")
     args = parser.parse_args()

@@ -30,12 +30,12 @@ runs/bench-search, not committed) so that an interrupted study resumes; finished
 to benchmarks/results/search_runs.jsonl, with the search's wall time by stage and the retraining's,
 against the full model's training time. Differences to the full model are paired by seed with a
 95% t-interval. Two processes may run at once on disjoint ``--methods``. As runs are not
-committed, ``--rebuild`` trains the logged cells asked for again where this machine lacks their
-run (for the compression study), and prints the new validation AUC beside the logged one.
+committed, a step that needs a logged cell's run where this machine lacks it (FDO, the compression
+study) trains the cell again, and prints the new validation AUC beside the logged one.
 
     python benchmarks/search.py [--datasets frappe] [--models gdcn_p] [--seeds 3]
         [--methods full uniform fdo optembed optfs pep dnis ihas budgeted|CELL] [--select]
-        [--threads 1] [--rebuild]
+        [--threads 1]
         [--write] [--logged-only]
 """
 
@@ -431,7 +431,7 @@ def study(args: argparse.Namespace) -> None:
         for seed in range(args.seeds):
             for model in args.models:
                 for cell in cells(args, dataset, model, seed):
-                    train_cell(args, data, (dataset, model, seed, cell), args.rebuild)
+                    train_cell(args, data, (dataset, model, seed, cell))
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -634,9 +634,6 @@ def main() -> None:
         default=["full", "uniform", "fdo", "optembed", "optfs", "pep", "dnis", "ihas"],
     )
     parser.add_argument("--select", action="store_true", help="try every variant on seed 0")
-    parser.add_argument(
-        "--rebuild", action="store_true", help="train logged cells again whose run is not here"
-    )
     parser.add_argument("--data", type=Path, default=SHARED / "frappe", help="Frappe folder")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-search")
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
