@@ -179,7 +179,7 @@ def searched(args: argparse.Namespace) -> None:
             ):
                 if cell == "full" or not _kept(dataset, model, cell):
                     continue
-                source = args.work / dataset / f"{model}-{seed}" / cell.replace(":", "-") / "run"
+                source = search.run_of(args, (dataset, model, seed, cell))
                 name = f"{dataset} {model} seed={seed} {cell}"
                 missing = [c for c in SEARCHED_CODECS if f"{name}+{c}" not in records(LOG)]
                 if missing and not source.is_dir():

@@ -295,22 +295,21 @@ def train_cell(
     out = run_of(args, where)
     if logged is not None and not (rebuild and RunDir(out).state is not RunState.FINISHED):
         return logged
-    folder = args.work / dataset / f"{model}-{seed}"
     config = config_for(dataset, model, seed, args.threads)
     if cell == "full":
         run.train(data, out, config, resume=True)
         return settle(key, where, out, None, logged)
-    full = train_cell(args, data, (dataset, model, seed, "full"))
-    start = Start(config, open_store(data))
     method, _, variant = cell.partition(":")
     method = method.split("-")[0]  # uniform-4, fdo-0.8
+    whole = (dataset, model, seed, "full")
+    full = train_cell(args, data, whole, rebuild=method == "fdo")  # FDO reads its run
+    start = Start(config, open_store(data))
     initial = None
     if method == "fdo":
         ratio = float(cell.split("-")[1])
         searcher = FDO(FDOConfig(variance_ratio=ratio))
-        train_cell(args, data, (dataset, model, seed, "full"), rebuild=True)  # FDO reads its run
         began = time.perf_counter()
-        plan = searcher.fit(Start.from_run(folder / "full")).plan_
+        plan = searcher.fit(Start.from_run(run_of(args, whole))).plan_
         plan = dataclasses.replace(plan, seconds={"pca": time.perf_counter() - began})
     elif method == "uniform":
         plan = uniform_plan(start.store.schema, int(cell.split("-")[1]))
@@ -327,7 +326,7 @@ def train_cell(
         searcher = entry.searcher(entry.config(**settings))
         shared = method in SHARED_STAGES and cell not in BUDGETED
         searcher.fit(
-            start, folder / (f"{method}-work" if shared else f"{cell.replace(':', '-')}/work")
+            start, out.parent.with_name(f"{method}-work") if shared else out.parent / "work"
         )
         plan, initial = searcher.plan_, searcher.initial_
     out.parent.mkdir(parents=True, exist_ok=True)
