@@ -10,8 +10,8 @@ measured. The codecs of ``DENSE_CODECS`` also run with the dense layers int8 (ce
 ``CODEC+dense-int8``). Every finished cell is logged to benchmarks/results/compression_runs.jsonl.
 ``--searched`` compresses the search study's retrained models too (cells ``SEARCH_CELL+CODEC``;
 ``--rebuild`` trains a logged cell again where this machine lacks its run, as runs are not
-committed), and each model's report ends with the cell of fewest embedding bytes within 0.001
-of float32.
+committed; ``--cells`` keeps only the named cells), and each model's report ends with the cell
+of fewest embedding bytes within 0.001 of float32.
 
 ``--timing`` measures, for seed 0 and each codec, a fresh process that loads the bundle and
 scores the test split: the bytes of the loaded model's parameters and buffers (exact), its RSS
@@ -20,7 +20,8 @@ same job: run it alone on the machine (``--again``: every timed codec, logged on
 one job has them all).
 
     python benchmarks/compression.py [--datasets frappe criteo-300k-mc2] [--models gdcn_p dcnv2]
-        [--seeds 3] [--threads 1] [--timing [--again]] [--write] [--logged-only]
+        [--seeds 3] [--threads 1] [--searched [--rebuild] [--cells CELL...]]
+        [--timing [--again]] [--write] [--logged-only]
 """
 
 from __future__ import annotations
@@ -178,6 +179,8 @@ def searched(args: argparse.Namespace) -> None:
                 (r["cell"], r["seed"]) for r in runs if r["seed"] < args.seeds
             ):
                 if cell == "full" or not _kept(dataset, model, cell):
+                    continue
+                if args.cells and cell not in args.cells:
                     continue
                 source = search.run_of(args, (dataset, model, seed, cell))
                 name = f"{dataset} {model} seed={seed} {cell}"
@@ -401,6 +404,7 @@ def main() -> None:
     parser.add_argument(
         "--rebuild", action="store_true", help="--searched: train again the runs not here"
     )
+    parser.add_argument("--cells", nargs="+", help="--searched: only these cells (default: all)")
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS} and {PLOT}")
     parser.add_argument("--logged-only", action="store_true", help="compress nothing, tabulate")
     args = parser.parse_args()

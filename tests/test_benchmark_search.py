@@ -10,6 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import compression
 import search
 
 from slimctr.runconfig import resolve_config
@@ -40,3 +41,35 @@ def test_a_lost_run_is_trained_again_when_needed_and_scores_as_logged(tiny, tmp_
     assert again["test"]["logloss"] == logged["test"]["logloss"]
     assert [r["cell"] for r in search.records().values()] == ["full", "uniform-2", "fdo-0.8"]
     assert fdo["embedding_params"] < logged["embedding_params"]
+
+
+def test_compressing_searched_cells_rebuilds_only_the_named_lost_runs(
+    tiny, tmp_path, monkeypatch, capsys
+):
+    def config_for(dataset, model, seed, threads, extra=None):
+        return resolve_config(model, overrides=[*TINY, *(extra or [])], seed=seed, threads=1)
+
+    monkeypatch.setattr(search, "LOG", tmp_path / "runs.jsonl")
+    monkeypatch.setattr(search, "config_for", config_for)
+    monkeypatch.setattr(search, "store_of", lambda dataset, frappe: tiny / "data")
+    monkeypatch.setattr(compression, "LOG", tmp_path / "compressed.jsonl")
+    monkeypatch.setattr(compression, "SEARCHED_CODECS", ("int8",))
+    args = argparse.Namespace(
+        work=tmp_path / "work", threads=1, datasets=["tiny"], models=["dcnv2"], seeds=1,
+        data=None, rebuild=False, cells=None,
+    )  # fmt: skip
+    for cell in ("full", "uniform-2", "uniform-4"):
+        search.train_cell(args, tiny / "data", ("tiny", "dcnv2", 0, cell))
+    for cell in ("uniform-2", "uniform-4"):
+        shutil.rmtree(search.run_of(args, ("tiny", "dcnv2", 0, cell)))
+
+    compression.searched(args)  # both runs lost, no --rebuild: nothing compressed, both named
+    assert not compression.records(compression.LOG)
+    assert capsys.readouterr().out.count("its run is not here") == 2
+
+    args.rebuild, args.cells = True, ["uniform-4"]
+    compression.searched(args)
+    assert list(compression.records(compression.LOG)) == ["tiny dcnv2 seed=0 uniform-4+int8"]
+    assert search.run_of(args, ("tiny", "dcnv2", 0, "uniform-4")).is_dir()
+    assert not search.run_of(args, ("tiny", "dcnv2", 0, "uniform-2")).exists()
+    assert len(search.records()) == 3  # the rebuilt cell is not logged twice
