@@ -178,9 +178,8 @@ def searched(args: argparse.Namespace) -> None:
             for cell, seed in sorted(
                 (r["cell"], r["seed"]) for r in runs if r["seed"] < args.seeds
             ):
-                if cell == "full" or not _kept(dataset, model, cell):
-                    continue
-                if args.cells and cell not in args.cells:
+                wanted = not args.cells or cell in args.cells
+                if cell == "full" or not _kept(dataset, model, cell) or not wanted:
                     continue
                 source = search.run_of(args, (dataset, model, seed, cell))
                 name = f"{dataset} {model} seed={seed} {cell}"
