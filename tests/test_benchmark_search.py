@@ -19,12 +19,14 @@ from slimctr.rundir import RunDir
 TINY = ["train.batch_size=256", "train.epochs=1", "train.precision=fp32", "model.hidden_dims=[16]"]
 
 
-def test_a_lost_run_is_trained_again_when_needed_and_scores_as_logged(tiny, tmp_path, monkeypatch):
-    def config_for(dataset, model, seed, threads, extra=None):
-        return resolve_config(model, overrides=[*TINY, *(extra or [])], seed=seed, threads=1)
+def tiny_config(dataset, model, seed, threads, extra=None):
+    """``search.config_for`` for the tiny store: one short epoch on one thread."""
+    return resolve_config(model, overrides=[*TINY, *(extra or [])], seed=seed, threads=1)
 
+
+def test_a_lost_run_is_trained_again_when_needed_and_scores_as_logged(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(search, "LOG", tmp_path / "runs.jsonl")
-    monkeypatch.setattr(search, "config_for", config_for)
+    monkeypatch.setattr(search, "config_for", tiny_config)
     args = argparse.Namespace(work=tmp_path / "work", threads=1)
     full = ("tiny", "dcnv2", 0, "full")
     logged = search.train_cell(args, tiny / "data", full)
@@ -46,11 +48,8 @@ def test_a_lost_run_is_trained_again_when_needed_and_scores_as_logged(tiny, tmp_
 def test_compressing_searched_cells_rebuilds_only_the_named_lost_runs(
     tiny, tmp_path, monkeypatch, capsys
 ):
-    def config_for(dataset, model, seed, threads, extra=None):
-        return resolve_config(model, overrides=[*TINY, *(extra or [])], seed=seed, threads=1)
-
     monkeypatch.setattr(search, "LOG", tmp_path / "runs.jsonl")
-    monkeypatch.setattr(search, "config_for", config_for)
+    monkeypatch.setattr(search, "config_for", tiny_config)
     monkeypatch.setattr(search, "store_of", lambda dataset, frappe: tiny / "data")
     monkeypatch.setattr(compression, "LOG", tmp_path / "compressed.jsonl")
     monkeypatch.setattr(compression, "SEARCHED_CODECS", ("int8",))
