@@ -183,7 +183,8 @@ def searched(args: argparse.Namespace) -> None:
                     continue
                 source = search.run_of(args, (dataset, model, seed, cell))
                 name = f"{dataset} {model} seed={seed} {cell}"
-                missing = [c for c in SEARCHED_CODECS if f"{name}+{c}" not in records(LOG)]
+                done = records(LOG)
+                missing = [c for c in SEARCHED_CODECS if f"{name}+{c}" not in done]
                 if missing and not source.is_dir():
                     if not args.rebuild:
                         print(f"{name}: its run is not here to compress (see --rebuild)")

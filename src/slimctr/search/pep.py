@@ -187,14 +187,15 @@ class PEP:
         if not found["reached"]:
             print(
                 f"pep: the search ended before the tables kept {self.config.keep:.0%} of their "
-                f"entries ({found['kept_share']:.1%} kept); raise threshold_init or threshold_lr",
+                f"entries ({found['kept_share']:.1%} kept); raise search.threshold_init or "
+                "search.threshold_lr",
                 file=sys.stderr,
             )
         elif found["kept_share"] < self.config.keep / 2:  # one step cut far past the target
             print(
                 f"pep: step {found['steps']} of the search left {found['kept_share']:.1%} of the "
-                f"entries against a target of {self.config.keep:.0%}; lower threshold_init or "
-                "threshold_lr",
+                f"entries against a target of {self.config.keep:.0%}; lower "
+                "search.threshold_init or search.threshold_lr",
                 file=sys.stderr,
             )
         masks = field_masks(embedding, found["mask"])
